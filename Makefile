@@ -1,0 +1,37 @@
+# Set-up and entry points. Every target is idempotent and reuses one virtual environment;
+# llama-cpp-python (which compiles for ~5.5 min) is built once into a wheel cache outside the repo.
+PYTHON ?= python3.11
+VENV ?= .venv
+WHEELS ?= $(HOME)/.cache/picospec/wheels
+LLAMA_CPP_VERSION := 0.3.36
+BIN := $(VENV)/bin
+
+.PHONY: setup models demo test test-fast proto clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		$(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev]'
+	touch $@
+
+models: setup
+	$(BIN)/picospec models pull
+
+demo: models
+	$(BIN)/picospec demo
+
+test: models
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not real"
+
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -Ipicospec/wire=picospec/wire --python_out=. --grpc_python_out=. --pyi_out=. picospec/wire/picospec.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache

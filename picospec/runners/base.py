@@ -1,0 +1,82 @@
+"""The interface that the edge (drafter) and the cloud (target) both run their model through."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from picospec.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """What two models must share for one to draft for the other."""
+
+    n_vocab: int
+    eos_ids: tuple[int, ...]
+    bos_id: int | None
+    fingerprint: str  # hex digest over every token's bytes and the special ids
+
+    @staticmethod
+    def from_token_bytes(token_bytes: Sequence[bytes], eos_ids: Sequence[int], bos_id: int | None) -> "VocabInfo":
+        """Build the fingerprint from each token's text, in id order."""
+        digest = hashlib.sha256()
+        for piece in token_bytes:
+            digest.update(len(piece).to_bytes(4, "little"))
+            digest.update(piece)
+        digest.update(repr((tuple(eos_ids), bos_id)).encode())
+        return VocabInfo(len(token_bytes), tuple(eos_ids), bos_id, digest.hexdigest())
+
+
+@runtime_checkable
+class ModelRunner(Protocol):
+    """A causal LM with an explicit, rollback-able context (KV cache)."""
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    @property
+    def n_tokens(self) -> int:
+        """How many tokens the context (and KV cache) holds now."""
+        ...
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids in the context now."""
+        ...
+
+    def vocab_info(self) -> VocabInfo: ...
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def chat_tokens(self, user_message: str) -> list[int]:
+        """Token ids of a one-turn chat prompt, ready for the assistant's reply."""
+        ...
+
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate `tokens` after the context; return logits rows, shape (len(tokens), n_vocab)."""
+        ...
+
+    def rollback(self, n: int) -> None:
+        """Truncate the context and its KV cache to the first n tokens."""
+        ...
+
+
+def check_token_ids(tokens: Sequence[int], n_vocab: int) -> np.ndarray:
+    """Return `tokens` as an int64 array, or raise InvalidInputError if any id is outside the vocabulary."""
+    ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # (n,)
+    if ids.size and (ids.min() < 0 or ids.max() >= n_vocab):
+        bad = int(ids[(ids < 0) | (ids >= n_vocab)][0])
+        raise InvalidInputError(f"token id {bad} is outside the vocabulary [0, {n_vocab})")
+    return ids
+
+
+def check_rollback(n: int, n_tokens: int) -> None:
+    """Raise InvalidInputError unless 0 <= n <= n_tokens."""
+    if not 0 <= n <= n_tokens:
+        raise InvalidInputError(f"cannot roll back to {n} tokens: the context holds {n_tokens}")

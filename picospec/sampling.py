@@ -1,0 +1,103 @@
+"""Sampling transforms and samplers: pure functions shared by the edge and the cloud.
+
+The rejection test compares the drafter's and the target's distributions, so both sides must turn
+logits into probabilities with this one function and the same SamplingParams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from picospec.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature == 0 means greedy; top_k == 0 and top_p == 1 disable those cuts."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.temperature) or self.temperature < 0:
+            raise InvalidInputError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise InvalidInputError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def logits_to_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """Apply temperature, top_k and top_p; return float64 probabilities of the same shape.
+
+    logits: (..., V). Greedy gives a one-hot row at the argmax (lowest id on ties).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise InvalidInputError("logits must have a non-empty last (vocabulary) axis")
+    if not np.all(np.isfinite(logits) | (logits == -np.inf)):
+        raise InvalidInputError("logits contain NaN or +inf")
+    if params.greedy:
+        probs = np.zeros_like(logits)
+        np.put_along_axis(probs, logits.argmax(axis=-1)[..., None], 1.0, axis=-1)
+        return probs
+    scaled = logits / params.temperature  # (..., V)
+    if 0 < params.top_k < scaled.shape[-1]:
+        kth = np.partition(scaled, -params.top_k, axis=-1)[..., -params.top_k, None]
+        scaled = np.where(scaled >= kth, scaled, -np.inf)
+    probs = _softmax(scaled)
+    if params.top_p < 1:
+        probs = _top_p(probs, params.top_p)
+    return probs
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p, then renormalise."""
+    order = np.argsort(-probs, axis=-1, kind="stable")  # (..., V)
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
+    keep_sorted = mass_before < top_p  # the token that crosses top_p is kept
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    cut = np.where(keep, probs, 0.0)
+    return cut / cut.sum(axis=-1, keepdims=True)
+
+
+def check_distribution(probs: np.ndarray, name: str = "probs", atol: float = 1e-4) -> np.ndarray:
+    """Return probs as float64, or raise InvalidInputError unless every row is a distribution."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 0 or probs.shape[-1] == 0:
+        raise InvalidInputError(f"{name} must have a non-empty vocabulary axis")
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise InvalidInputError(f"{name} has negative or non-finite entries")
+    sums = probs.sum(axis=-1)
+    if np.any(np.abs(sums - 1) > atol):
+        raise InvalidInputError(f"{name} rows must sum to 1, got sums in [{sums.min():.6g}, {sums.max():.6g}]")
+    return probs
+
+
+def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one token id from a probability vector (V,); it need not be exactly normalised."""
+    cdf = np.cumsum(probs)  # (V,)
+    if not cdf[-1] > 0:
+        raise InvalidInputError("cannot sample from a distribution with zero mass")
+    index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    # Rounding can put the draw at the very top of the cdf: take the last token with mass.
+    return index if index < len(cdf) else int(np.flatnonzero(probs)[-1])
+
+
+def residual(target_probs: np.ndarray, draft_probs: np.ndarray) -> np.ndarray:
+    """max(0, target_probs - draft_probs), unnormalised: the correction distribution after a rejection."""
+    return np.maximum(np.asarray(target_probs, np.float64) - np.asarray(draft_probs, np.float64), 0.0)
