@@ -1,0 +1,291 @@
+"""The two halves of speculative decoding over ModelRunners, and in-process reference loops.
+
+Drafter is the edge's lifecycle (begin, draft, commit); TargetVerifier is the cloud's (begin,
+verify, receive the edge's correction). The networked edge and cloud wrap these same objects, so
+the in-process loops here are the reference that the distributed system must match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from picospec.errors import InvalidInputError, ProtocolError
+from picospec.runners.base import ModelRunner
+from picospec.sampling import SamplingParams, logits_to_probs
+from picospec.verify import (
+    Candidates,
+    Verdict,
+    VerifyConfig,
+    VerifyMode,
+    cloud_verify,
+    draft_token,
+    draw_candidates,
+    edge_correction,
+    take_candidate,
+)
+from picospec.wire.codec import as_sent_candidates, as_sent_draft_probs, as_sent_verdict
+
+
+@dataclass(frozen=True)
+class DraftChunk:
+    """n draft tokens at absolute positions start .. start+n-1, drafted in one epoch."""
+
+    epoch: int
+    start: int
+    tokens: np.ndarray  # (n,) int64
+    draft_probs: np.ndarray  # (n, V) float64, the distributions the tokens were drafted from
+
+    @property
+    def token_probs(self) -> np.ndarray:
+        """Each draft token's own draft probability, shape (n,): what separate rejection sampling uplinks."""
+        return self.draft_probs[np.arange(self.tokens.size), self.tokens]
+
+    def __len__(self) -> int:
+        return int(self.tokens.size)
+
+
+class Drafter:
+    """The edge's model: drafts ahead of the verified context and rolls back on a rejection."""
+
+    def __init__(self, runner: ModelRunner, params: SamplingParams, config: VerifyConfig, rng: np.random.Generator):
+        self.runner, self.params, self.config, self.rng = runner, params, config, rng
+        self.committed = 0  # tokens verified by the cloud (prompt included)
+        self.epoch = 0
+        self._next_logits: np.ndarray | None = None  # (V,) logits at position runner.n_tokens
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        """Start a generation after `prompt` (at least one token)."""
+        if len(prompt) == 0:
+            raise InvalidInputError("the prompt must hold at least one token")
+        self.runner.rollback(0)
+        self._next_logits = self.runner.extend(prompt)[-1]
+        self.committed, self.epoch = len(prompt), 0
+
+    @property
+    def drafted_until(self) -> int:
+        """Position after the last drafted (possibly unverified) token."""
+        return self.runner.n_tokens
+
+    def draft(self, n: int) -> DraftChunk:
+        """Draft n more tokens after everything drafted so far."""
+        start = self.drafted_until
+        tokens = np.empty(n, dtype=np.int64)
+        rows = np.empty((n, self.runner.n_vocab))  # (n, V)
+        for i in range(n):
+            rows[i] = self._draft_distribution()
+            tokens[i] = draft_token(rows[i], self.config.mode, self.config.seed, start + i, self.rng)
+            self._next_logits = self.runner.extend([int(tokens[i])])[0]
+        return DraftChunk(self.epoch, start, tokens, rows)
+
+    def _draft_distribution(self) -> np.ndarray:
+        probs = logits_to_probs(self._next_logits, self.params)  # (V,)
+        # Full mode ships float16 rows: draft from exactly what the cloud will see.
+        return as_sent_draft_probs(probs)[0] if self.config.mode is VerifyMode.FULL else probs
+
+    def commit(self, chunk: DraftChunk, accepted: int, token: int | None) -> bool:
+        """Apply a verdict on `chunk`; return True if the drafted continuation was thrown away.
+
+        token is the correction or bonus now committed after the accepted drafts, or None when the
+        whole chunk passed and drafting simply continues.
+        """
+        if token is None:
+            self.committed = chunk.start + len(chunk)
+            return False
+        self.runner.rollback(chunk.start + accepted)
+        self._next_logits = self.runner.extend([token])[0]
+        self.committed = chunk.start + accepted + 1
+        if accepted < len(chunk):
+            self.epoch += 1
+        return True
+
+
+class TargetVerifier:
+    """The cloud's model for one session: verifies chunks, keeping its KV cache on the verified prefix."""
+
+    def __init__(self, runner: ModelRunner, params: SamplingParams, config: VerifyConfig, rng: np.random.Generator):
+        self.runner, self.params, self.config, self.rng = runner, params, config, rng
+        self.epoch = 0
+        self.passes = 0  # target forward passes (the cost the benchmark counts)
+        self._kept_logits: np.ndarray | None = None  # (V,) at position n_tokens, when known
+        self._pending: list[int] = []  # committed tokens not yet evaluated (a correction or bonus)
+        self._rejected: tuple[np.ndarray, int] | None = None  # (target row, draft token) awaiting the edge
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        """Evaluate the prompt; the last row is kept for the first chunk."""
+        if len(prompt) == 0:
+            raise InvalidInputError("the prompt must hold at least one token")
+        self.runner.rollback(0)
+        self._kept_logits = self.runner.extend(prompt)[-1]
+        self._pending, self._rejected, self.epoch = [], None, 0
+        self.passes = 1
+
+    @property
+    def committed(self) -> int:
+        """Tokens verified so far: what the next chunk must start at."""
+        return self.runner.n_tokens + len(self._pending)
+
+    @property
+    def awaiting_correction(self) -> bool:
+        """True after a rejection whose correction the edge samples (topk, exact)."""
+        return self._rejected is not None
+
+    def verify(
+        self,
+        start: int,
+        tokens: np.ndarray,
+        *,
+        token_probs: np.ndarray | None = None,
+        draft_probs: np.ndarray | None = None,
+        bonus: bool = False,
+    ) -> Verdict:
+        """Verify draft tokens at positions start..; roll the cache back to what was accepted."""
+        if self.awaiting_correction:
+            raise ProtocolError("the correction of the last rejection has not arrived")
+        if start != self.committed:
+            raise ProtocolError(f"chunk starts at position {start}, the verified context ends at {self.committed}")
+        logits = self._target_logits(tokens)  # (n+1, V)
+        target_probs = logits_to_probs(logits, self.params)  # (n+1, V)
+        verdict = cloud_verify(
+            self.config, tokens, target_probs, start, self.rng,
+            draft_token_probs=token_probs, draft_probs=draft_probs, bonus=bonus,
+        )  # fmt: skip
+        self._settle(start, tokens, logits[-1], target_probs[verdict.accepted], verdict)
+        return verdict
+
+    def _target_logits(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits rows (n+1, V) at the chunk's positions and the one after it."""
+        new_rows = self.runner.extend(self._pending + [int(t) for t in tokens])
+        self.passes += 1
+        if self._pending:
+            self._pending = []
+            return new_rows
+        return np.concatenate([self._kept_logits[None, :], new_rows])
+
+    def _settle(self, start: int, tokens: np.ndarray, last_logits: np.ndarray, row: np.ndarray, verdict: Verdict) -> None:
+        """Leave the cache on the verified prefix; remember what the next chunk starts from."""
+        if verdict.accepted == len(tokens) and verdict.token is None:
+            self._kept_logits = last_logits  # the next chunk's first token needs no recomputation
+            return
+        self.runner.rollback(start + verdict.accepted)
+        self._kept_logits = None
+        if verdict.rejected:
+            self.epoch += 1
+        if verdict.needs_edge_sampling:
+            self._rejected = (row, int(tokens[verdict.accepted]))
+        else:
+            self._pending = [verdict.token]
+
+    def more_candidates(self) -> Candidates:
+        """A fresh batch of exact-mode candidates for the rejection still awaiting its correction."""
+        if self._rejected is None or self.config.mode is not VerifyMode.EXACT:
+            raise ProtocolError("no exact-mode rejection is awaiting more candidates")
+        row, rejected_token = self._rejected
+        return draw_candidates(row, rejected_token, self.config.n_candidates, self.rng)
+
+    def receive_correction(self, token: int) -> None:
+        """Commit the correction the edge sampled from the material of the last rejection."""
+        if self._rejected is None:
+            raise ProtocolError("a correction arrived, but no rejection is awaiting one")
+        if not 0 <= token < self.runner.n_vocab:
+            raise ProtocolError(f"correction token {token} is outside the vocabulary")
+        self._rejected, self._pending = None, [int(token)]
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process reference loops (no network): what the distributed edge and cloud must reproduce.
+
+
+@dataclass
+class Generation:
+    """New tokens of one generation and how they came about."""
+
+    token_ids: list[int] = field(default_factory=list)
+    accepted_lengths: list[int] = field(default_factory=list)  # per round
+    target_passes: int = 0
+    drafted: int = 0
+
+    @property
+    def rounds(self) -> int:
+        return len(self.accepted_lengths)
+
+    @property
+    def mean_accepted(self) -> float:
+        return float(np.mean(self.accepted_lengths)) if self.accepted_lengths else 0.0
+
+
+def resolve_correction(verdict: Verdict, chunk: DraftChunk, rng: np.random.Generator, verifier: TargetVerifier) -> int | None:
+    """The token the edge commits after `verdict`, fetching more exact-mode candidates as needed."""
+    draft_row = chunk.draft_probs[verdict.accepted] if verdict.rejected else None  # (V,)
+    token = edge_correction(verdict, draft_row, rng)
+    while token is None and verdict.candidates is not None:
+        token = take_candidate(as_sent_candidates(verifier.more_candidates(), draft_row.size), draft_row, rng)
+    if verdict.needs_edge_sampling:
+        verifier.receive_correction(token)
+    return token
+
+
+def generate_speculative(
+    drafter: Drafter,
+    verifier: TargetVerifier,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    draft_len: int = 4,
+    stop_ids: Sequence[int] = (),
+) -> Generation:
+    """Stop-and-wait speculative decoding with a bonus token per fully accepted chunk."""
+    drafter.begin(prompt)
+    verifier.begin(prompt)
+    result = Generation()
+    while len(result.token_ids) < max_new_tokens and not _stopped(result.token_ids, stop_ids):
+        chunk = drafter.draft(draft_len)
+        verdict = as_sent_verdict(
+            verifier.verify(chunk.start, chunk.tokens, token_probs=chunk.token_probs, draft_probs=chunk.draft_probs, bonus=True),
+            drafter.runner.n_vocab,
+            drafter.config.sparse_format,
+        )
+        token = resolve_correction(verdict, chunk, drafter.rng, verifier)
+        drafter.commit(chunk, verdict.accepted, token)
+        result.token_ids += [int(t) for t in chunk.tokens[: verdict.accepted]] + [token]
+        result.accepted_lengths.append(verdict.accepted)
+        result.drafted += len(chunk)
+    result.target_passes = verifier.passes
+    result.token_ids = _truncate(result.token_ids, max_new_tokens, stop_ids)
+    return result
+
+
+def generate_autoregressive(
+    runner: ModelRunner,
+    prompt: Sequence[int],
+    params: SamplingParams,
+    config: VerifyConfig,
+    rng: np.random.Generator,
+    max_new_tokens: int,
+    stop_ids: Sequence[int] = (),
+) -> Generation:
+    """One model alone, token by token, sampling as a drafter would (Gumbel-argmax in gumbel mode)."""
+    runner.rollback(0)
+    logits = runner.extend(prompt)[-1]
+    result = Generation()
+    while len(result.token_ids) < max_new_tokens and not _stopped(result.token_ids, stop_ids):
+        probs = logits_to_probs(logits, params)
+        token = draft_token(probs, config.mode, config.seed, runner.n_tokens, rng)
+        result.token_ids.append(token)
+        logits = runner.extend([token])[0]
+        result.target_passes += 1
+    return result
+
+
+def _stopped(token_ids: list[int], stop_ids: Sequence[int]) -> bool:
+    return any(t in stop_ids for t in token_ids)
+
+
+def _truncate(token_ids: list[int], max_new_tokens: int, stop_ids: Sequence[int]) -> list[int]:
+    """Cut at max_new_tokens and just after the first stop token."""
+    token_ids = token_ids[:max_new_tokens]
+    for i, token in enumerate(token_ids):
+        if token in stop_ids:
+            return token_ids[: i + 1]
+    return token_ids

@@ -1,0 +1,1 @@
+"""What crosses the network: the sparse codec and the gRPC protocol."""

@@ -1,0 +1,128 @@
+"""Sequence-level exactness of speculative decoding on toy models, for every verification mode."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import picospec.verify.algorithms as algorithms
+from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
+from picospec.runners.toy import ToyRunner
+from picospec.sampling import SamplingParams, logits_to_probs
+from picospec.verify import VerifyConfig, VerifyMode
+from stats import ALPHA, chi_square_pvalue
+
+V, LENGTH, PROMPT = 3, 3, [0]
+TARGET = ToyRunner.create(V, seed=11)
+N = 5000
+
+
+def sequence_distribution(target: ToyRunner, params: SamplingParams, length: int) -> dict[tuple, float]:
+    """The target's exact probability of every continuation of PROMPT of the given length."""
+    out = {}
+    for seq in itertools.product(range(target.n_vocab), repeat=length):
+        prob, context = 1.0, list(PROMPT)
+        for token in seq:
+            prob *= logits_to_probs(target.next_logits(context), params)[token]
+            context.append(token)
+        out[seq] = prob
+    return out
+
+
+def sample_sequences(mode: str, params: SamplingParams, n: int, draft_len: int = 2, seed: int = 0, **cfg) -> dict:
+    config = VerifyConfig(mode=mode, topk=V, **cfg)
+    drafter = Drafter(TARGET.drafter(seed=5, noise=1.0), params, config, np.random.default_rng([seed, 1]))
+    verifier = TargetVerifier(TARGET, params, config, np.random.default_rng([seed, 2]))
+    counts: dict[tuple, int] = {}
+    for i in range(n):
+        if mode == "gumbel":  # a fresh shared seed per sample: the noise must be independent
+            drafter.config = verifier.config = VerifyConfig(mode=mode, seed=seed * n + i)
+        tokens = tuple(generate_speculative(drafter, verifier, PROMPT, LENGTH, draft_len).token_ids)
+        counts[tokens] = counts.get(tokens, 0) + 1
+    return counts
+
+
+def pvalue(counts: dict, expected: dict) -> float:
+    keys = list(expected)
+    return chi_square_pvalue(np.array([counts.get(k, 0) for k in keys]), np.array([expected[k] for k in keys]))
+
+
+CASES = [(mode, SamplingParams(temperature=1.0)) for mode in VerifyMode] + [
+    ("exact", SamplingParams(temperature=0.7, top_k=2)),
+    ("gumbel", SamplingParams(temperature=1.3, top_p=0.8)),
+    ("topk", SamplingParams(temperature=1.0, top_k=2)),  # the target fits in K: exact
+]
+
+
+@pytest.mark.parametrize("mode, params", CASES, ids=lambda x: getattr(x, "value", None) or str(x))
+def test_sequences_converge_on_the_target_distribution(mode, params):
+    counts = sample_sequences(mode, params, N)
+    assert sum(counts.values()) == N
+    assert pvalue(counts, sequence_distribution(TARGET, params, LENGTH)) > ALPHA
+
+
+def test_negative_control_a_wrong_residual_fails_the_convergence_test(monkeypatch):
+    # Sampling the correction from the target itself, not from the residual, must be detected.
+    monkeypatch.setattr(algorithms, "residual", lambda target_row, draft_row: target_row)
+    params = SamplingParams(temperature=1.0)
+    counts = sample_sequences("full", params, N)
+    assert pvalue(counts, sequence_distribution(TARGET, params, LENGTH)) < ALPHA
+
+
+DRAFTERS = [TARGET.drafter(seed=s, noise=noise) for s, noise in [(1, 0.2), (2, 1.0), (3, 3.0)]] + [
+    ToyRunner.create(V, seed=99)  # an unrelated model
+]
+
+
+@pytest.mark.parametrize("mode", list(VerifyMode))
+@pytest.mark.parametrize("draft_runner", DRAFTERS)
+def test_greedy_speculative_equals_greedy_target(mode, draft_runner):
+    params, config = SamplingParams(temperature=0), VerifyConfig(mode=mode)
+    for prompt in ([0], [1, 2], [2, 2, 0]):
+        reference = generate_autoregressive(TARGET, prompt, params, config, np.random.default_rng(0), 12)
+        drafter = Drafter(draft_runner, params, config, np.random.default_rng(1))
+        verifier = TargetVerifier(TARGET, params, config, np.random.default_rng(2))
+        assert generate_speculative(drafter, verifier, prompt, 12, draft_len=3).token_ids == reference.token_ids
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=1.0), SamplingParams(temperature=0.8, top_k=2)])
+@pytest.mark.parametrize("draft_runner", DRAFTERS)
+def test_gumbel_output_is_the_target_only_output_for_the_same_seed(params, draft_runner):
+    for seed in range(5):
+        config = VerifyConfig(mode="gumbel", seed=seed)
+        reference = generate_autoregressive(TARGET, [1], params, config, np.random.default_rng(0), 16).token_ids
+        drafter = Drafter(draft_runner, params, config, np.random.default_rng(seed))
+        verifier = TargetVerifier(TARGET, params, config, np.random.default_rng(seed + 100))
+        assert generate_speculative(drafter, verifier, [1], 16, draft_len=4).token_ids == reference
+
+
+def test_gumbel_outputs_differ_across_seeds():
+    params = SamplingParams(temperature=1.0)
+    outputs = {
+        tuple(generate_autoregressive(TARGET, [1], params, VerifyConfig(mode="gumbel", seed=s), None, 16).token_ids)
+        for s in range(6)
+    }
+    assert len(outputs) > 1
+
+
+def test_caches_end_on_the_committed_context():
+    params, config = SamplingParams(temperature=1.0), VerifyConfig(mode="exact")
+    draft_runner = TARGET.drafter(seed=5)
+    drafter = Drafter(draft_runner, params, config, np.random.default_rng(0))
+    verifier = TargetVerifier(ToyRunner.create(V, seed=11), params, config, np.random.default_rng(1))
+    result = generate_speculative(drafter, verifier, [0, 1], 40, draft_len=3)
+    committed = [0, 1] + result.token_ids
+    assert len(result.token_ids) == 40
+    assert draft_runner.tokens[: len(committed)] == committed
+    assert verifier.committed >= len(committed)
+    assert result.rounds == len(result.accepted_lengths) and result.target_passes == result.rounds + 1
+
+
+def test_generation_stops_after_a_stop_token():
+    params, config = SamplingParams(temperature=0), VerifyConfig(mode="exact")
+    reference = generate_autoregressive(TARGET, [0], params, config, np.random.default_rng(0), 20).token_ids
+    stop = reference[4]
+    drafter = Drafter(TARGET.drafter(seed=1), params, config, np.random.default_rng(0))
+    verifier = TargetVerifier(TARGET, params, config, np.random.default_rng(1))
+    out = generate_speculative(drafter, verifier, [0], 20, draft_len=3, stop_ids=[stop]).token_ids
+    assert out == reference[: reference.index(stop) + 1]
