@@ -1,0 +1,213 @@
+"""Conversion between protocol messages and PicoSpec's own types, with validation of every field.
+
+Parsers raise ProtocolError with a message that says which field is wrong; they never trust a
+length, an id or a probability that came off the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+
+from picospec.errors import InvalidInputError, ProtocolError
+from picospec.sampling import SamplingParams
+from picospec.verify import Candidates, ProbFormat, Verdict, VerifyConfig, VerifyMode
+from picospec.wire import codec
+from picospec.wire import picospec_pb2 as pb
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What an edge asks for in its Hello."""
+
+    prompt: list[int]
+    params: SamplingParams
+    config: VerifyConfig
+    autoregressive: bool = False
+    max_new_tokens: int = 0
+    bonus: bool = False
+    vocab_fingerprint: str = ""
+    n_vocab: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    """A draft chunk as the cloud received it."""
+
+    epoch: int
+    start: int  # position of tokens[0]; the correction, if any, sits at start - 1
+    tokens: np.ndarray  # (n,) int64
+    token_probs: np.ndarray | None  # (n,) float64
+    draft_probs: np.ndarray | None  # (n, V) float64
+    correction: int | None
+
+
+@dataclass(frozen=True)
+class VerdictReport:
+    """A verdict as the edge received it, with the cloud's bookkeeping."""
+
+    epoch: int
+    start: int
+    verdict: Verdict
+    verify_s: float
+    cloud_passes: int
+
+
+def reject_unknown_fields(message: Message) -> None:
+    """Refuse fields this version does not know: a newer edge must not be half-understood."""
+    if len(unknown_fields.UnknownFieldSet(message)):
+        raise ProtocolError(
+            f"{type(message).__name__} carries fields unknown to protocol version {PROTOCOL_VERSION} (a newer peer?)"
+        )
+    for field, value in message.ListFields():
+        if field.message_type is not None and not field.is_repeated:
+            reject_unknown_fields(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hello
+
+
+def hello_message(spec: SessionSpec) -> pb.EdgeMessage:
+    """The opening message of a session."""
+    config = spec.config
+    return pb.EdgeMessage(
+        hello=pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            vocab_fingerprint=spec.vocab_fingerprint,
+            n_vocab=spec.n_vocab,
+            sampling=pb.Sampling(temperature=spec.params.temperature, top_k=spec.params.top_k, top_p=spec.params.top_p),
+            verify=pb.VerifySettings(
+                mode=config.mode.value,
+                topk=config.topk,
+                n_candidates=config.n_candidates,
+                seed=config.seed,
+                sparse_format=config.sparse_format.value,
+            ),
+            prompt_tokens=codec.encode_tokens(np.asarray(spec.prompt)),
+            method=pb.AUTOREGRESSIVE if spec.autoregressive else pb.SPECULATIVE,
+            max_new_tokens=spec.max_new_tokens,
+            bonus=spec.bonus,
+        )
+    )
+
+
+def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
+    """Validate a Hello against the cloud's vocabulary size; return the session it asks for."""
+    if hello.protocol_version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {hello.protocol_version} is not supported (this cloud speaks {PROTOCOL_VERSION})")
+    if hello.method == pb.METHOD_UNSPECIFIED:
+        raise ProtocolError("hello.method is missing")
+    prompt = codec.decode_tokens(hello.prompt_tokens, n_vocab).tolist()
+    if not prompt:
+        raise ProtocolError("hello.prompt_tokens is empty")
+    try:
+        params = SamplingParams(hello.sampling.temperature, hello.sampling.top_k, hello.sampling.top_p)
+        verify = hello.verify
+        config = VerifyConfig(
+            mode=VerifyMode(verify.mode),
+            topk=verify.topk,
+            n_candidates=verify.n_candidates,
+            seed=verify.seed,
+            sparse_format=ProbFormat(verify.sparse_format or "f16"),
+        )
+    except (InvalidInputError, ValueError) as exc:
+        raise ProtocolError(f"bad sampling or verify settings: {exc}") from None
+    return SessionSpec(
+        prompt=prompt,
+        params=params,
+        config=config,
+        autoregressive=hello.method == pb.AUTOREGRESSIVE,
+        max_new_tokens=hello.max_new_tokens,
+        bonus=hello.bonus,
+        vocab_fingerprint=hello.vocab_fingerprint,
+        n_vocab=hello.n_vocab,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Draft chunks
+
+
+def chunk_message(
+    mode: VerifyMode, epoch: int, start: int, tokens: np.ndarray, draft_probs: np.ndarray, correction: int | None
+) -> pb.EdgeMessage:
+    """A draft chunk carrying what `mode` needs: tokens, plus one probability each or whole rows."""
+    message = pb.DraftChunk(epoch=epoch, start=start, tokens=codec.encode_tokens(tokens))
+    if mode.sends_token_probs:
+        message.token_probs = codec.encode_probs(draft_probs[np.arange(tokens.size), tokens], ProbFormat.F32)
+    elif mode.sends_draft_probs:
+        message.draft_probs = codec.encode_draft_probs(draft_probs)
+    if correction is not None:
+        message.correction = correction
+    return pb.EdgeMessage(chunk=message)
+
+
+def parse_chunk(chunk: pb.DraftChunk, mode: VerifyMode, n_vocab: int, max_tokens: int) -> ChunkRequest:
+    """Validate a chunk's fields for the session's mode and vocabulary."""
+    tokens = codec.decode_tokens(chunk.tokens, n_vocab)
+    if not 1 <= tokens.size <= max_tokens:
+        raise ProtocolError(f"a chunk holds 1 to {max_tokens} draft tokens, got {tokens.size}")
+    token_probs = draft_probs = None
+    if mode.sends_token_probs:
+        token_probs = codec.decode_probs(chunk.token_probs, ProbFormat.F32, tokens.size)
+        if np.any(token_probs <= 0):
+            raise ProtocolError("draft token probabilities must be positive")
+    elif chunk.token_probs:
+        raise ProtocolError(f"{mode.value} mode sends no token_probs")
+    if mode.sends_draft_probs:
+        draft_probs = codec.decode_draft_probs(chunk.draft_probs, tokens.size, n_vocab)
+    elif chunk.draft_probs:
+        raise ProtocolError(f"{mode.value} mode sends no draft_probs")
+    correction = chunk.correction if chunk.HasField("correction") else None
+    if correction is not None and correction >= n_vocab:
+        raise ProtocolError(f"correction token {correction} is outside the vocabulary")
+    return ChunkRequest(chunk.epoch, chunk.start, tokens, token_probs, draft_probs, correction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+
+
+def verdict_message(
+    epoch: int, start: int, verdict: Verdict, fmt: ProbFormat, verify_s: float, cloud_passes: int
+) -> pb.CloudMessage:
+    """The cloud's answer to one chunk, with its material encoded by the codec."""
+    message = pb.Verdict(
+        epoch=epoch,
+        start=start,
+        accepted=verdict.accepted,
+        rejected=verdict.rejected,
+        verify_s=verify_s,
+        cloud_passes=cloud_passes,
+    )
+    if verdict.token is not None:
+        message.token = verdict.token
+    if verdict.sparse is not None:
+        message.sparse = codec.encode_sparse(verdict.sparse, fmt)
+    if verdict.candidates is not None:
+        message.candidates = codec.encode_candidates(verdict.candidates)
+    return pb.CloudMessage(verdict=message)
+
+
+def parse_verdict(message: pb.Verdict, n_vocab: int) -> VerdictReport:
+    """Validate a verdict; exactly one of token / material must be present after a rejection."""
+    token = message.token if message.HasField("token") else None
+    if token is not None and token >= n_vocab:
+        raise ProtocolError(f"verdict token {token} is outside the vocabulary")
+    sparse = codec.decode_sparse(message.sparse, n_vocab) if message.sparse else None
+    candidates = codec.decode_candidates(message.candidates, n_vocab) if message.candidates else None
+    if message.rejected and (token is not None) + (sparse is not None) + (candidates is not None) != 1:
+        raise ProtocolError("a rejecting verdict needs exactly one of token, sparse or candidates")
+    verdict = Verdict(message.accepted, message.rejected, token=token, sparse=sparse, candidates=candidates)
+    return VerdictReport(message.epoch, message.start, verdict, message.verify_s, message.cloud_passes)
+
+
+def candidates_message(epoch: int, candidates: Candidates) -> pb.CloudMessage:
+    """More exact-mode candidates for the rejection that started `epoch`."""
+    return pb.CloudMessage(candidates=pb.CandidateBatch(epoch=epoch, candidates=codec.encode_candidates(candidates)))
