@@ -1,0 +1,240 @@
+"""A ModelRunner over llama.cpp (llama-cpp-python's low-level API), with an explicit, rollback-able context.
+
+Why not `llama_cpp.Llama`: to read the logits of every position it needs `logits_all=True`, which
+allocates n_ctx x n_vocab float32 (2.5 GB at 4096 context for a 151,936-token vocabulary). Here a
+batch asks llama.cpp for the logits of its new tokens only, so memory grows with the batch, not the
+context. `Llama` also offers no way to set the model parameter `use_extra_bufts`, which the
+deterministic configuration needs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import llama_cpp
+from llama_cpp import _internals
+from llama_cpp._logger import set_verbose
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from picospec.errors import InvalidInputError, ModelError
+from picospec.runners.base import VocabInfo, check_rollback, check_token_ids
+
+GGUF_MAGIC = b"GGUF"
+
+
+@functools.cache
+def _init_backend() -> None:
+    """Initialise llama.cpp once per process and route its log through a filter that drops all but errors."""
+    set_verbose(False)
+    llama_cpp.llama_backend_init()
+
+
+def check_gguf(path: Path) -> None:
+    """Raise ModelError unless `path` is a readable file that starts with the GGUF magic bytes."""
+    if not path.is_file():
+        raise ModelError(f"no model file at {path}")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF model file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+
+
+class LlamaRunner:
+    """A GGUF causal LM on the CPU whose context (and KV cache) the caller extends and rolls back.
+
+    deterministic=True selects a batch-invariant configuration: flash attention, no repacked weight
+    buffers, and evaluation in sub-batches of at most DETERMINISTIC_CHUNK tokens. Then the logits of
+    a position depend only on the tokens before it, not on how callers chunked them, so greedy
+    speculative output can be tested for exact equality with greedy target-only output.
+    """
+
+    # Measured on our AVX-512 CPU (design.md): with flash attention and use_extra_bufts=False, batches
+    # of up to 5 tokens gave logits bitwise identical to one token at a time; batches of 8 and 16 did
+    # not (llama.cpp switches to another matmul path). 4 keeps a margin below the measured limit.
+    DETERMINISTIC_CHUNK = 4
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        n_ctx: int = 4096,
+        n_threads: int = 1,
+        deterministic: bool = False,
+        n_batch: int = 64,
+    ) -> None:
+        """Load the model and create an empty context.
+
+        n_batch bounds the tokens per llama.cpp decode call, and with it llama.cpp's logits buffer
+        (n_batch x n_vocab float32: 39 MB at 64 for Qwen2.5).
+        """
+        path = Path(model_path).expanduser()
+        check_gguf(path)
+        if n_ctx < 1 or n_threads < 1 or n_batch < 1:
+            raise InvalidInputError(f"n_ctx, n_threads and n_batch must be positive, got {n_ctx}, {n_threads}, {n_batch}")
+        _init_backend()
+        self.model_path = path
+        self.deterministic = deterministic
+        self._model = self._load_model(path, deterministic)
+        self._batch_size = min(n_batch, self.DETERMINISTIC_CHUNK) if deterministic else n_batch
+        self._ctx = self._create_context(n_ctx, n_threads, self._batch_size, deterministic)
+        self._batch = _internals.LlamaBatch(n_tokens=self._batch_size, embd=0, n_seq_max=1, verbose=False)
+        self._n_vocab = self._model.n_vocab()
+        self._tokens: list[int] = []
+
+    @staticmethod
+    def _load_model(path: Path, deterministic: bool) -> _internals.LlamaModel:
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        if deterministic:
+            # Repacked weights (extra buffer types) choose their matmul kernel by batch size.
+            params.use_extra_bufts = False
+        try:
+            return _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        except ValueError as exc:
+            raise ModelError(f"llama.cpp could not load {path}: {exc}") from exc
+
+    def _create_context(
+        self, n_ctx: int, n_threads: int, batch_size: int, deterministic: bool
+    ) -> _internals.LlamaContext:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = batch_size
+        params.n_ubatch = batch_size
+        params.n_seq_max = 1
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if deterministic else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        try:
+            return _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        except ValueError as exc:
+            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.model_path}: {exc}") from exc
+
+    # State
+
+    @property
+    def n_vocab(self) -> int:
+        """Vocabulary size: the width of every logits row."""
+        return self._n_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        """How many tokens the context can hold (llama.cpp may round the requested size up)."""
+        return self._ctx.n_ctx()
+
+    @property
+    def n_tokens(self) -> int:
+        """How many tokens the context (and KV cache) holds now."""
+        return len(self._tokens)
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids in the context now (a copy)."""
+        return list(self._tokens)
+
+    # Evaluation
+
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate `tokens` after the context; return their logits rows, shape (len(tokens), n_vocab) float32.
+
+        Row i holds the logits for the token that follows tokens[i].
+        """
+        ids = check_token_ids(tokens, self._n_vocab).tolist()
+        if self.n_tokens + len(ids) > self.n_ctx:
+            raise InvalidInputError(
+                f"context overflow: {self.n_tokens} tokens held + {len(ids)} new > n_ctx {self.n_ctx}"
+            )
+        logits = np.empty((len(ids), self._n_vocab), dtype=np.float32)  # (n, V)
+        for start in range(0, len(ids), self._batch_size):
+            sub_batch = ids[start : start + self._batch_size]
+            logits[start : start + len(sub_batch)] = self._decode(sub_batch)
+        return logits
+
+    def _decode(self, sub_batch: list[int]) -> np.ndarray:
+        """Run one llama.cpp decode of at most n_batch tokens, asking for every token's logits."""
+        self._batch.set_batch(batch=sub_batch, n_past=self.n_tokens, logits_all=True)
+        self._ctx.decode(self._batch)
+        self._tokens.extend(sub_batch)
+        rows = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(len(sub_batch), self._n_vocab))  # (b, V) view
+        return rows.copy()
+
+    def rollback(self, n: int) -> None:
+        """Truncate the context and its KV cache to the first n tokens."""
+        check_rollback(n, self.n_tokens)
+        if not self._ctx.kv_cache_seq_rm(0, n, -1):
+            raise ModelError(f"llama.cpp could not remove positions {n}.. from the KV cache")
+        del self._tokens[n:]
+
+    # Vocabulary
+
+    def token_bytes(self, token: int, special: bool = True) -> bytes:
+        """The bytes of one token; control tokens render as their text (e.g. b"<|im_end|>") when special."""
+        buffer = ctypes.create_string_buffer(64)
+        size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, len(buffer), 0, special)
+        if size < 0:  # the buffer was too small; -size is the length needed
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._model.vocab, token, buffer, len(buffer), 0, special)
+        return buffer.raw[:size]
+
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every end-of-generation id (EOS, EOT such as <|im_end|>, ...), as llama.cpp classifies them."""
+        vocab = self._model.vocab
+        return tuple(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t))
+
+    def bos_id(self) -> int | None:
+        """The beginning-of-sequence id, or None if the model has none."""
+        bos = self._model.token_bos()
+        return None if bos < 0 else bos
+
+    @functools.cached_property
+    def _all_token_bytes(self) -> tuple[bytes, ...]:
+        return tuple(self.token_bytes(t) for t in range(self._n_vocab))
+
+    def all_token_bytes(self) -> list[bytes]:
+        """Every token's bytes in id order, control tokens as their text (computed once)."""
+        return list(self._all_token_bytes)
+
+    @functools.cached_property
+    def _vocab_info(self) -> VocabInfo:
+        return VocabInfo.from_token_bytes(self._all_token_bytes, self.eos_ids(), self.bos_id())
+
+    def vocab_info(self) -> VocabInfo:
+        """Vocabulary size, special ids and a fingerprint of every token's bytes (computed once)."""
+        return self._vocab_info
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of `text`; add_special adds BOS if the model wants it, parse_special reads "<|im_end|>" as one token."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
+        """The text of `tokens`; control tokens are left out unless `special`; broken UTF-8 becomes U+FFFD."""
+        ids = check_token_ids(tokens, self._n_vocab).tolist()
+        return b"".join(self.token_bytes(t, special) for t in ids).decode("utf-8", errors="replace")
+
+    def chat_tokens(self, user_message: str) -> list[int]:
+        """Token ids of a one-turn chat prompt in the GGUF's chat template, ready for the assistant's reply."""
+        template = llama_cpp.llama_model_chat_template(self._model.model, None)
+        if template is None:
+            raise ModelError(f"{self.model_path} has no chat template (tokenizer.chat_template)")
+        bos = self.bos_id()
+        formatter = Jinja2ChatFormatter(
+            template=template.decode("utf-8"),
+            eos_token=self.token_bytes(self._model.token_eos()).decode("utf-8", errors="replace"),
+            bos_token="" if bos is None else self.token_bytes(bos).decode("utf-8", errors="replace"),
+            add_generation_prompt=True,
+        )
+        prompt = formatter(messages=[{"role": "user", "content": user_message}]).prompt
+        ids = self.tokenize(prompt, add_special=False, parse_special=True)
+        # Add BOS as the model asks, unless the template already wrote it.
+        if bos is not None and self._model.add_bos_token() and ids[:1] != [bos]:
+            ids.insert(0, bos)
+        return ids

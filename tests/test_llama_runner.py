@@ -1,0 +1,219 @@
+"""The llama.cpp runner and the draft/target compatibility check, on the real default model pair where marked."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from picospec.errors import InvalidInputError, ModelError
+from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.runners.compat import check_compatible
+from picospec.runners.llama import LlamaRunner
+
+PROMPT = "Write a Python function that returns the sum of a list of numbers."
+# A continuation long enough to cross several deterministic sub-batches (4 tokens each).
+CONTINUATION = "def add(numbers):\n    total = 0\n    for n in numbers:"
+
+
+@pytest.fixture
+def draft(draft_runner: LlamaRunner) -> LlamaRunner:
+    """The shared draft runner with an empty context."""
+    draft_runner.rollback(0)
+    return draft_runner
+
+
+@pytest.fixture
+def target(target_runner: LlamaRunner) -> LlamaRunner:
+    """The shared target runner with an empty context."""
+    target_runner.rollback(0)
+    return target_runner
+
+
+def rss_bytes() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+# Model files
+
+
+def test_missing_file_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no model file"):
+        LlamaRunner(tmp_path / "absent.gguf")
+
+
+def test_non_gguf_file_is_a_model_error(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("just some text, renamed\n")
+    with pytest.raises(ModelError, match="not a GGUF model file"):
+        LlamaRunner(fake)
+
+
+def test_truncated_gguf_is_a_model_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(12))
+    with pytest.raises(ModelError, match="could not load"):
+        LlamaRunner(broken)
+
+
+# Compatibility check on synthetic vocabularies
+
+
+def small_vocab(pieces: list[bytes], eos_ids: tuple[int, ...] = (3,), bos_id: int | None = None) -> VocabInfo:
+    return VocabInfo.from_token_bytes(pieces, eos_ids, bos_id)
+
+
+PIECES = [b"a", b"b", b"c", b"<|end|>"]
+
+
+def test_compat_accepts_identical_vocabularies() -> None:
+    check_compatible(small_vocab(PIECES), small_vocab(list(PIECES)))
+
+
+def test_compat_reports_size() -> None:
+    with pytest.raises(ModelError, match=r"vocabulary size 5 \(draft\) != 4 \(target\)"):
+        check_compatible(small_vocab(PIECES + [b"d"]), small_vocab(PIECES))
+
+
+def test_compat_reports_special_ids() -> None:
+    with pytest.raises(ModelError, match="end-of-generation ids"):
+        check_compatible(small_vocab(PIECES, eos_ids=(2,)), small_vocab(PIECES))
+    with pytest.raises(ModelError, match="BOS id 0 \\(draft\\) != None"):
+        check_compatible(small_vocab(PIECES, bos_id=0), small_vocab(PIECES))
+
+
+def test_compat_reports_changed_token_text() -> None:
+    changed = [b"a", b"B", b"c", b"<|end|>"]
+    with pytest.raises(ModelError, match="token texts differ"):
+        check_compatible(small_vocab(changed), small_vocab(PIECES))
+    with pytest.raises(ModelError, match=r"1 token texts differ, e.g. id 1: b'B' \(draft\) vs b'b'"):
+        check_compatible(small_vocab(changed), small_vocab(PIECES), changed, PIECES)
+
+
+# The real pair
+
+
+@pytest.mark.real
+def test_both_models_load(draft: LlamaRunner, target: LlamaRunner) -> None:
+    for runner in (draft, target):
+        assert isinstance(runner, ModelRunner)
+        assert runner.n_vocab == 151_936
+        assert runner.n_tokens == 0
+
+
+@pytest.mark.real
+def test_default_pair_is_compatible(draft: LlamaRunner, target: LlamaRunner) -> None:
+    draft_vocab, target_vocab = draft.vocab_info(), target.vocab_info()
+    check_compatible(draft_vocab, target_vocab)
+    im_end, endoftext = target.tokenize("<|im_end|><|endoftext|>", add_special=False, parse_special=True)
+    assert {im_end, endoftext} <= set(target_vocab.eos_ids)
+
+
+@pytest.mark.real
+def test_compat_refuses_a_changed_real_token(target: LlamaRunner) -> None:
+    pieces = target.all_token_bytes()
+    changed = list(pieces)
+    changed[1000] = b"\xffnot a qwen token"
+    vocab = target.vocab_info()
+    impostor = VocabInfo.from_token_bytes(changed, vocab.eos_ids, vocab.bos_id)
+    with pytest.raises(ModelError, match="1 token texts differ, e.g. id 1000"):
+        check_compatible(impostor, vocab, changed, pieces)
+    resized = dataclasses.replace(vocab, n_vocab=vocab.n_vocab - 256)
+    with pytest.raises(ModelError, match="vocabulary size"):
+        check_compatible(resized, vocab)
+
+
+@pytest.mark.real
+def test_extend_shapes_and_context(target: LlamaRunner) -> None:
+    prompt = target.chat_tokens(PROMPT)
+    logits = target.extend(prompt)
+    assert logits.shape == (len(prompt), target.n_vocab)
+    assert logits.dtype == np.float32
+    assert np.isfinite(logits).all()
+    assert target.extend([]).shape == (0, target.n_vocab)
+    assert target.tokens == prompt and target.n_tokens == len(prompt)
+
+
+@pytest.mark.real
+def test_bad_input_is_refused_without_changing_the_context(draft: LlamaRunner) -> None:
+    draft.extend(draft.tokenize("hello"))
+    before = draft.tokens
+    with pytest.raises(InvalidInputError, match="outside the vocabulary"):
+        draft.extend([1, draft.n_vocab])
+    with pytest.raises(InvalidInputError, match="outside the vocabulary"):
+        draft.extend([-1])
+    with pytest.raises(InvalidInputError, match="cannot roll back"):
+        draft.rollback(len(before) + 1)
+    with pytest.raises(InvalidInputError, match="context overflow"):
+        draft.extend([0] * (draft.n_ctx - len(before) + 1))
+    assert draft.tokens == before
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("which", ["draft", "target"])
+def test_deterministic_logits_do_not_depend_on_chunking(which: str, request: pytest.FixtureRequest) -> None:
+    runner: LlamaRunner = request.getfixturevalue(which)
+    prompt = runner.chat_tokens(PROMPT)
+    continuation = runner.tokenize(CONTINUATION, add_special=False)
+    assert len(continuation) >= 10
+    runner.extend(prompt)
+    at_once = runner.extend(continuation)  # (n, V)
+    runner.rollback(len(prompt))
+    one_by_one = np.concatenate([runner.extend([token]) for token in continuation])  # (n, V)
+    assert np.array_equal(at_once, one_by_one)
+
+
+@pytest.mark.real
+def test_rollback_then_extend_matches_a_fresh_evaluation(target: LlamaRunner) -> None:
+    prompt = target.chat_tokens(PROMPT)
+    continuation = target.tokenize(CONTINUATION, add_special=False)
+    fresh = target.extend(prompt + continuation)[len(prompt) :]  # (n, V)
+    target.rollback(len(prompt) + 3)
+    target.extend(target.tokenize(" something else entirely", add_special=False))
+    target.rollback(len(prompt))
+    again = target.extend(continuation)  # (n, V)
+    assert np.array_equal(again, fresh)
+
+
+@pytest.mark.real
+def test_rollback_default_mode_is_close(draft_path: Path) -> None:
+    runner = LlamaRunner(draft_path, n_ctx=512)
+    prompt = runner.chat_tokens(PROMPT)
+    continuation = runner.tokenize(CONTINUATION, add_special=False)
+    fresh = runner.extend(prompt + continuation)[len(prompt) :]  # (n, V)
+    runner.rollback(len(prompt) + 2)
+    runner.extend(runner.tokenize(" other", add_special=False))
+    runner.rollback(len(prompt))
+    again = np.concatenate([runner.extend([token]) for token in continuation])  # (n, V)
+    # Default mode: one long batch vs one token at a time differed here by at most 0.44 (0.5B) and 0.57
+    # (1.5B) in a logit, with 0 and 1 of 16 argmaxes flipped.
+    np.testing.assert_allclose(again, fresh, rtol=0, atol=1.0)
+    assert (again.argmax(axis=1) == fresh.argmax(axis=1)).mean() >= 0.8
+
+
+@pytest.mark.real
+def test_greedy_chat_reply_is_sensible(target: LlamaRunner) -> None:
+    logits = target.extend(target.chat_tokens("What is the capital of France? Answer in one word."))[-1]
+    reply = []
+    eos = set(target.vocab_info().eos_ids)
+    for _ in range(8):
+        token = int(logits.argmax())
+        if token in eos:
+            break
+        reply.append(token)
+        logits = target.extend([token])[0]
+    assert "Paris" in target.detokenize(reply)
+
+
+@pytest.mark.real
+def test_memory_does_not_grow_with_context_times_vocabulary(draft_path: Path) -> None:
+    before = rss_bytes()
+    runner = LlamaRunner(draft_path, n_ctx=4096)
+    runner.extend(runner.chat_tokens(PROMPT))
+    grown = rss_bytes() - before
+    logits_all_bytes = runner.n_ctx * runner.n_vocab * 4  # what Llama(logits_all=True) would allocate: 2.5 GB
+    assert grown < draft_path.stat().st_size + 2**30 < logits_all_bytes
