@@ -10,6 +10,7 @@ from picospec.errors import PicoSpecError
 
 # Modules that define `register(subparsers)`, which adds their subcommand and sets `func`.
 COMMAND_MODULES = (
+    "picospec.cloud.server",
     "picospec.models.cli",
     "picospec.transport.netem",
 )

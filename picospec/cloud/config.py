@@ -1,0 +1,34 @@
+"""The cloud's limits: what one server accepts from its edges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from picospec.errors import InvalidInputError
+
+# Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
+# 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Where the cloud listens, what it serves, and how much one edge may ask of it."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 picks a free port
+    max_sessions: int = 4  # concurrent sessions, each with its own target runner (KV cache)
+    max_context: int = 4096  # tokens a session may hold: prompt plus output
+    max_chunk_tokens: int = 64  # draft tokens per chunk
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # gRPC send and receive limit
+    idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
+    model_name: str = "target"  # what the welcome message names
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise InvalidInputError(f"port must be in [0, 65535], got {self.port}")
+        for name in ("max_sessions", "max_context", "max_chunk_tokens", "max_message_bytes"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.idle_timeout_s > 0:
+            raise InvalidInputError(f"idle_timeout_s must be positive, got {self.idle_timeout_s}")

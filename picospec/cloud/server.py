@@ -1,0 +1,345 @@
+"""The cloud: a gRPC (asyncio) server that verifies draft chunks for many concurrent edge sessions.
+
+Every session is one bidirectional Generate stream (see picospec/wire/picospec.proto). All model
+compute of all sessions runs on ONE single-thread executor: the target is CPU-bound, so sessions
+take turns FIFO while the event loop keeps reading, writing and dropping stale chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Callable, TypeVar
+
+import grpc
+
+from picospec.cloud.config import CloudConfig
+from picospec.cloud.pool import RunnerFactory, RunnerPool
+from picospec.cloud.session import (
+    AutoregressiveSession,
+    Inbox,
+    SessionRefused,
+    SessionStats,
+    SpeculativeSession,
+    accept_hello,
+    kind_of,
+    session_kind,
+)
+from picospec.errors import InvalidInputError, ProtocolError
+from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.wire import picospec_pb2 as pb
+from picospec.wire import picospec_pb2_grpc as pb_grpc
+from picospec.wire.messages import PROTOCOL_VERSION, SessionSpec
+
+logger = logging.getLogger("picospec.cloud")
+
+T = TypeVar("T")
+FINISHED_KEPT = 1000  # stats of the most recent finished sessions kept for inspection
+STOP_GRACE_S = 1.0  # how long stop() lets running sessions finish before cancelling them
+
+
+class CloudServer(pb_grpc.VerifierServicer):
+    """The Verifier service over a pool of target runners. Create it with start_server()."""
+
+    def __init__(self, config: CloudConfig, runner_factory: RunnerFactory) -> None:
+        self.config = config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-compute")
+        self.pool = RunnerPool(runner_factory, config.max_sessions, self._compute)
+        self.finished: deque[SessionStats] = deque(maxlen=FINISHED_KEPT)
+        self.sessions_ended = 0
+        self.vocab: VocabInfo | None = None
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._session_ids = itertools.count(1)
+
+    async def _compute(self, fn: Callable[..., T], *args: object) -> T:
+        """Run blocking model work on the shared compute executor."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        """Load the first runner (learning the target's vocabulary), then listen."""
+        runner = await self.pool.acquire()
+        try:
+            self.vocab = await self._compute(runner.vocab_info)
+        finally:
+            self.pool.release(runner)
+        limits = self.config.max_message_bytes
+        self._server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits)]
+        )
+        pb_grpc.add_VerifierServicer_to_server(self, self._server)
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise InvalidInputError(f"cannot listen on {address}: {exc}") from None
+        if self.port == 0:  # older gRPC reports a failed bind this way
+            raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
+        await self._server.start()
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop listening, cancel sessions still running after grace_s, and finish the compute in flight."""
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        # Wait for the compute in flight: a llama.cpp call must not outlive the server that owns its runner.
+        shutdown = functools.partial(self._executor.shutdown, wait=True, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, shutdown)
+
+    # -- the RPC --------------------------------------------------------------------------------
+
+    async def Generate(  # noqa: N802 (the name is the RPC's)
+        self, request_iterator: AsyncIterator[pb.EdgeMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CloudMessage]:
+        """One session: hello, welcome, then verdicts (speculative) or a token stream (autoregressive)."""
+        stats = SessionStats(next(self._session_ids))
+        inbox = Inbox(request_iterator, self.config.idle_timeout_s)
+        runner: ModelRunner | None = None
+        try:
+            spec = accept_hello(await inbox.get(), self.vocab, self.config)
+            stats.kind = session_kind(spec)
+            runner = await self._lease_runner()
+            # Sent before the prompt is evaluated, so the edge's prompt pass overlaps the cloud's.
+            yield self._welcome()
+            serve = self._serve_autoregressive if spec.autoregressive else self._serve_speculative
+            async for reply in serve(spec, runner, inbox, stats):
+                yield reply
+            stats.outcome = "completed"
+        except SessionRefused as exc:
+            stats.outcome = exc.code.name
+            await context.abort(exc.code, exc.details)
+        except (ProtocolError, InvalidInputError) as exc:
+            stats.outcome = grpc.StatusCode.INVALID_ARGUMENT.name
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (asyncio.CancelledError, GeneratorExit):
+            stats.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            stats.outcome = grpc.StatusCode.INTERNAL.name
+            logger.exception("session %d failed", stats.session_id)
+            await context.abort(grpc.StatusCode.INTERNAL, f"the cloud failed: {exc}")
+        finally:
+            inbox.close()
+            if runner is not None:
+                # Safe even while a cancelled session's compute still runs: the next user's work
+                # queues behind it on the same single-thread executor.
+                self.pool.release(runner)
+            self.finished.append(stats)
+            self.sessions_ended += 1
+            logger.info(stats.summary())
+
+    async def _lease_runner(self) -> ModelRunner:
+        runner = await self.pool.acquire()
+        if runner is None:
+            raise SessionRefused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the cloud is serving its maximum of {self.config.max_sessions} sessions; try again later",
+            )
+        return runner
+
+    def _welcome(self) -> pb.CloudMessage:
+        config = self.config
+        return pb.CloudMessage(
+            welcome=pb.Welcome(protocol_version=PROTOCOL_VERSION, model=config.model_name, max_context=config.max_context)
+        )
+
+    async def _serve_speculative(
+        self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
+    ) -> AsyncIterator[pb.CloudMessage]:
+        """Answer each current chunk with a verdict, drop stale ones, until close."""
+        session = SpeculativeSession(spec, runner, self.config, stats)
+        await self._compute(session.begin)
+        while (message := await inbox.get()) is not None:
+            kind = kind_of(message)
+            if kind == "close":
+                return
+            if kind == "chunk":
+                if not session.is_stale(message.chunk):
+                    yield await self._compute(session.verify, message.chunk)
+            elif kind == "more_candidates":
+                yield session.more_candidates(message.more_candidates)
+            else:
+                raise ProtocolError(f"unexpected {kind} message in a speculative session")
+
+    async def _serve_autoregressive(
+        self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
+    ) -> AsyncIterator[pb.CloudMessage]:
+        """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
+        session = AutoregressiveSession(spec, runner, stats)
+        while not session.done:
+            yield await self._compute(session.next_message)
+            message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say
+            if message is None:
+                continue
+            if kind_of(message) == "close":
+                return
+            raise ProtocolError(f"unexpected {kind_of(message)} message in an autoregressive session")
+
+
+async def start_server(config: CloudConfig, runner_factory: RunnerFactory) -> CloudServer:
+    """Start a cloud on the running event loop; its `port` is the one bound (config.port 0 picks one)."""
+    server = CloudServer(config, runner_factory)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(0)
+        raise
+    return server
+
+
+class CloudServerThread:
+    """A cloud on its own event loop in a background thread, for tests and in-process demos.
+
+    Use as a context manager; `port` and `server` are set once it listens.
+    """
+
+    def __init__(self, config: CloudConfig, runner_factory: RunnerFactory) -> None:
+        self.config, self.runner_factory = config, runner_factory
+        self.server: CloudServer | None = None
+        self._thread = threading.Thread(target=self._run, name="picospec-cloud", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port if self.server else 0
+
+    def start(self) -> "CloudServerThread":
+        """Start serving; return once the server listens, or raise why it could not."""
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and its thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def __enter__(self) -> "CloudServerThread":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); the thread has nobody else to tell
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self.server = await start_server(self.config, self.runner_factory)
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.stop()
+
+
+# -- `picospec cloud` -----------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `cloud` command to the top-level parser."""
+    defaults = CloudConfig()
+    parser = subparsers.add_parser("cloud", help="serve the target model: verify draft chunks for edge sessions")
+    parser.add_argument("--model", default="target", help="a default model name (target) or a GGUF file (default: target)")
+    parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default: {defaults.host})")
+    parser.add_argument("--port", type=int, default=defaults.port, help=f"port, 0 for any free one (default: {defaults.port})")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per session (default: 1)")
+    parser.add_argument(
+        "--max-sessions", type=int, default=defaults.max_sessions,
+        help=f"concurrent sessions, each with its own KV cache (default: {defaults.max_sessions})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-context", type=int, default=defaults.max_context,
+        help=f"tokens per session, prompt included (default: {defaults.max_context})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--deterministic", action="store_true",
+        help="batch-invariant llama.cpp settings: logits independent of chunking (slower)",
+    )  # fmt: skip
+    parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
+    parser.set_defaults(func=_serve_command)
+
+
+def parse_cores(text: str) -> set[int]:
+    """A CPU list as taskset writes it ("1", "0,2-3") as a set of CPU ids."""
+    error = argparse.ArgumentTypeError(f"not a CPU list: {text!r} (try 1 or 0,2-3)")
+    cores: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        try:
+            low, high = int(first), int(last if dash else first)
+        except ValueError:
+            raise error from None
+        if not 0 <= low <= high:
+            raise error
+        cores.update(range(low, high + 1))
+    return cores
+
+
+def pin_to_cores(cores: set[int]) -> None:
+    """Pin this process to `cores` where the OS allows it; otherwise warn and run unpinned."""
+    if not hasattr(os, "sched_setaffinity"):
+        logger.warning("this OS cannot pin a process to CPUs; running unpinned")
+        return
+    try:
+        os.sched_setaffinity(0, cores)
+    except OSError as exc:
+        logger.warning("cannot pin to CPUs %s (%s); running unpinned", sorted(cores), exc)
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.cores is not None:
+        pin_to_cores(args.cores)
+    from picospec.models.registry import model_path
+    from picospec.runners.llama import LlamaRunner  # imported here: only serving needs llama.cpp
+
+    path = model_path(args.model)
+    config = CloudConfig(
+        host=args.host,
+        port=args.port,
+        max_sessions=args.max_sessions,
+        max_context=args.max_context,
+        model_name=path.name,
+    )
+    factory = functools.partial(
+        LlamaRunner, path, n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic
+    )
+    return asyncio.run(_serve_until_signalled(config, factory))
+
+
+async def _serve_until_signalled(config: CloudConfig, runner_factory: RunnerFactory) -> int:
+    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    server = await start_server(config, runner_factory)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"picospec cloud: serving {config.model_name} on {config.host}:{server.port}", flush=True)
+    started = time.perf_counter()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    logger.info("stopped after %.1f s and %d sessions", time.perf_counter() - started, server.sessions_ended)
+    return 0

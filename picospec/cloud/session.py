@@ -1,0 +1,242 @@
+"""One session of the cloud: the protocol rules its messages obey, kept apart from the gRPC plumbing.
+
+Methods that run the target model (begin, verify, next_message) block: the server runs them on
+its compute executor. The rest are cheap bookkeeping that runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import grpc
+import numpy as np
+
+from picospec.cloud.config import CloudConfig
+from picospec.decoding import TargetVerifier, autoregressive_tokens
+from picospec.errors import ProtocolError
+from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.wire import codec
+from picospec.wire import picospec_pb2 as pb
+from picospec.wire.messages import (
+    SessionSpec,
+    candidates_message,
+    parse_chunk,
+    parse_hello,
+    reject_unknown_fields,
+    verdict_message,
+)
+
+logger = logging.getLogger("picospec.cloud")
+
+# Incoming messages read ahead of the session's compute. Enough for an edge's whole lookahead;
+# beyond it gRPC's flow control holds the rest, which bounds memory (a message may be 64 MiB).
+INBOX_SIZE = 16
+
+
+class SessionRefused(Exception):
+    """Ends a session with a gRPC status other than INVALID_ARGUMENT (which ProtocolError gives)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+@dataclass
+class SessionStats:
+    """What one session cost and how it ended; logged as one line when it ends."""
+
+    session_id: int
+    kind: str = "unknown"  # "speculative/<mode>" or "autoregressive", once the hello is accepted
+    chunks_verified: int = 0
+    stale_dropped: int = 0
+    candidate_batches: int = 0
+    tokens_streamed: int = 0
+    passes: int = 0  # target forward passes
+    compute_s: float = 0.0
+    outcome: str = "open"  # completed, cancelled, or the gRPC status that ended it
+    opened_at: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> str:
+        """One log line."""
+        work = (
+            f"{self.tokens_streamed} tokens streamed"
+            if self.kind == "autoregressive"
+            else f"{self.chunks_verified} chunks verified, {self.stale_dropped} stale dropped, "
+            f"{self.candidate_batches} candidate batches"
+        )
+        return (
+            f"session {self.session_id} ({self.kind}) {self.outcome}: {work}, {self.passes} target passes, "
+            f"compute {self.compute_s:.3f} s, open {time.perf_counter() - self.opened_at:.3f} s"
+        )
+
+
+class Inbox:
+    """Reads a session's incoming messages into a queue as they arrive, while the session computes.
+
+    Reading ahead is what lets a session see, right after a rejection, that chunks already waiting
+    are stale, and drop them without computing.
+    """
+
+    _END = object()
+
+    def __init__(self, requests: AsyncIterator[pb.EdgeMessage], idle_timeout_s: float) -> None:
+        self._queue: asyncio.Queue = asyncio.Queue(INBOX_SIZE)
+        self._idle_timeout_s = idle_timeout_s
+        self._task = asyncio.create_task(self._read(requests))
+
+    async def _read(self, requests: AsyncIterator[pb.EdgeMessage]) -> None:
+        try:
+            async for message in requests:
+                await self._queue.put(message)
+        except Exception as exc:  # a broken stream ends the session as if the edge had closed its side
+            logger.debug("reading a session's messages failed: %r", exc)
+        await self._queue.put(self._END)
+
+    async def get(self) -> pb.EdgeMessage | None:
+        """The next message, checked for unknown fields; None once the edge has closed its side."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), self._idle_timeout_s)
+        except TimeoutError:
+            raise SessionRefused(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"the edge sent nothing for {self._idle_timeout_s:g} s"
+            ) from None
+        return self._checked(item)
+
+    def poll(self) -> pb.EdgeMessage | None:
+        """A message that is already waiting, else None (also once the edge has closed its side)."""
+        try:
+            return self._checked(self._queue.get_nowait())
+        except asyncio.QueueEmpty:
+            return None
+
+    def _checked(self, item: object) -> pb.EdgeMessage | None:
+        if item is self._END:
+            self._queue.put_nowait(item)  # every later get() sees the end too
+            return None
+        reject_unknown_fields(item)
+        return item
+
+    def close(self) -> None:
+        """Stop reading."""
+        self._task.cancel()
+
+
+def kind_of(message: pb.EdgeMessage) -> str:
+    """Which message an EdgeMessage carries, for dispatch and error messages."""
+    return message.WhichOneof("kind") or "empty"
+
+
+def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: CloudConfig) -> SessionSpec:
+    """Validate a session's opening message against the target's vocabulary and the cloud's limits."""
+    if message is None or kind_of(message) != "hello":
+        got = "nothing" if message is None else f"a {kind_of(message)} message"
+        raise ProtocolError(f"a session must open with a hello, got {got}")
+    hello = message.hello
+    # Checked before parsing: with another vocabulary, the prompt's ids would fail for a misleading reason.
+    if hello.vocab_fingerprint != vocab.fingerprint or hello.n_vocab != vocab.n_vocab:
+        raise SessionRefused(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"the vocabularies differ: the edge's drafter has {hello.n_vocab} tokens (fingerprint "
+            f"{hello.vocab_fingerprint[:16] or 'missing'}), the target {vocab.n_vocab} (fingerprint "
+            f"{vocab.fingerprint[:16]}); the drafter cannot draft for this target",
+        )
+    spec = parse_hello(hello, vocab.n_vocab)
+    needed = len(spec.prompt) + (spec.max_new_tokens if spec.autoregressive else 0)
+    if needed > config.max_context:
+        what = "prompt plus max_new_tokens" if spec.autoregressive else "prompt"
+        raise ProtocolError(f"the {what} ({needed} tokens) exceeds the context limit of {config.max_context} tokens")
+    return spec
+
+
+def session_kind(spec: SessionSpec) -> str:
+    """How a session is named in logs and stats."""
+    return "autoregressive" if spec.autoregressive else f"speculative/{spec.config.mode.value}"
+
+
+class SpeculativeSession:
+    """The cloud's half of a speculative session: a TargetVerifier behind the protocol's epoch rules."""
+
+    def __init__(self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats) -> None:
+        self.spec, self.config, self.stats = spec, config, stats
+        rng = np.random.default_rng(spec.config.seed)
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, rng)
+
+    def begin(self) -> None:
+        """Evaluate the prompt (compute)."""
+        started = time.perf_counter()
+        self.verifier.begin(self.spec.prompt)
+        self._account(time.perf_counter() - started)
+
+    def is_stale(self, chunk: pb.DraftChunk) -> bool:
+        """True for a chunk drafted before the last rejection: it is dropped unverified."""
+        if chunk.epoch > self.verifier.epoch:
+            raise ProtocolError(f"chunk from epoch {chunk.epoch}, but the session is at epoch {self.verifier.epoch}")
+        stale = chunk.epoch < self.verifier.epoch
+        self.stats.stale_dropped += stale
+        return stale
+
+    def verify(self, chunk: pb.DraftChunk) -> pb.CloudMessage:
+        """Verify a current chunk, after committing the correction it carries; return the verdict (compute)."""
+        request = parse_chunk(chunk, self.spec.config.mode, self.verifier.runner.n_vocab, self.config.max_chunk_tokens)
+        if request.correction is not None:
+            self.verifier.receive_correction(request.correction)
+        end = self.verifier.committed + request.tokens.size
+        if end > self.config.max_context:
+            raise ProtocolError(
+                f"a chunk of {request.tokens.size} tokens after {self.verifier.committed} verified ones "
+                f"exceeds the context limit of {self.config.max_context} tokens"
+            )
+        started = time.perf_counter()
+        verdict = self.verifier.verify(
+            request.start, request.tokens,
+            token_probs=request.token_probs, draft_probs=request.draft_probs, bonus=self.spec.bonus,
+        )  # fmt: skip
+        verify_s = time.perf_counter() - started
+        self._account(verify_s)
+        self.stats.chunks_verified += 1
+        fmt = self.spec.config.sparse_format
+        return verdict_message(request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes)
+
+    def more_candidates(self, request: pb.MoreCandidates) -> pb.CloudMessage:
+        """Another batch of exact-mode candidates for the rejection that started the current epoch."""
+        if request.epoch != self.verifier.epoch:
+            raise ProtocolError(
+                f"more candidates asked for epoch {request.epoch}, but the awaited correction is epoch "
+                f"{self.verifier.epoch}'s"
+            )
+        self.stats.candidate_batches += 1
+        return candidates_message(self.verifier.epoch, self.verifier.more_candidates())
+
+    def _account(self, seconds: float) -> None:
+        self.stats.compute_s += seconds
+        self.stats.passes = self.verifier.passes
+
+
+class AutoregressiveSession:
+    """The `ar` baseline: the target alone samples max_new_tokens, ending early after an EOS."""
+
+    def __init__(self, spec: SessionSpec, runner: ModelRunner, stats: SessionStats) -> None:
+        self.stats = stats
+        rng = np.random.default_rng(spec.config.seed)
+        self._tokens = autoregressive_tokens(runner, spec.prompt, spec.params, spec.config, rng)
+        self._eos_ids = frozenset(runner.vocab_info().eos_ids)
+        self._remaining = spec.max_new_tokens
+
+    @property
+    def done(self) -> bool:
+        return self._remaining == 0
+
+    def next_message(self) -> pb.CloudMessage:
+        """Sample the next token, as a Tokens message to stream (compute)."""
+        started = time.perf_counter()
+        token = next(self._tokens)
+        compute_s = time.perf_counter() - started
+        self._remaining = 0 if token in self._eos_ids else self._remaining - 1
+        self.stats.tokens_streamed += 1
+        self.stats.passes += 1  # the prompt's pass gives the first token, each later one its own
+        self.stats.compute_s += compute_s
+        return pb.CloudMessage(tokens=pb.Tokens(tokens=codec.encode_tokens(np.array([token])), compute_s=compute_s))
