@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "picospec.cloud.server",
     "picospec.models.cli",
     "picospec.transport.netem",
+    "picospec.app",
 )
 
 

@@ -8,7 +8,7 @@ the in-process loops here are the reference that the distributed system must mat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +45,17 @@ class DraftChunk:
 
     def __len__(self) -> int:
         return int(self.tokens.size)
+
+    @staticmethod
+    def concat(chunks: Sequence["DraftChunk"]) -> "DraftChunk":
+        """One chunk from consecutive chunks of the same epoch."""
+        first = chunks[0]
+        return DraftChunk(
+            first.epoch,
+            first.start,
+            np.concatenate([c.tokens for c in chunks]),
+            np.concatenate([c.draft_probs for c in chunks]),
+        )
 
 
 class Drafter:
@@ -256,6 +267,26 @@ def generate_speculative(
     return result
 
 
+def autoregressive_tokens(
+    runner: ModelRunner,
+    prompt: Sequence[int],
+    params: SamplingParams,
+    config: VerifyConfig,
+    rng: np.random.Generator,
+) -> Iterator[int]:
+    """One model alone, token by token, sampling as a drafter would (Gumbel-argmax in gumbel mode).
+
+    Yields tokens without end; the caller stops it.
+    """
+    runner.rollback(0)
+    logits = runner.extend(prompt)[-1]
+    while True:
+        probs = logits_to_probs(logits, params)
+        token = draft_token(probs, config.mode, config.seed, runner.n_tokens, rng)
+        yield token
+        logits = runner.extend([token])[0]
+
+
 def generate_autoregressive(
     runner: ModelRunner,
     prompt: Sequence[int],
@@ -264,17 +295,17 @@ def generate_autoregressive(
     rng: np.random.Generator,
     max_new_tokens: int,
     stop_ids: Sequence[int] = (),
+    on_token: Callable[[int], None] | None = None,
 ) -> Generation:
-    """One model alone, token by token, sampling as a drafter would (Gumbel-argmax in gumbel mode)."""
-    runner.rollback(0)
-    logits = runner.extend(prompt)[-1]
+    """Up to max_new_tokens of autoregressive_tokens, ending after a stop token."""
     result = Generation()
-    while len(result.token_ids) < max_new_tokens and not _stopped(result.token_ids, stop_ids):
-        probs = logits_to_probs(logits, params)
-        token = draft_token(probs, config.mode, config.seed, runner.n_tokens, rng)
+    for token in autoregressive_tokens(runner, prompt, params, config, rng):
         result.token_ids.append(token)
-        logits = runner.extend([token])[0]
         result.target_passes += 1
+        if on_token:
+            on_token(token)
+        if len(result.token_ids) >= max_new_tokens or token in stop_ids:
+            break
     return result
 
 

@@ -1,0 +1,154 @@
+"""`picospec generate` and `picospec demo`: one generation between a local edge and a cloud."""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import sys
+from contextlib import nullcontext
+
+from rich.console import Console
+from rich.table import Table
+
+from picospec.edge.client import generate
+from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.report import EdgeReport
+from picospec.launch import EDGE_CORE, CloudProcessConfig, LocalCloud, pin_to_core
+from picospec.models.registry import model_path
+from picospec.runners.llama import LlamaRunner
+from picospec.sampling import SamplingParams
+from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyConfig, VerifyMode
+
+DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number iteratively."
+SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow"}
+
+
+def add_generation_args(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by generate and demo."""
+    parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
+    parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
+    parser.add_argument("--max-tokens", type=int, default=128, help="most new tokens")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0, help="the session seed (sampling, gumbel noise)")
+    parser.add_argument("--verify", choices=[m.value for m in VerifyMode], help="default: full for vanilla, else exact")
+    parser.add_argument("--topk", type=int, default=16, help="K for --verify topk")
+    parser.add_argument("--candidates", type=int, default=8, help="m for --verify exact")
+    parser.add_argument("--chunk-len", type=int, default=4, help="most draft tokens per chunk")
+    parser.add_argument("--lookahead", type=int, default=8, help="most unverified draft tokens (picospec)")
+    parser.add_argument("--rtt-ms", type=float, default=20.0, help="emulated round-trip time (local cloud)")
+    parser.add_argument("--bandwidth-mbps", type=float, default=100.0, help="emulated bandwidth (local cloud)")
+    parser.add_argument("--deterministic", action="store_true", help="batch-invariant llama.cpp on both sides")
+    parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
+    parser.add_argument("--draft", default="draft", help="drafter: 'draft' or a GGUF path")
+    parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `generate` and `demo`."""
+    gen = subparsers.add_parser("generate", help="one generation between the edge and a cloud")
+    gen.add_argument("--method", choices=[m.value for m in Method], default="picospec")
+    add_generation_args(gen)
+    gen.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    gen.set_defaults(func=_run_generate)
+    demo = subparsers.add_parser("demo", help="PicoSpec vs cloud-only decoding on the default pair, streamed")
+    add_generation_args(demo)
+    demo.set_defaults(func=_run_demo)
+
+
+def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
+    """The EdgeConfig the flags describe."""
+    mode = VerifyMode(args.verify) if args.verify else method.default_mode
+    return EdgeConfig(
+        method=method,
+        params=SamplingParams(args.temperature, args.top_k, args.top_p),
+        verify=VerifyConfig(mode=mode, topk=args.topk, n_candidates=args.candidates, seed=args.seed),
+        max_new_tokens=args.max_tokens,
+        chunk_len=args.chunk_len,
+        max_lookahead=max(args.lookahead, args.chunk_len),
+    )
+
+
+def cloud_context(args: argparse.Namespace):
+    """A LocalCloud behind the emulated link, or nothing when --cloud names one."""
+    if args.cloud:
+        return nullcontext(None)
+    profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
+    return LocalCloud(CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic), profile)
+
+
+def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
+    """One generation of `method` with the flags' settings."""
+    prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
+    report = generate(address, runner, prompt, edge_config(args, method), on_tokens)
+    report.text = runner.detokenize(report.token_ids)
+    return report
+
+
+def _load_drafter(args) -> LlamaRunner:
+    pin_to_core(EDGE_CORE)
+    return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    runner = _load_drafter(args)
+    console = Console(highlight=False)
+    with cloud_context(args) as local:
+        address = args.cloud or local.address
+        printer = None if args.json else TokenPrinter(console, runner)
+        report = run_one(args, runner, Method(args.method), address, printer)
+    if args.json:
+        print(json.dumps({"method": report.method, "verify": report.verify, "text": report.text,
+                          "token_ids": report.token_ids, **report.summary()}))  # fmt: skip
+    else:
+        console.print()
+        print_summary(console, [report])
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    runner = _load_drafter(args)
+    console = Console(highlight=False)
+    console.print(f"[bold]PicoSpec demo[/] — link {args.rtt_ms:g} ms RTT, {args.bandwidth_mbps:g} Mbps. "
+                  "[green]green[/]: accepted drafts, [bold red]red[/]: cloud corrections/bonus, "
+                  "[bold yellow]yellow[/]: corrections sampled on the edge\n")  # fmt: skip
+    reports = []
+    with cloud_context(args) as local:
+        address = args.cloud or local.address
+        for method in (Method.PICOSPEC, Method.AR):
+            console.rule(f"{method.value}")
+            reports.append(run_one(args, runner, method, address, TokenPrinter(console, runner)))
+            console.print()
+    print_summary(console, reports)
+    return 0
+
+
+class TokenPrinter:
+    """Streams verified tokens to the terminal, coloured by where they came from."""
+
+    def __init__(self, console: Console, runner) -> None:
+        self.console, self.runner = console, runner
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def __call__(self, tokens: list[int], source: str) -> None:
+        text = self._decoder.decode(b"".join(self.runner.token_bytes(t, special=False) for t in tokens))
+        self.console.print(text, style=SOURCE_STYLES[source], end="", soft_wrap=True, markup=False)
+        sys.stdout.flush()
+
+
+def print_summary(console: Console, reports: list[EdgeReport]) -> None:
+    """A table of the measurements, with speedups over the ar run if there is one."""
+    baseline = next((r.tokens_per_s for r in reports if r.method == "ar"), None)
+    table = Table(title="summary")
+    for column in ("method", "verify", "tokens", "tokens/s", "speedup", "TTFT s", "mean accepted",
+                   "bytes up", "bytes down", "cloud passes"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for r in reports:
+        speedup = f"{r.tokens_per_s / baseline:.2f}x" if baseline else "-"
+        table.add_row(r.method, r.verify, str(r.new_tokens), f"{r.tokens_per_s:.2f}", speedup,
+                      f"{r.ttft_s or 0:.3f}", f"{r.mean_accepted:.2f}" if r.rounds else "-",
+                      str(r.bytes_up), str(r.bytes_down), str(r.cloud_passes))  # fmt: skip
+    console.print(table)

@@ -1,0 +1,58 @@
+"""What an edge generation runs: the method, the verification mode and the chunking policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from picospec.errors import InvalidInputError
+from picospec.sampling import SamplingParams
+from picospec.verify import VerifyConfig, VerifyMode
+
+
+class Method(str, Enum):
+    """The decoding methods PicoSpec compares (the paper's baselines and its own pipeline)."""
+
+    AR = "ar"  # cloud-only autoregressive decoding, streamed to the edge
+    EDGE = "edge"  # edge-only decoding with the drafter
+    VANILLA = "vanilla"  # stop-and-wait speculative decoding, full draft distributions uplinked
+    SYNC = "sync"  # stop-and-wait with separate rejection sampling (the ablation without the pipeline)
+    PICOSPEC = "picospec"  # the asynchronous pipeline with separate rejection sampling
+
+    @property
+    def speculative(self) -> bool:
+        return self in (Method.VANILLA, Method.SYNC, Method.PICOSPEC)
+
+    @property
+    def pipelined(self) -> bool:
+        return self is Method.PICOSPEC
+
+    @property
+    def default_mode(self) -> VerifyMode:
+        return VerifyMode.FULL if self is Method.VANILLA else VerifyMode.EXACT
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """One generation's settings. Stop-and-wait methods take a bonus token per accepted chunk;
+    the pipeline does not, since its next chunk is already drafted on the edge's own guess."""
+
+    method: Method = Method.PICOSPEC
+    params: SamplingParams = field(default_factory=SamplingParams)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    max_new_tokens: int = 128
+    chunk_len: int = 4  # most draft tokens per chunk (the paper found 4 best)
+    max_lookahead: int = 8  # most drafted-but-unverified tokens the pipeline holds
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", Method(self.method))
+        if self.method is Method.VANILLA and self.verify.mode is not VerifyMode.FULL:
+            raise InvalidInputError("vanilla uplinks full draft distributions (--verify full); use sync for the others")
+        if self.max_new_tokens < 1 or self.chunk_len < 1:
+            raise InvalidInputError("max_new_tokens and chunk_len must be >= 1")
+        if self.max_lookahead < self.chunk_len:
+            raise InvalidInputError("max_lookahead must be at least chunk_len")
+
+    @property
+    def bonus(self) -> bool:
+        return self.method.speculative and not self.method.pipelined

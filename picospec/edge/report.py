@@ -1,0 +1,68 @@
+"""What one generation measured, in the shape `picospec generate --json` prints."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TimelineEvent:
+    """One interval on the edge's clock (seconds since the generation started)."""
+
+    kind: str  # draft | uplink | verify | downlink | commit
+    start: float
+    end: float
+
+
+@dataclass
+class EdgeReport:
+    """Tokens and measurements of one generation."""
+
+    method: str
+    verify: str
+    token_ids: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # per token: draft (accepted) | cloud | edge
+    text: str = ""
+    wall_s: float = 0.0
+    ttft_s: float | None = None
+    accepted_lengths: list[int] = field(default_factory=list)
+    drafted: int = 0
+    discarded: int = 0  # drafted tokens thrown away after rejections
+    chunks_sent: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    cloud_passes: int = 0
+    cloud_busy_s: float = 0.0
+    edge_busy_s: float = 0.0
+    timeline: list[TimelineEvent] = field(default_factory=list)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def rounds(self) -> int:
+        return len(self.accepted_lengths)
+
+    @property
+    def mean_accepted(self) -> float:
+        return sum(self.accepted_lengths) / self.rounds if self.rounds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> dict:
+        """The JSON object of `picospec generate --json` (without the timeline)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("timeline", "accepted_lengths", "sources")}
+        data.update(
+            new_tokens=self.new_tokens,
+            tokens_per_s=self.tokens_per_s,
+            rounds=self.rounds,
+            mean_accepted=self.mean_accepted,
+            accepted_histogram=dict(sorted(Counter(self.accepted_lengths).items())),
+            bytes_up_per_token=self.bytes_up / max(1, self.new_tokens),
+            bytes_down_per_token=self.bytes_down / max(1, self.new_tokens),
+        )
+        return data

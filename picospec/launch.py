@@ -1,0 +1,109 @@
+"""Run the cloud and the link emulator on this machine, as a user would on two: the cloud in its
+own process pinned to one core, the edge (this process) on another, the emulated link between."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from picospec.errors import PicoSpecError
+from picospec.transport.netem import LinkEmulatorThread, LinkProfile
+
+EDGE_CORE, CLOUD_CORE = 0, 1
+STARTUP_TIMEOUT_S = 120.0
+
+
+def pin_to_core(core: int) -> bool:
+    """Pin this process to one core where the OS allows; return whether it did."""
+    if not hasattr(os, "sched_setaffinity") or core not in os.sched_getaffinity(0) or os.cpu_count() < 2:
+        return False
+    os.sched_setaffinity(0, {core})
+    return True
+
+
+@dataclass(frozen=True)
+class CloudProcessConfig:
+    """How to start `picospec cloud` in a subprocess."""
+
+    model: str = "target"
+    threads: int = 1
+    deterministic: bool = False
+    core: int | None = CLOUD_CORE
+
+
+class LocalCloud:
+    """`picospec cloud` in a subprocess on a free port, behind an in-process link emulator.
+
+    Edges connect to `address` (the emulator), which relays to the cloud with the link profile's
+    delay and bandwidth. A context manager; the subprocess is stopped on exit.
+    """
+
+    def __init__(self, config: CloudProcessConfig, profile: LinkProfile) -> None:
+        self.config, self.profile = config, profile
+        self._process: subprocess.Popen | None = None
+        self._link: LinkEmulatorThread | None = None
+        self._stderr: list[str] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._link.port}"
+
+    @property
+    def link(self) -> LinkEmulatorThread:
+        return self._link
+
+    def __enter__(self) -> "LocalCloud":
+        cloud_port = self._start_cloud()
+        self._link = LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud_port, self.profile)
+        self._link.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the link emulator and the cloud process."""
+        if self._link is not None:
+            self._link.stop()
+            self._link = None
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._process = None
+
+    def _start_cloud(self) -> int:
+        command = [sys.executable, "-m", "picospec.cli", "cloud", "--model", self.config.model, "--port", "0",
+                   "--threads", str(self.config.threads)]  # fmt: skip
+        if self.config.deterministic:
+            command.append("--deterministic")
+        if self.config.core is not None:
+            command += ["--cores", str(self.config.core)]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._collect_stderr, daemon=True).start()
+        return self._wait_for_port()
+
+    def _collect_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr.append(line.rstrip())
+
+    def _wait_for_port(self) -> int:
+        """Read the cloud's 'serving ... on HOST:PORT' line; fail with its stderr if it dies."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        for line in self._process.stdout:
+            if "serving" in line:
+                # Keep draining stdout so the cloud never blocks on a full pipe.
+                threading.Thread(target=self._process.stdout.read, daemon=True).start()
+                return int(line.rsplit(":", 1)[1])
+            if time.monotonic() > deadline:
+                break
+        self._process.wait(timeout=5)
+        detail = "\n".join(self._stderr[-5:]) or "no output"
+        self.close()
+        raise PicoSpecError(f"the cloud process did not start:\n{detail}")
