@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from cloud_process import CloudProcess
 from picospec.cloud.config import CloudConfig
+from picospec.cloud.server import CloudServerThread
 from picospec.decoding import generate_autoregressive
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
@@ -31,12 +31,12 @@ def toy_drafter(noise: float = 0.8) -> ToyRunner:
 
 @pytest.fixture(scope="module")
 def cloud():
-    with CloudProcess(toy_target, CloudConfig(port=0, max_sessions=4)) as server:
+    with CloudServerThread(CloudConfig(port=0, max_sessions=4), toy_target) as server:
         yield server
 
 
 def address(server) -> str:
-    return server.address
+    return f"127.0.0.1:{server.port}"
 
 
 def reference(params: SamplingParams, verify: VerifyConfig, n: int) -> list[int]:
@@ -108,11 +108,13 @@ def test_a_rejection_with_a_later_chunk_in_flight_drops_the_stale_chunk_and_stay
     """Over a slow link the edge ships chunk after chunk; a far-off drafter forces rejections."""
     params, verify = SamplingParams(temperature=0), VerifyConfig(mode="exact")
     config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=30, chunk_len=2, max_lookahead=8)
+    stale_before = sum(s.stale_dropped for s in cloud.server.finished)
     with LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud.port, LinkProfile(rtt_ms=40, bandwidth_mbps=100)) as link:
         report = generate(f"127.0.0.1:{link.port}", toy_drafter(noise=2.5), PROMPT, config)
     assert report.token_ids == reference(params, verify, 30)
     assert report.discarded > 0
-    # Chunks were shipped that the cloud never answered (it dropped them as stale, unverified):
-    # one forward pass per verdict, plus the prompt's.
+    # Chunks were shipped that the cloud never answered: it dropped them as stale, without a
+    # forward pass (one pass per verdict, plus the prompt's).
     assert report.chunks_sent > report.rounds
     assert report.cloud_passes == report.rounds + 1
+    assert sum(s.stale_dropped for s in cloud.server.finished) > stale_before
