@@ -159,6 +159,10 @@ class SpeculativeEdge:
         if token is not None:
             self._emit([token], "edge" if verdict.needs_edge_sampling else "cloud")
         self.report.accepted_lengths.append(verdict.accepted)
+        self.report.chunk_lengths.append(len(chunk))
+        self.report.verify_times.append(item.verify_s)
+        if verdict.sparse is not None:
+            self.report.topk_tail_mass.append(verdict.sparse.tail_mass)
         if self.drafter.commit(chunk, verdict.accepted, token):
             self._discard(len(chunk) - verdict.accepted)
             self._correction_to_send = token if verdict.needs_edge_sampling else None

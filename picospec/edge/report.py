@@ -26,7 +26,10 @@ class EdgeReport:
     text: str = ""
     wall_s: float = 0.0
     ttft_s: float | None = None
-    accepted_lengths: list[int] = field(default_factory=list)
+    accepted_lengths: list[int] = field(default_factory=list)  # per round (verified chunk)
+    chunk_lengths: list[int] = field(default_factory=list)  # per round: draft tokens in the chunk
+    verify_times: list[float] = field(default_factory=list)  # per round: cloud compute seconds
+    topk_tail_mass: list[float] = field(default_factory=list)  # topk: target mass outside the K sent
     drafted: int = 0
     discarded: int = 0  # drafted tokens thrown away after rejections
     chunks_sent: int = 0
@@ -55,7 +58,7 @@ class EdgeReport:
 
     def summary(self) -> dict:
         """The JSON object of `picospec generate --json` (without the timeline)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("timeline", "accepted_lengths", "sources")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("timeline", "sources", "chunk_lengths", "verify_times", "accepted_lengths", "topk_tail_mass")}
         data.update(
             new_tokens=self.new_tokens,
             tokens_per_s=self.tokens_per_s,
