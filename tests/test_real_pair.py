@@ -1,0 +1,89 @@
+"""The default model pair end to end: in-process reference loops and real edge/cloud processes."""
+
+import numpy as np
+import pytest
+
+from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
+from picospec.edge.client import CloudError, generate
+from picospec.edge.config import EdgeConfig, Method
+from picospec.launch import CloudProcessConfig, LocalCloud
+from picospec.runners.toy import ToyRunner
+from picospec.sampling import SamplingParams
+from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyConfig, VerifyMode
+
+pytestmark = pytest.mark.real
+
+PROMPTS = ["Write a Python function is_prime(n).", "Reverse a string in Python."]
+GREEDY = SamplingParams(temperature=0)
+
+
+@pytest.fixture
+def runners(draft_runner, target_runner):
+    yield draft_runner, target_runner
+    draft_runner.rollback(0)
+    target_runner.rollback(0)
+
+
+_greedy_references: dict[str, list[int]] = {}
+
+
+def greedy_reference(target, text: str) -> list[int]:
+    """Target-only greedy output, computed once per prompt."""
+    if text not in _greedy_references:
+        prompt = target.chat_tokens(text)
+        rng = np.random.default_rng(0)
+        _greedy_references[text] = generate_autoregressive(target, prompt, GREEDY, VerifyConfig(), rng, 20).token_ids
+    return _greedy_references[text]
+
+
+@pytest.mark.parametrize(
+    "mode, text", [("exact", PROMPTS[0]), ("exact", PROMPTS[1]), ("topk", PROMPTS[0]), ("full", PROMPTS[0]), ("gumbel", PROMPTS[1])]
+)
+def test_greedy_speculative_equals_greedy_target_on_the_real_pair(runners, mode, text):
+    draft, target = runners
+    config = VerifyConfig(mode=mode)
+    reference = greedy_reference(target, text)
+    drafter = Drafter(draft, GREEDY, config, np.random.default_rng(1))
+    verifier = TargetVerifier(target, GREEDY, config, np.random.default_rng(2))
+    result = generate_speculative(drafter, verifier, target.chat_tokens(text), 20, draft_len=4)
+    assert result.token_ids == reference
+    assert result.mean_accepted > 1  # the pair agrees often: a broken accept test would not
+
+
+@pytest.fixture(scope="module")
+def local_cloud(target_path):
+    profile = LinkProfile(rtt_ms=20, bandwidth_mbps=100)
+    with LocalCloud(CloudProcessConfig(model=str(target_path), deterministic=True), profile) as cloud:
+        yield cloud
+
+
+def run(cloud, draft, method, mode, params=GREEDY, seed=0, tokens=20):
+    config = EdgeConfig(method=method, params=params, verify=VerifyConfig(mode=mode, seed=seed), max_new_tokens=tokens)
+    return generate(cloud.address, draft, draft.chat_tokens(PROMPTS[0]), config)
+
+
+def test_all_methods_give_the_same_greedy_tokens_across_processes(local_cloud, draft_runner):
+    reference = run(local_cloud, draft_runner, Method.AR, VerifyMode.EXACT)
+    assert reference.new_tokens == 20
+    for method, mode in [(Method.PICOSPEC, VerifyMode.EXACT), (Method.PICOSPEC, VerifyMode.TOPK),
+                         (Method.SYNC, VerifyMode.EXACT), (Method.VANILLA, VerifyMode.FULL)]:  # fmt: skip
+        report = run(local_cloud, draft_runner, method, mode)
+        assert report.token_ids == reference.token_ids, (method, mode)
+        assert report.rounds > 0 and report.bytes_up > 0
+
+
+def test_gumbel_equals_cloud_only_decoding_with_the_same_seed(local_cloud, draft_runner):
+    params = SamplingParams(temperature=0.8)
+    reference = run(local_cloud, draft_runner, Method.AR, VerifyMode.GUMBEL, params, seed=5)
+    report = run(local_cloud, draft_runner, Method.PICOSPEC, VerifyMode.GUMBEL, params, seed=5)
+    assert report.token_ids == reference.token_ids
+    other = run(local_cloud, draft_runner, Method.AR, VerifyMode.GUMBEL, params, seed=6)
+    assert other.token_ids != reference.token_ids  # the seed matters: the check above can fail
+
+
+def test_the_cloud_refuses_a_drafter_with_another_vocabulary(local_cloud):
+    toy = ToyRunner.create(5)
+    config = EdgeConfig(method=Method.PICOSPEC, params=GREEDY, max_new_tokens=4)
+    with pytest.raises(CloudError, match="FAILED_PRECONDITION.*vocabularies differ"):
+        generate(local_cloud.address, toy, [1, 2], config)
