@@ -140,15 +140,22 @@ class TokenPrinter:
 
 
 def print_summary(console: Console, reports: list[EdgeReport]) -> None:
-    """A table of the measurements, with speedups over the ar run if there is one."""
+    """A table of the measurements, one column per run, with speedups over the ar run if there is one."""
     baseline = next((r.tokens_per_s for r in reports if r.method == "ar"), None)
     table = Table(title="summary")
-    for column in ("method", "verify", "tokens", "tokens/s", "speedup", "TTFT s", "mean accepted",
-                   "bytes up", "bytes down", "cloud passes"):  # fmt: skip
-        table.add_column(column, justify="right")
+    table.add_column("")
     for r in reports:
-        speedup = f"{r.tokens_per_s / baseline:.2f}x" if baseline else "-"
-        table.add_row(r.method, r.verify, str(r.new_tokens), f"{r.tokens_per_s:.2f}", speedup,
-                      f"{r.ttft_s or 0:.3f}", f"{r.mean_accepted:.2f}" if r.rounds else "-",
-                      str(r.bytes_up), str(r.bytes_down), str(r.cloud_passes))  # fmt: skip
+        table.add_column(f"{r.method} ({r.verify})" if r.method != "ar" else "ar", justify="right")
+    rows = {
+        "tokens": lambda r: str(r.new_tokens),
+        "tokens/s": lambda r: f"{r.tokens_per_s:.2f}",
+        "speedup over ar": lambda r: f"{r.tokens_per_s / baseline:.2f}x" if baseline else "-",
+        "time to first token s": lambda r: f"{r.ttft_s or 0:.2f}",
+        "mean accepted length": lambda r: f"{r.mean_accepted:.2f}" if r.rounds else "-",
+        "bytes up / down": lambda r: f"{r.bytes_up} / {r.bytes_down}",
+        "cloud passes": lambda r: str(r.cloud_passes),
+        "drafts thrown away": lambda r: str(r.discarded),
+    }
+    for name, cell in rows.items():
+        table.add_row(name, *(cell(r) for r in reports))
     console.print(table)
