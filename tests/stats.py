@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Sequence
+
 import numpy as np
 from scipy import stats
+
+from picospec.runners.toy import ToyRunner
+from picospec.sampling import SamplingParams, logits_to_probs
 
 # A correct sampler fails a test at this level once in 10,000 runs; the negative controls show
 # that the sample sizes used still catch a wrong residual or a missing normalisation.
@@ -21,3 +27,21 @@ def chi_square_pvalue(counts: np.ndarray, expected_probs: np.ndarray, min_expect
     exp = np.append(expected[big], expected[~big].sum())
     keep = exp > 0
     return float(stats.chisquare(obs[keep], exp[keep]).pvalue)
+
+
+def sequence_distribution(target: ToyRunner, prompt: Sequence[int], params: SamplingParams, length: int) -> dict[tuple, float]:
+    """The toy target's exact probability of every continuation of `prompt` with `length` tokens."""
+    out = {}
+    for seq in itertools.product(range(target.n_vocab), repeat=length):
+        prob, context = 1.0, list(prompt)
+        for token in seq:
+            prob *= logits_to_probs(target.next_logits(context), params)[token]
+            context.append(token)
+        out[seq] = prob
+    return out
+
+
+def sequence_pvalue(counts: dict[tuple, int], expected: dict[tuple, float]) -> float:
+    """chi_square_pvalue over sequences."""
+    keys = list(expected)
+    return chi_square_pvalue(np.array([counts.get(k, 0) for k in keys]), np.array([expected[k] for k in keys]))

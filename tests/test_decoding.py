@@ -1,32 +1,18 @@
 """Sequence-level exactness of speculative decoding on toy models, for every verification mode."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 import picospec.verify.algorithms as algorithms
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.runners.toy import ToyRunner
-from picospec.sampling import SamplingParams, logits_to_probs
+from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig, VerifyMode
-from stats import ALPHA, chi_square_pvalue
+from stats import ALPHA, sequence_distribution, sequence_pvalue
 
 V, LENGTH, PROMPT = 3, 3, [0]
 TARGET = ToyRunner.create(V, seed=11)
 N = 5000
-
-
-def sequence_distribution(target: ToyRunner, params: SamplingParams, length: int) -> dict[tuple, float]:
-    """The target's exact probability of every continuation of PROMPT of the given length."""
-    out = {}
-    for seq in itertools.product(range(target.n_vocab), repeat=length):
-        prob, context = 1.0, list(PROMPT)
-        for token in seq:
-            prob *= logits_to_probs(target.next_logits(context), params)[token]
-            context.append(token)
-        out[seq] = prob
-    return out
 
 
 def sample_sequences(mode: str, params: SamplingParams, n: int, draft_len: int = 2, seed: int = 0, **cfg) -> dict:
@@ -42,11 +28,6 @@ def sample_sequences(mode: str, params: SamplingParams, n: int, draft_len: int =
     return counts
 
 
-def pvalue(counts: dict, expected: dict) -> float:
-    keys = list(expected)
-    return chi_square_pvalue(np.array([counts.get(k, 0) for k in keys]), np.array([expected[k] for k in keys]))
-
-
 CASES = [(mode, SamplingParams(temperature=1.0)) for mode in VerifyMode] + [
     ("exact", SamplingParams(temperature=0.7, top_k=2)),
     ("gumbel", SamplingParams(temperature=1.3, top_p=0.8)),
@@ -58,7 +39,7 @@ CASES = [(mode, SamplingParams(temperature=1.0)) for mode in VerifyMode] + [
 def test_sequences_converge_on_the_target_distribution(mode, params):
     counts = sample_sequences(mode, params, N)
     assert sum(counts.values()) == N
-    assert pvalue(counts, sequence_distribution(TARGET, params, LENGTH)) > ALPHA
+    assert sequence_pvalue(counts, sequence_distribution(TARGET, PROMPT, params, LENGTH)) > ALPHA
 
 
 def test_negative_control_a_wrong_residual_fails_the_convergence_test(monkeypatch):
@@ -66,7 +47,7 @@ def test_negative_control_a_wrong_residual_fails_the_convergence_test(monkeypatc
     monkeypatch.setattr(algorithms, "residual", lambda target_row, draft_row: target_row)
     params = SamplingParams(temperature=1.0)
     counts = sample_sequences("full", params, N)
-    assert pvalue(counts, sequence_distribution(TARGET, params, LENGTH)) < ALPHA
+    assert sequence_pvalue(counts, sequence_distribution(TARGET, PROMPT, params, LENGTH)) < ALPHA
 
 
 DRAFTERS = [TARGET.drafter(seed=s, noise=noise) for s, noise in [(1, 0.2), (2, 1.0), (3, 3.0)]] + [
