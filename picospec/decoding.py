@@ -72,7 +72,7 @@ class Drafter:
         if len(prompt) == 0:
             raise InvalidInputError("the prompt must hold at least one token")
         self.runner.rollback(0)
-        self._next_logits = self.runner.extend(prompt)[-1]
+        self._next_logits = self.runner.prefill(prompt)
         self.committed, self.epoch = len(prompt), 0
 
     @property
@@ -129,7 +129,7 @@ class TargetVerifier:
         if len(prompt) == 0:
             raise InvalidInputError("the prompt must hold at least one token")
         self.runner.rollback(0)
-        self._kept_logits = self.runner.extend(prompt)[-1]
+        self._kept_logits = self.runner.prefill(prompt)
         self._pending, self._rejected, self.epoch = [], None, 0
         self.passes = 1
 
@@ -279,7 +279,7 @@ def autoregressive_tokens(
     Yields tokens without end; the caller stops it.
     """
     runner.rollback(0)
-    logits = runner.extend(prompt)[-1]
+    logits = runner.prefill(prompt)
     while True:
         probs = logits_to_probs(logits, params)
         token = draft_token(probs, config.mode, config.seed, runner.n_tokens, rng)

@@ -180,6 +180,16 @@ def test_rollback_then_extend_matches_a_fresh_evaluation(target: LlamaRunner) ->
 
 
 @pytest.mark.real
+def test_prefill_returns_the_last_row_of_a_full_evaluation(draft: LlamaRunner) -> None:
+    prompt = draft.chat_tokens(PROMPT)
+    full = draft.extend(prompt)  # (n, V)
+    draft.rollback(0)
+    last = draft.prefill(prompt)  # (V,)
+    assert last.shape == (draft.n_vocab,) and draft.n_tokens == len(prompt)
+    assert np.array_equal(last, full[-1])
+
+
+@pytest.mark.real
 def test_rollback_default_mode_is_close(draft_path: Path) -> None:
     runner = LlamaRunner(draft_path, n_ctx=512)
     prompt = runner.chat_tokens(PROMPT)

@@ -62,6 +62,10 @@ class ModelRunner(Protocol):
         """Evaluate `tokens` after the context; return logits rows, shape (len(tokens), n_vocab)."""
         ...
 
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate `tokens` (a prompt) after the context; return the last logits row only, shape (n_vocab,)."""
+        ...
+
     def rollback(self, n: int) -> None:
         """Truncate the context and its KV cache to the first n tokens."""
         ...

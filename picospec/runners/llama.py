@@ -148,23 +148,44 @@ class LlamaRunner:
 
         Row i holds the logits for the token that follows tokens[i].
         """
-        ids = check_token_ids(tokens, self._n_vocab).tolist()
-        if self.n_tokens + len(ids) > self.n_ctx:
-            raise InvalidInputError(
-                f"context overflow: {self.n_tokens} tokens held + {len(ids)} new > n_ctx {self.n_ctx}"
-            )
+        ids = self._checked_new(tokens)
         logits = np.empty((len(ids), self._n_vocab), dtype=np.float32)  # (n, V)
         for start in range(0, len(ids), self._batch_size):
             sub_batch = ids[start : start + self._batch_size]
             logits[start : start + len(sub_batch)] = self._decode(sub_batch)
         return logits
 
-    def _decode(self, sub_batch: list[int]) -> np.ndarray:
-        """Run one llama.cpp decode of at most n_batch tokens, asking for every token's logits."""
-        self._batch.set_batch(batch=sub_batch, n_past=self.n_tokens, logits_all=True)
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate `tokens` (a prompt) after the context; return only the last logits row, shape (n_vocab,).
+
+        llama.cpp then computes the output layer for one position only, and no (n, V) array is built.
+        """
+        ids = self._checked_new(tokens)
+        if not ids:
+            raise InvalidInputError("prefill needs at least one token")
+        for start in range(0, len(ids), self._batch_size):
+            sub_batch = ids[start : start + self._batch_size]
+            last = self._decode(sub_batch, logits_all=False)
+        return last[-1]
+
+    def _checked_new(self, tokens: Sequence[int]) -> list[int]:
+        ids = check_token_ids(tokens, self._n_vocab).tolist()
+        if self.n_tokens + len(ids) > self.n_ctx:
+            raise InvalidInputError(
+                f"context overflow: {self.n_tokens} tokens held + {len(ids)} new > n_ctx {self.n_ctx}"
+            )
+        return ids
+
+    def _decode(self, sub_batch: list[int], logits_all: bool = True) -> np.ndarray:
+        """Run one llama.cpp decode of at most n_batch tokens; return the logits rows asked for.
+
+        logits_all=False asks for the last token's row only, shape (1, V).
+        """
+        self._batch.set_batch(batch=sub_batch, n_past=self.n_tokens, logits_all=logits_all)
         self._ctx.decode(self._batch)
         self._tokens.extend(sub_batch)
-        rows = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(len(sub_batch), self._n_vocab))  # (b, V) view
+        n_rows = len(sub_batch) if logits_all else 1
+        rows = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(n_rows, self._n_vocab))  # (rows, V) view
         return rows.copy()
 
     def rollback(self, n: int) -> None:

@@ -74,6 +74,9 @@ class ToyRunner:
             rows.append(self.next_logits(self._tokens))
         return np.array(rows, dtype=np.float32).reshape(len(ids), self.n_vocab)  # (n, V)
 
+    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        return self.extend(tokens)[-1]
+
     def rollback(self, n: int) -> None:
         check_rollback(n, len(self._tokens))
         del self._tokens[n:]
