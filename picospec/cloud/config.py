@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from picospec.errors import InvalidInputError
-
-# Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
-# 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)

@@ -273,6 +273,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"tokens per session, prompt included (default: {defaults.max_context})",
     )  # fmt: skip
     parser.add_argument(
+        "--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens,
+        help=f"draft tokens per chunk (default: {defaults.max_chunk_tokens})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-message-mib", type=int, default=defaults.max_message_bytes // 2**20,
+        help=f"largest message in MiB, either way (default: {defaults.max_message_bytes // 2**20})",
+    )  # fmt: skip
+    parser.add_argument(
         "--deterministic", action="store_true",
         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)",
     )  # fmt: skip
@@ -320,6 +328,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         port=args.port,
         max_sessions=args.max_sessions,
         max_context=args.max_context,
+        max_chunk_tokens=args.max_chunk_tokens,
+        max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
     )
     factory = functools.partial(

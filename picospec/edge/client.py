@@ -20,9 +20,8 @@ from picospec.runners.base import ModelRunner
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
-from picospec.wire.messages import SessionSpec, hello_message, parse_verdict, reject_unknown_fields
+from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES, SessionSpec, hello_message, parse_verdict, reject_unknown_fields
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # full mode ships float16 rows: ~300 KB per draft token
 
 
 class CloudError(PicoSpecError):
@@ -78,7 +77,8 @@ def _session_spec(runner: ModelRunner, prompt: list[int], config: EdgeConfig) ->
 
 
 async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: EdgeConfig, on_tokens) -> EdgeReport:
-    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    limit = DEFAULT_MAX_MESSAGE_BYTES
+    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
     async with grpc.aio.insecure_channel(cloud, options=options) as channel:
         outbox: asyncio.Queue = asyncio.Queue()
         call = pb_grpc.VerifierStub(channel).Generate(_requests(outbox))

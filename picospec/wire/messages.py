@@ -20,6 +20,10 @@ from picospec.wire import picospec_pb2 as pb
 
 PROTOCOL_VERSION = 1
 
+# Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
+# 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class SessionSpec:
