@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from picospec.edge.policy import ChunkPolicy
 from picospec.errors import InvalidInputError
 from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig, VerifyMode
@@ -52,6 +53,10 @@ class EdgeConfig:
             raise InvalidInputError("max_new_tokens and chunk_len must be >= 1")
         if self.max_lookahead < self.chunk_len:
             raise InvalidInputError("max_lookahead must be at least chunk_len")
+
+    @property
+    def policy(self) -> ChunkPolicy:
+        return ChunkPolicy(self.method.pipelined, self.chunk_len, self.max_lookahead, self.max_new_tokens)
 
     @property
     def bonus(self) -> bool:

@@ -53,6 +53,7 @@ class SpeculativeEdge:
         self.drafter, self.config, self._send, self.inbox = drafter, config, send, inbox
         self._on_tokens = on_tokens or (lambda tokens, source: None)
         self.stop_ids = set(stop_ids)
+        self.policy = config.policy
         self.report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         self._building: list[DraftChunk] = []  # drafted, not yet shipped
         self._in_flight: deque[DraftChunk] = deque()  # shipped, awaiting verdicts, in order
@@ -83,27 +84,15 @@ class SpeculativeEdge:
     def _done(self) -> bool:
         return self._stopped or self.report.new_tokens >= self.config.max_new_tokens
 
-    def _unverified(self) -> int:
-        return sum(map(len, self._building)) + sum(map(len, self._in_flight))
+    def _counts(self) -> tuple[int, int, int]:
+        """(produced, building, in_flight) token counts, as ChunkPolicy takes them."""
+        return self.report.new_tokens, sum(map(len, self._building)), sum(map(len, self._in_flight))
 
     def _can_draft(self) -> bool:
-        budget = self.config.max_new_tokens - self.report.new_tokens - self._unverified()
-        if budget <= 0:
-            return False
-        if self.config.method.pipelined:
-            return self._unverified() < self.config.max_lookahead and self._building_len() < self.config.chunk_len
-        return not self._in_flight and self._building_len() < self.config.chunk_len
+        return self.policy.can_draft(*self._counts())
 
     def _should_ship(self) -> bool:
-        if not self._building:
-            return False
-        if self._building_len() >= self.config.chunk_len:
-            return True
-        cloud_idle = not self._in_flight
-        return cloud_idle and (self.config.method.pipelined or not self._can_draft())
-
-    def _building_len(self) -> int:
-        return sum(map(len, self._building))
+        return self.policy.should_ship(*self._counts())
 
     # -- drafting and shipping ---------------------------------------------------------------
 
@@ -183,7 +172,8 @@ class SpeculativeEdge:
 
     def _discard(self, rejected_tail: int) -> None:
         """Throw away what was drafted on the rejected guess; the cloud drops its stale chunks."""
-        self.report.discarded += rejected_tail + self._unverified()
+        _, building, in_flight = self._counts()
+        self.report.discarded += rejected_tail + building + in_flight
         self._building.clear()
         self._in_flight.clear()
 
