@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "picospec.models.cli",
     "picospec.transport.netem",
     "picospec.app",
+    "picospec.bench.cli",
 )
 
 

@@ -45,9 +45,12 @@ class RunRecord:
     timeline: list[dict] = field(default_factory=list)  # edge-side events {kind, start, end}
     token_ids: list[int] = field(default_factory=list)
     topk_tail_mass: list[float] = field(default_factory=list)  # topk: dropped tail per rejection
+    # The benchmark-wide settings the run was made with (max_new_tokens, chunk_len, models, ...):
+    # CellKey leaves them out, so a results file must not mix runs made with different settings.
+    settings: dict = field(default_factory=dict)
 
     @staticmethod
-    def from_report(key: CellKey, report: EdgeReport) -> "RunRecord":
+    def from_report(key: CellKey, report: EdgeReport, settings: dict | None = None) -> "RunRecord":
         return RunRecord(
             key=key,
             summary=report.summary(),
@@ -57,6 +60,7 @@ class RunRecord:
             timeline=[asdict(e) for e in report.timeline],
             token_ids=list(report.token_ids),
             topk_tail_mass=list(report.topk_tail_mass),
+            settings=dict(settings or {}),
         )
 
     def to_json(self) -> str:

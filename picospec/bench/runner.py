@@ -1,0 +1,321 @@
+"""The benchmark matrix: every method x verify mode x network profile x prompt x temperature x
+repeat, run for real between this process (the edge) and a cloud, one RunRecord per run.
+
+The drafter is loaded once for the whole benchmark; each network profile gets one cloud (which
+serves all of that profile's runs, one session each) and one unrecorded warm-up generation, so
+model loading and first-touch page faults never land in a measurement. Every finished run is
+appended to the results file at once, so an interrupted benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from picospec.bench.aggregate import aggregate, write_aggregates
+from picospec.bench.profiles import NamedProfile, parse_profile
+from picospec.bench.results import CellKey, RunRecord, append_records, load_records
+from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
+from picospec.edge.client import generate
+from picospec.edge.config import EdgeConfig, Method
+from picospec.errors import InvalidInputError
+from picospec.runners.base import ModelRunner
+from picospec.sampling import SamplingParams
+from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyConfig, VerifyMode
+
+NO_NETWORK = "none"  # the profile edge-only runs are filed under
+WARMUP_TOKENS = 8
+# The verify mode recorded for methods whose runs do not depend on it (ar, edge).
+MODELESS_VERIFY = VerifyMode.EXACT
+
+# Opens a cloud behind the given link and yields the address edges connect to.
+CloudFactory = Callable[[LinkProfile], AbstractContextManager[str]]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What the benchmark runs. The session seed of a run is seed + repeat."""
+
+    workloads: tuple[str, ...] = ("humaneval", "mtbench")
+    n_prompts: int = 2  # per workload
+    seed: int = 0  # picks the prompt subsets; base of the session seeds
+    methods: tuple[Method, ...] = tuple(Method)
+    # Verify modes per speculative method; vanilla always runs full, ar and edge need none.
+    verify: dict[Method, tuple[VerifyMode, ...]] = field(
+        default_factory=lambda: {
+            Method.SYNC: (VerifyMode.EXACT,),
+            Method.PICOSPEC: (VerifyMode.EXACT, VerifyMode.TOPK, VerifyMode.GUMBEL),
+        }
+    )
+    profiles: tuple[str, ...] = ("wan", "cellular", "constrained")  # names or RTT_MS/MBPS
+    temperatures: tuple[float, ...] = (0.0,)
+    repeats: int = 1
+    max_new_tokens: int = 48
+    chunk_len: int = 4
+    lookahead: int = 8
+    # Batch-invariant llama.cpp on both sides: at temperature 0 every method then yields the
+    # target's greedy tokens exactly. The models are loaded once, so it holds for all temperatures.
+    deterministic: bool = True
+    draft: str = "draft"  # a default model name or a GGUF path
+    target: str = "target"
+    out: Path = Path("results/bench.jsonl")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(Method(m) for m in self.methods))
+        verify = {Method(m): tuple(VerifyMode(v) for v in modes) for m, modes in self.verify.items()}
+        object.__setattr__(self, "verify", verify)
+        object.__setattr__(self, "out", Path(self.out))
+        unknown = set(self.workloads) - set(WORKLOADS)
+        if unknown:
+            raise InvalidInputError(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
+        if min(self.n_prompts, self.repeats, self.max_new_tokens, self.chunk_len) < 1:
+            raise InvalidInputError("prompts, repeats, max tokens and chunk length must be >= 1")
+        if not (self.workloads and self.methods and self.temperatures):
+            raise InvalidInputError("the benchmark needs at least one workload, method and temperature")
+        for temperature in self.temperatures:
+            SamplingParams(temperature=temperature)  # refuses negative and non-finite ones
+        for method in self.methods:
+            if method in (Method.SYNC, Method.PICOSPEC) and not self.verify.get(method):
+                raise InvalidInputError(f"no verify mode given for {method.value}")
+        self.named_profiles()  # reject bad profiles before anything loads
+
+    def named_profiles(self) -> list[NamedProfile]:
+        """The network profiles, parsed."""
+        return [parse_profile(p) for p in self.profiles]
+
+    def settings(self) -> dict:
+        """What a record's CellKey leaves out but its numbers depend on (see RunRecord.settings)."""
+        defaults = VerifyConfig()
+        return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len, "lookahead": self.lookahead,
+                "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
+                "n_candidates": defaults.n_candidates, "draft": self.draft, "target": self.target}  # fmt: skip
+
+    def variants(self) -> list[tuple[Method, VerifyMode]]:
+        """Each (method, verify mode) the matrix runs, in the order of `methods`."""
+        result = []
+        for method in self.methods:
+            if method is Method.VANILLA:
+                result.append((method, VerifyMode.FULL))
+            elif method.speculative:
+                result.extend((method, mode) for mode in self.verify[method])
+            else:
+                result.append((method, MODELESS_VERIFY))
+        return result
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One generation the benchmark will make."""
+
+    key: CellKey
+    prompt: Prompt
+
+
+def plan_runs(config: BenchConfig, prompts: Sequence[Prompt]) -> list[PlannedRun]:
+    """The whole matrix, grouped by profile (one cloud each); edge-only runs first, once per
+    prompt, temperature and repeat, under the profile "none". Within a profile the methods are
+    interleaved prompt by prompt, so slow drift of the machine spreads over all of them."""
+    variants = config.variants()
+    edge_variants = [v for v in variants if v[0] is Method.EDGE]
+    cloud_variants = [v for v in variants if v[0] is not Method.EDGE]
+    groups = [(NO_NETWORK, 0.0, 0.0, edge_variants)]
+    groups += [(p.name, p.link.rtt_ms, p.link.bandwidth_mbps, cloud_variants) for p in config.named_profiles()]
+    runs = []
+    for profile, rtt, bandwidth, group_variants in groups:
+        for prompt, temperature, repeat, (method, mode) in itertools.product(
+            prompts, config.temperatures, range(config.repeats), group_variants
+        ):
+            key = CellKey(prompt.workload, prompt.prompt_id, method.value, mode.value, profile,
+                          rtt, bandwidth, float(temperature), repeat)  # fmt: skip
+            runs.append(PlannedRun(key, prompt))
+    return runs
+
+
+def pending_runs(plan: Iterable[PlannedRun], done: Iterable[CellKey]) -> list[PlannedRun]:
+    """The planned runs whose key is not among the finished ones."""
+    finished = set(done)
+    return [run for run in plan if run.key not in finished]
+
+
+def finished_keys(records: Iterable[RunRecord], settings: dict, path: Path) -> set[CellKey]:
+    """Keys already in a results file, which must hold only runs made with these settings."""
+    keys = set()
+    for record in records:
+        if record.settings != settings:
+            raise InvalidInputError(
+                f"{path} holds runs made with other settings ({record.settings}, now {settings}); "
+                "choose another --out to keep both"
+            )
+        keys.add(record.key)
+    return keys
+
+
+# -- planning estimate ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuSpeed:
+    """Rough costs on the benchmark machine (2 cores without AVX-512, one per side), for
+    planning how long a benchmark takes; the simulator models the system properly."""
+
+    target_token_s: float = 0.135  # 1.5B decode
+    draft_token_s: float = 0.067  # 0.5B decode
+    chunk_token_s: float = 0.08  # each token of a verified chunk beyond the first
+    # The 1.5B's prompt, per token: batch-invariant llama.cpp evaluates 4 tokens per call, which
+    # makes the prefill nearly as slow as decoding (measured: ~10 s for a 105-token prompt).
+    prefill_token_s: float = 0.08
+    batched_prefill_token_s: float = 0.025  # the same with llama.cpp's default batching
+    full_row_token_s: float = 0.15  # vanilla: making, encoding and relaying a float16 row per draft
+    full_row_bytes: int = 2 * 151_936  # that row on the wire
+    cloud_start_s: float = 25.0  # cloud process, model load and the warm-up generation
+
+
+# Qwen2.5's tokenizer on these workloads: about 0.3 tokens per character, plus ~20 for the chat template.
+def approx_prompt_tokens(text: str) -> int:
+    """Prompt tokens of a chat prompt, near enough for planning."""
+    return 20 + round(0.3 * len(text))
+
+
+MEDIAN_PROMPT_CHARS = {"humaneval": 451, "mtbench": 185}  # for estimates before a workload loads
+
+
+def estimate_run_s(run: PlannedRun, config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
+    """Seconds one run should take."""
+    n, k, method = config.max_new_tokens, config.chunk_len, Method(run.key.method)
+    prefill_token_s = speed.prefill_token_s if config.deterministic else speed.batched_prefill_token_s
+    # The edge and the cloud prefill in parallel; the 1.5B takes twice as long as the 0.5B.
+    prefill_s = approx_prompt_tokens(run.prompt.text) * prefill_token_s
+    if method is Method.EDGE:
+        return prefill_s / 2 + n * speed.draft_token_s
+    rtt_s, bytes_per_s = run.key.rtt_ms / 1000, run.key.bandwidth_mbps * 1e6 / 8
+    if method is Method.AR:
+        return prefill_s + rtt_s + n * speed.target_token_s
+    full = run.key.verify == VerifyMode.FULL.value
+    uplink_bytes = k * (speed.full_row_bytes if full else 8)
+    drafting_s = k * (speed.draft_token_s + (speed.full_row_token_s if full else 0.0))
+    verify_s = speed.target_token_s + (k - 1) * speed.chunk_token_s
+    network_s = rtt_s + uplink_bytes / bytes_per_s
+    # Stop-and-wait adds drafting, verification and the network; the pipeline overlaps them.
+    round_s = max(drafting_s, verify_s + network_s) if method.pipelined else drafting_s + verify_s + network_s
+    return prefill_s + n / k * round_s
+
+
+def estimate_total_s(runs: Sequence[PlannedRun], config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
+    """Seconds for the runs plus a start-up and warm-up per cloud they need."""
+    clouds = {run.key.profile for run in runs} - {NO_NETWORK}
+    return sum(estimate_run_s(run, config, speed) for run in runs) + len(clouds) * speed.cloud_start_s
+
+
+def estimate_config_s(config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
+    """Seconds the whole matrix of `config` should take, before any workload loads: its prompts
+    are taken to have their workload's median length."""
+    placeholders = [Prompt(w, str(i), " " * MEDIAN_PROMPT_CHARS[w])
+                    for w in config.workloads for i in range(config.n_prompts)]  # fmt: skip
+    return estimate_total_s(plan_runs(config, placeholders), config, speed)
+
+
+def print_plan(console: Console, plan: Sequence[PlannedRun], todo: Sequence[PlannedRun], config: BenchConfig) -> None:
+    """A table of runs and estimated minutes per profile, and the total."""
+    table = Table(title=f"benchmark plan: {len(todo)} of {len(plan)} runs to do")
+    for column in ("profile", "runs", "done", "estimate min"):
+        table.add_column(column, justify="right")
+    for profile, group in itertools.groupby(plan, key=lambda run: run.key.profile):
+        group = list(group)
+        group_todo = [run for run in todo if run.key.profile == profile]
+        table.add_row(profile, str(len(group)), str(len(group) - len(group_todo)),
+                      f"{estimate_total_s(group_todo, config) / 60:.1f}")  # fmt: skip
+    console.print(table)
+    console.print(f"estimated time: {estimate_total_s(todo, config) / 60:.1f} min (results: {config.out})")
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = None) -> EdgeConfig:
+    """The EdgeConfig of the run `key`."""
+    return EdgeConfig(
+        method=Method(key.method),
+        params=SamplingParams(temperature=key.temperature),
+        verify=VerifyConfig(mode=VerifyMode(key.verify), seed=config.seed + key.repeat),
+        max_new_tokens=max_new_tokens or config.max_new_tokens,
+        chunk_len=config.chunk_len,
+        max_lookahead=max(config.lookahead, config.chunk_len),
+    )
+
+
+def run_benchmark(
+    config: BenchConfig,
+    load_drafter: Callable[[], ModelRunner],
+    open_cloud: CloudFactory,
+    console: Console | None = None,
+    dry_run: bool = False,
+) -> list[dict]:
+    """Run every pending run of the matrix, appending records to config.out; then write the
+    per-cell aggregate of the whole file next to it (.csv and .summary.json) and return it."""
+    console = console or Console()
+    plan = plan_runs(config, select_prompts(config.workloads, config.n_prompts, config.seed))
+    settings = config.settings()
+    todo = pending_runs(plan, finished_keys(load_records(config.out), settings, config.out))
+    print_plan(console, plan, todo, config)
+    if dry_run:
+        return []
+    if todo:
+        _execute(config, todo, load_drafter(), open_cloud, console)
+    rows = aggregate(load_records(config.out))
+    write_aggregates(rows, *aggregate_paths(config.out))
+    return rows
+
+
+def aggregate_paths(out: Path) -> tuple[Path, Path]:
+    """Where the per-cell CSV and JSON of a results file go."""
+    return out.with_suffix(".csv"), out.with_suffix(".summary.json")
+
+
+def _execute(config: BenchConfig, todo: list[PlannedRun], drafter: ModelRunner, open_cloud: CloudFactory,
+             console: Console) -> None:  # fmt: skip
+    """Run `todo` (grouped by profile), appending each record as it finishes."""
+    settings = config.settings()
+    prompt_tokens = {prompt: drafter.chat_tokens(prompt.text) for prompt in {run.prompt for run in todo}}
+    profiles = {p.name: p.link for p in config.named_profiles()}
+    with _progress(console) as progress:
+        task = progress.add_task("", total=len(todo))
+        for profile, group in itertools.groupby(todo, key=lambda run: run.key.profile):
+            group = list(group)
+            progress.update(task, description=f"{profile}: starting the cloud")
+            with nullcontext(None) if profile == NO_NETWORK else open_cloud(profiles[profile]) as address:
+                _warm_up(config, drafter, address, group[0], prompt_tokens)
+                for run in group:
+                    progress.update(task, description=_describe(run.key))
+                    report = generate(address, drafter, prompt_tokens[run.prompt], edge_config(config, run.key))
+                    append_records(config.out, [RunRecord.from_report(run.key, report, settings)])
+                    progress.console.print(f"{_describe(run.key)}: {report.new_tokens} tokens in "
+                                           f"{report.wall_s:.1f} s, {report.tokens_per_s:.2f} tokens/s")  # fmt: skip
+                    progress.advance(task)
+
+
+def _warm_up(config: BenchConfig, drafter: ModelRunner, address: str | None, first: PlannedRun, prompt_tokens: dict) -> None:
+    """A short unrecorded generation: loads the cloud's runner and touches both models' pages."""
+    method = Method.EDGE if address is None else Method.SYNC
+    key = CellKey(first.key.workload, first.key.prompt_id, method.value, MODELESS_VERIFY.value,
+                  first.key.profile, first.key.rtt_ms, first.key.bandwidth_mbps, 0.0, 0)  # fmt: skip
+    generate(address, drafter, prompt_tokens[first.prompt], edge_config(config, key, WARMUP_TOKENS))
+
+
+def _describe(key: CellKey) -> str:
+    return (f"{key.profile} {key.workload}:{key.prompt_id} {key.method}/{key.verify} "
+            f"T={key.temperature:g} #{key.repeat}")  # fmt: skip
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("left"), TimeRemainingColumn(), console=console, refresh_per_second=2,
+    )  # fmt: skip
