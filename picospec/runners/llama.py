@@ -84,8 +84,11 @@ class LlamaRunner:
         self.deterministic = deterministic
         self._model = self._load_model(path, deterministic)
         self._batch_size = min(n_batch, self.DETERMINISTIC_CHUNK) if deterministic else n_batch
-        self._ctx = self._create_context(n_ctx, n_threads, self._batch_size, deterministic)
-        self._batch = _internals.LlamaBatch(n_tokens=self._batch_size, embd=0, n_seq_max=1, verbose=False)
+        # A prompt is always prefilled in batches of n_batch, whatever the mode: every method's cloud
+        # prefills the same prompt the same way, so outputs still match, and prefill stays fast.
+        self._prefill_batch_size = n_batch
+        self._ctx = self._create_context(n_ctx, n_threads, n_batch, deterministic)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._n_vocab = self._model.n_vocab()
         self._tokens: list[int] = []
 
@@ -163,8 +166,8 @@ class LlamaRunner:
         ids = self._checked_new(tokens)
         if not ids:
             raise InvalidInputError("prefill needs at least one token")
-        for start in range(0, len(ids), self._batch_size):
-            sub_batch = ids[start : start + self._batch_size]
+        for start in range(0, len(ids), self._prefill_batch_size):
+            sub_batch = ids[start : start + self._prefill_batch_size]
             last = self._decode(sub_batch, logits_all=False)
         return last[-1]
 
