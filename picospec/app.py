@@ -14,7 +14,8 @@ from rich.table import Table
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.edge.report import EdgeReport
-from picospec.launch import EDGE_CORE, CloudProcessConfig, LocalCloud, pin_to_core
+from picospec.affinity import EDGE_CORE, pin_to_cores
+from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.models.registry import model_path
 from picospec.runners.llama import LlamaRunner
 from picospec.sampling import SamplingParams
@@ -89,7 +90,7 @@ def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_t
 
 
 def _load_drafter(args) -> LlamaRunner:
-    pin_to_core(EDGE_CORE)
+    pin_to_cores({EDGE_CORE})
     return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
 
 

@@ -3,26 +3,17 @@ own process pinned to one core, the edge (this process) on another, the emulated
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
+from picospec.affinity import CLOUD_CORE
 from picospec.errors import PicoSpecError
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 
-EDGE_CORE, CLOUD_CORE = 0, 1
 STARTUP_TIMEOUT_S = 120.0
-
-
-def pin_to_core(core: int) -> bool:
-    """Pin this process to one core where the OS allows; return whether it did."""
-    if not hasattr(os, "sched_setaffinity") or core not in os.sched_getaffinity(0) or os.cpu_count() < 2:
-        return False
-    os.sched_setaffinity(0, {core})
-    return True
 
 
 @dataclass(frozen=True)

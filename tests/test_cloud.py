@@ -18,7 +18,8 @@ import pytest
 
 from picospec.cli import build_parser
 from picospec.cloud import CloudConfig, CloudServerThread
-from picospec.cloud.server import _serve_command, _serve_until_signalled, parse_cores
+from picospec.affinity import parse_cores
+from picospec.cloud.server import _serve_command, _serve_until_signalled
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.runners.base import VocabInfo
 from picospec.runners.toy import ToyRunner

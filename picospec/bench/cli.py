@@ -127,12 +127,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _load_drafter(config: BenchConfig):
-    from picospec.launch import EDGE_CORE, pin_to_core
+    from picospec.affinity import EDGE_CORE, pin_to_cores
     from picospec.models.registry import model_path
     from picospec.runners.llama import LlamaRunner  # imported here: only running needs llama.cpp
 
     # The bench process is the edge: the drafter, the gRPC client and the link emulator share core 0.
-    pin_to_core(EDGE_CORE)
+    pin_to_cores({EDGE_CORE})
     return LlamaRunner(model_path(config.draft), n_threads=1, deterministic=config.deterministic)
 
 

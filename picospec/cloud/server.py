@@ -12,7 +12,6 @@ import asyncio
 import functools
 import itertools
 import logging
-import os
 import signal
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import AsyncIterator, Callable, TypeVar
 
 import grpc
 
+from picospec.affinity import parse_cores, pin_to_cores
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.pool import RunnerFactory, RunnerPool
 from picospec.cloud.session import (
@@ -286,33 +286,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     parser.set_defaults(func=_serve_command)
-
-
-def parse_cores(text: str) -> set[int]:
-    """A CPU list as taskset writes it ("1", "0,2-3") as a set of CPU ids."""
-    error = argparse.ArgumentTypeError(f"not a CPU list: {text!r} (try 1 or 0,2-3)")
-    cores: set[int] = set()
-    for part in text.split(","):
-        first, dash, last = part.partition("-")
-        try:
-            low, high = int(first), int(last if dash else first)
-        except ValueError:
-            raise error from None
-        if not 0 <= low <= high:
-            raise error
-        cores.update(range(low, high + 1))
-    return cores
-
-
-def pin_to_cores(cores: set[int]) -> None:
-    """Pin this process to `cores` where the OS allows it; otherwise warn and run unpinned."""
-    if not hasattr(os, "sched_setaffinity"):
-        logger.warning("this OS cannot pin a process to CPUs; running unpinned")
-        return
-    try:
-        os.sched_setaffinity(0, cores)
-    except OSError as exc:
-        logger.warning("cannot pin to CPUs %s (%s); running unpinned", sorted(cores), exc)
 
 
 def _serve_command(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 
 from picospec.decoding import DraftChunk, Drafter
 from picospec.edge.config import EdgeConfig
