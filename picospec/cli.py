@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "picospec.transport.netem",
     "picospec.app",
     "picospec.bench.cli",
+    "picospec.bench.simulate",
 )
 
 

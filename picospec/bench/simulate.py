@@ -1,0 +1,585 @@
+"""A discrete-event simulation of the protocol, driven by a CostProfile and acceptance traces.
+
+It replays the policies of picospec/edge/pipeline.py step for step: the edge's loop applies the
+verdicts that have arrived, drafts one token if it may, ships when the chunk is full or the cloud
+would idle (pipelined) or the edge can draft no more (stop-and-wait), and otherwise blocks for a
+verdict; a verdict that commits a token (correction or bonus) costs the drafter one pass and
+discards everything drafted after it. The cloud serves chunks FIFO on one compute resource, drops
+chunks of an older epoch unverified, and evaluates the token committed by the previous round at
+the head of the next pass. Each link direction is netem's LinkSchedule (FIFO serialisation
+bytes*8/bandwidth, then rtt/2), and the cloud's verdicts leave the measured round overhead after
+its compute.
+
+Why the cloud can be resolved the moment a chunk is shipped: it serves chunks in arrival order,
+and the link keeps the edge's order, so a chunk's fate depends only on chunks shipped before it.
+
+Acceptance: whether the draft at output position p is accepted depends, for greedy decoding with
+batch-invariant numerics, only on p (the context before p is the target's own output). Traces
+come from the recorded rounds: accepted_lengths and chunk_lengths say which positions were
+agreements and where a disagreement fell; positions never drafted are filled by a Bernoulli with
+the measured alpha.
+
+Not modelled: exact mode's requests for more candidates (an extra round trip, with chance
+(1 - TV)^m per sampled rejection, never at temperature 0), ar's per-token streaming overhead,
+and any variation of the costs from step to step (each step costs its mean, or its median
+for verification passes).
+
+Clock: 0 is when the cloud's welcome reaches the edge (where EdgeReport.wall_s starts); the cloud
+started its prompt pass rtt/2 earlier. tokens/s = new_tokens / wall_s, as EdgeReport defines it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import zlib
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from picospec.bench.bound import Acceptance, Policy
+from picospec.bench.costs import (
+    LITERATURE_PROFILES,
+    SPECULATIVE,
+    STOP_AND_WAIT,
+    CostProfile,
+    load_profile,
+    measure_costs,
+    prompt_key,
+)
+from picospec.bench.results import CellKey, RunRecord, load_records
+from picospec.bench.runner import MODELESS_VERIFY
+from picospec.edge.config import Method
+from picospec.edge.report import EdgeReport, TimelineEvent
+from picospec.errors import InvalidInputError
+from picospec.transport.netem import LinkProfile, LinkSchedule
+
+
+@dataclass(frozen=True)
+class SimEvent:
+    """One interval of a simulated timeline. lane: edge | uplink | cloud | downlink."""
+
+    lane: str
+    kind: str  # draft | commit | chunk | verify | drop | verdict | prefill | token
+    start: float
+    end: float
+
+
+@dataclass
+class SimResult:
+    """One simulated generation: what the edge would report (token ids stand in as position
+    numbers, identical across methods like greedy outputs), every lane's events, and the
+    cloud's stale drops."""
+
+    report: EdgeReport
+    events: list[SimEvent] = field(default_factory=list)
+    stale_dropped: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.report.tokens_per_s
+
+    def to_record(self, key: CellKey, settings: dict | None = None) -> RunRecord:
+        """The simulated run in the results file's format."""
+        return RunRecord.from_report(key, self.report, settings)
+
+
+# -- acceptance traces ---------------------------------------------------------------------------
+
+
+class AgreementTrace:
+    """Whether the draft token at output position p is accepted: known positions first, the rest
+    Bernoulli(alpha), drawn once per position so that asking again gives the same answer."""
+
+    def __init__(self, known: dict[int, bool], alpha: float, seed: int = 0) -> None:
+        self._known = dict(known)
+        self.alpha = alpha
+        self._rng = random.Random(seed)
+
+    def __call__(self, position: int) -> bool:
+        if position not in self._known:
+            self._known[position] = self._rng.random() < self.alpha
+        return self._known[position]
+
+    def accepted(self, start: int, n: int) -> int:
+        """Leading agreements of a chunk of n drafts at positions start .. start + n - 1."""
+        return next((i for i in range(n) if not self(start + i)), n)
+
+
+def observed_agreement(record: RunRecord) -> dict[int, bool]:
+    """Positions whose drafts a run saw accepted (True) or rejected (False)."""
+    bonus = record.key.method in STOP_AND_WAIT
+    known, position = {}, 0
+    for accepted, length in zip(record.accepted_lengths, record.chunk_lengths):
+        known.update((position + i, True) for i in range(accepted))
+        if accepted < length:
+            known[position + accepted] = False
+        position += accepted + (accepted < length or bonus)
+    return known
+
+
+def pooled_agreement(records: Iterable[RunRecord]) -> dict[int, bool]:
+    """Majority of the runs' observations per position (ties count as agreement)."""
+    votes: dict[int, int] = defaultdict(int)
+    for record in records:
+        for position, agrees in observed_agreement(record).items():
+            votes[position] += 1 if agrees else -1
+    return {position: vote >= 0 for position, vote in votes.items()}
+
+
+# -- the simulation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One generation to simulate: the edge's settings and where the output ends."""
+
+    method: str
+    mode: str = MODELESS_VERIFY.value
+    policy: Policy = Policy()
+    max_new_tokens: int = 128
+    stop_after: int | None = None  # an end-of-sequence token after this many tokens
+    prompt: str | None = None  # "workload:prompt_id", for per-prompt prefill times
+
+    def __post_init__(self) -> None:
+        if self.n_tokens < 1 or self.policy.max_lookahead < self.policy.chunk_len:
+            raise InvalidInputError("a simulated generation needs >= 1 token and max_lookahead >= chunk_len")
+
+    @property
+    def n_tokens(self) -> int:
+        return min(self.max_new_tokens, self.stop_after or self.max_new_tokens)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    epoch: int
+    start: int
+    n: int
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    chunk: _Chunk
+    accepted: int
+    token: bool  # a correction or bonus was committed after the accepted drafts
+    verify_s: float
+    nbytes: float
+
+
+class _Cloud:
+    """The cloud's session: FIFO compute, stale drops, the pending token, the downlink."""
+
+    def __init__(self, costs: CostProfile, config: SimConfig, trace: AgreementTrace, result: SimResult) -> None:
+        self.costs, self.config, self.trace, self.result = costs, config, trace, result
+        self.free_at = costs.cloud_prefill(config.prompt) - costs.link.one_way_s
+        self.epoch, self.pending = 0, False
+        self.bonus = config.method in STOP_AND_WAIT
+        self.downlink = LinkSchedule(costs.link, random.Random(1))
+        result.events.append(SimEvent("cloud", "prefill", -costs.link.one_way_s, self.free_at))
+
+    def receive(self, chunk: _Chunk, arrival: float) -> tuple[float, _Verdict] | None:
+        """Serve a chunk that arrives at `arrival`; its verdict's arrival at the edge, or None if dropped."""
+        start = max(arrival, self.free_at)
+        if chunk.epoch < self.epoch:
+            self.result.stale_dropped += 1
+            self.result.events.append(SimEvent("cloud", "drop", start, start))
+            return None
+        verify_s = self.costs.verify(chunk.n + self.pending)
+        self.free_at = start + verify_s
+        self.result.events.append(SimEvent("cloud", "verify", start, self.free_at))
+        accepted = self.trace.accepted(chunk.start, chunk.n)
+        rejected = accepted < chunk.n
+        self.epoch += rejected
+        self.pending = rejected or self.bonus
+        sent = self.free_at + self.costs.overhead(self.config.mode)
+        nbytes = self.costs.down_bytes(self.config.mode)
+        due = self.downlink.due(nbytes, sent)
+        self.result.events.append(SimEvent("downlink", "verdict", sent, due))
+        return due, _Verdict(chunk, accepted, self.pending, verify_s, nbytes)
+
+
+class _Edge:
+    """SpeculativeEdge's loop (picospec/edge/pipeline.py) on a simulated clock."""
+
+    def __init__(self, costs: CostProfile, config: SimConfig, trace: AgreementTrace) -> None:
+        self.costs, self.config = costs, config
+        self.pipelined = config.method == Method.PICOSPEC.value
+        self.result = SimResult(EdgeReport(method=config.method, verify=config.mode))
+        self.report = self.result.report
+        self.cloud = _Cloud(costs, config, trace, self.result)
+        self.uplink = LinkSchedule(costs.link, random.Random(0))
+        self.now = costs.edge_prefill(config.prompt)
+        self.result.events.append(SimEvent("edge", "prefill", 0.0, self.now))
+        self.epoch, self.drafted_until = 0, 0
+        self.building, self.building_start = 0, 0
+        self.in_flight: deque[_Chunk] = deque()
+        self.inbox: deque[tuple[float, _Verdict]] = deque()
+
+    def run(self) -> SimResult:
+        while not self._done():
+            self._apply_arrived()
+            if self._done():
+                break
+            if self._can_draft():
+                self._draft_one()
+            if self._should_ship():
+                self._ship()
+            elif not self._can_draft():
+                self._block()
+        self.report.wall_s = self.now
+        self.report.cloud_passes = 1 + self.report.rounds
+        return self.result
+
+    def _done(self) -> bool:
+        return self.report.new_tokens >= self.config.n_tokens
+
+    def _unverified(self) -> int:
+        return self.building + sum(c.n for c in self.in_flight)
+
+    def _can_draft(self) -> bool:
+        policy = self.config.policy
+        if self.config.max_new_tokens - self.report.new_tokens - self._unverified() <= 0:
+            return False
+        if self.pipelined:
+            return self._unverified() < policy.max_lookahead and self.building < policy.chunk_len
+        return not self.in_flight and self.building < policy.chunk_len
+
+    def _should_ship(self) -> bool:
+        if not self.building:
+            return False
+        if self.building >= self.config.policy.chunk_len:
+            return True
+        return not self.in_flight and (self.pipelined or not self._can_draft())
+
+    def _draft_one(self) -> None:
+        if not self.building:
+            self.building_start = self.drafted_until
+        self._busy("draft", self.costs.draft_s)
+        self.report.edge_busy_s += self.costs.draft_s
+        self.building += 1
+        self.drafted_until += 1
+        self.report.drafted += 1
+
+    def _ship(self) -> None:
+        chunk = _Chunk(self.epoch, self.building_start, self.building)
+        self.building = 0
+        self.in_flight.append(chunk)
+        self.report.chunks_sent += 1
+        nbytes = chunk.n * self.costs.up_bytes(self.config.mode)
+        self.report.bytes_up += round(nbytes)
+        arrival = self.uplink.due(nbytes, self.now)
+        self.result.events.append(SimEvent("uplink", "chunk", self.now, arrival))
+        verdict = self.cloud.receive(chunk, arrival)
+        if verdict is not None:
+            self.inbox.append(verdict)
+
+    def _block(self) -> None:
+        if not self.inbox:
+            raise RuntimeError("the simulated edge would wait for a verdict that never comes")
+        self.now = max(self.now, self.inbox[0][0])
+        self._apply_arrived()
+
+    def _apply_arrived(self) -> None:
+        while self.inbox and self.inbox[0][0] <= self.now:
+            self._apply(self.inbox.popleft()[1])
+
+    def _apply(self, verdict: _Verdict) -> None:
+        chunk = self.in_flight.popleft()
+        assert chunk == verdict.chunk, "verdicts arrive in the order chunks were shipped"
+        report = self.report
+        report.timeline.append(TimelineEvent("verdict", self.now, self.now))
+        report.bytes_down += round(verdict.nbytes)
+        report.cloud_busy_s += verdict.verify_s
+        report.verify_times.append(verdict.verify_s)
+        report.accepted_lengths.append(verdict.accepted)
+        report.chunk_lengths.append(chunk.n)
+        self._emit(verdict.accepted + verdict.token)
+        if verdict.token:
+            self._busy("commit", self.costs.draft_s)  # the drafter's pass over the committed token
+            report.discarded += chunk.n - verdict.accepted + self._unverified()
+            self.building = 0
+            self.in_flight.clear()
+            self.drafted_until = chunk.start + verdict.accepted + 1
+            self.epoch += verdict.accepted < chunk.n
+
+    def _emit(self, n: int) -> None:
+        _emit(self.report, self.now, n, self.config.n_tokens)
+
+    def _busy(self, kind: str, seconds: float) -> None:
+        self.result.events.append(SimEvent("edge", kind, self.now, self.now + seconds))
+        if kind == "draft":
+            self.report.timeline.append(TimelineEvent(kind, self.now, self.now + seconds))
+        self.now += seconds
+
+
+def _emit(report: EdgeReport, now: float, n: int, limit: int) -> None:
+    """Commit n more output tokens (at most up to `limit`); ids are their positions."""
+    first = report.new_tokens
+    if n and report.ttft_s is None:
+        report.ttft_s = now
+    report.token_ids.extend(range(first, min(limit, first + n)))
+
+
+def _simulate_ar(costs: CostProfile, config: SimConfig) -> SimResult:
+    """The cloud decodes alone and streams each token: prompt pass (token 1), then t_t per token."""
+    result = SimResult(EdgeReport(method=config.method, verify=config.mode))
+    report = result.report
+    downlink = LinkSchedule(costs.link, random.Random(1))
+    start = -costs.link.one_way_s
+    done = start + costs.cloud_prefill(config.prompt)
+    result.events.append(SimEvent("cloud", "prefill", start, done))
+    report.verify_times.append(done - start)
+    for i in range(config.n_tokens):
+        if i:
+            result.events.append(SimEvent("cloud", "token", done, done + costs.target_s))
+            report.verify_times.append(costs.target_s)
+            done += costs.target_s
+        arrival = downlink.due(costs.bytes_down_per_ar_token, done)
+        result.events.append(SimEvent("downlink", "token", done, arrival))
+        _emit(report, arrival, 1, config.n_tokens)
+    report.wall_s = arrival
+    report.cloud_busy_s = sum(report.verify_times)
+    report.cloud_passes = config.n_tokens
+    report.bytes_down = round(config.n_tokens * costs.bytes_down_per_ar_token)
+    return result
+
+
+def _simulate_edge(costs: CostProfile, config: SimConfig) -> SimResult:
+    """The drafter decodes alone: its prompt pass yields token 1, then t_d per token."""
+    prefill = costs.edge_prefill(config.prompt)
+    report = EdgeReport(method=config.method, verify=config.mode)
+    _emit(report, prefill, config.n_tokens, config.n_tokens)
+    report.wall_s = report.edge_busy_s = prefill + (config.n_tokens - 1) * costs.draft_s
+    return SimResult(
+        report, [SimEvent("edge", "prefill", 0.0, prefill), SimEvent("edge", "draft", prefill, report.wall_s)]
+    )
+
+
+def simulate(costs: CostProfile, config: SimConfig, trace: AgreementTrace | None = None) -> SimResult:
+    """One simulated generation (trace: the acceptance of each output position; speculative only)."""
+    if config.method == Method.AR.value:
+        return _simulate_ar(costs, config)
+    if config.method == Method.EDGE.value:
+        return _simulate_edge(costs, config)
+    if trace is None:
+        raise InvalidInputError("a speculative method needs an acceptance trace")
+    return _Edge(costs, config, trace).run()
+
+
+# -- predictions for the benchmark's cells -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted (and, where the results have it, measured) median tokens/s of one cell."""
+
+    workload: str
+    temperature: float
+    profile: str
+    rtt_ms: float
+    bandwidth_mbps: float
+    method: str
+    verify: str
+    predicted: float
+    measured: float | None
+
+    @property
+    def error(self) -> float | None:
+        """(predicted - measured) / measured."""
+        return None if self.measured is None else (self.predicted - self.measured) / self.measured
+
+
+def run_policy(record: RunRecord) -> tuple[Policy, int]:
+    """The chunking policy and max_new_tokens a run was made with (from its settings; older
+    records without them: the longest chunk and the EdgeConfig defaults)."""
+    s = record.settings
+    chunk_len = int(s.get("chunk_len", max(record.chunk_lengths, default=4)))
+    lookahead = max(chunk_len, int(s.get("lookahead", 8)))
+    return Policy(chunk_len, lookahead), int(s.get("max_new_tokens", record.summary["new_tokens"]))
+
+
+def _variants(records: Sequence[RunRecord], methods: Sequence[str], costs: CostProfile) -> list[tuple[str, str]]:
+    """(method, verify mode) pairs to predict: the modes the results ran, or else each method's
+    default mode if the costs know its message sizes."""
+    present = {(r.key.method, r.key.verify) for r in records}
+    variants = []
+    for method in methods:
+        modes = sorted({mode for m, mode in present if m == method})
+        if not Method(method).speculative:
+            variants.append((method, MODELESS_VERIFY.value))
+        elif modes or costs.sizes(default := Method(method).default_mode.value):
+            variants += [(method, mode) for mode in modes or [default]]
+    return variants
+
+
+def predict_cells(
+    records: Sequence[RunRecord],
+    costs: CostProfile | None = None,
+    methods: Sequence[str] | None = None,
+    link: LinkProfile | None = None,
+    alpha: float | None = None,
+    seed: int = 0,
+) -> list[Prediction]:
+    """Predict every (workload, temperature) x network x method cell; compare with measured runs.
+
+    costs: measured from `records` when None (and then compared with them). link: one network for
+    all cells (named "RTT/BW"); default: each profile in the results. alpha: replace the recorded
+    acceptance by Bernoulli(alpha). A measured cell is simulated run by run with each run's own
+    trace and length; a cell without runs, once per prompt of its group.
+    """
+    compare = costs is None
+    costs = costs or measure_costs(records)
+    methods = list(methods or [m.value for m in Method])
+    if link is not None:
+        networks = [(f"{link.rtt_ms:g}/{link.bandwidth_mbps:g}", link)]
+    else:
+        present = {(r.key.profile, r.key.rtt_ms, r.key.bandwidth_mbps) for r in records if r.key.bandwidth_mbps > 0}
+        networks = [(name, LinkProfile(rtt, bw)) for name, rtt, bw in sorted(present, key=lambda p: (p[1], -p[2]))]
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for record in records:
+        groups[(record.key.workload, record.key.temperature)].append(record)
+    predictions = []
+    for (workload, temperature), group in sorted(groups.items()):
+        traces = TraceSource(group, alpha, seed)
+        for name, net in networks:
+            sized = costs.with_link(net)
+            for method, mode in _variants(group, methods, costs):
+                cell = _cell_runs(group, method, mode, net)
+                runs = cell or traces.representatives()
+                predicted = [simulate(sized, _config(r, method, mode), traces.trace(r)).tokens_per_s for r in runs]
+                measured = [r.summary["tokens_per_s"] for r in cell] if compare and cell else None
+                predictions.append(
+                    Prediction(
+                        workload,
+                        temperature,
+                        name,
+                        net.rtt_ms,
+                        net.bandwidth_mbps,
+                        method,
+                        mode,
+                        statistics.median(predicted),
+                        statistics.median(measured) if measured else None,
+                    )
+                )
+    return predictions
+
+
+def _cell_runs(group: Sequence[RunRecord], method: str, mode: str, link: LinkProfile) -> list[RunRecord]:
+    """The group's runs of one cell; edge-only runs, which use no network, belong to every link's."""
+    if method == Method.EDGE.value:
+        return [r for r in group if r.key.method == method]
+    return [
+        r
+        for r in group
+        if (r.key.method, r.key.verify, r.key.rtt_ms, r.key.bandwidth_mbps)
+        == (method, mode, link.rtt_ms, link.bandwidth_mbps)
+    ]
+
+
+def _config(record: RunRecord, method: str, mode: str) -> SimConfig:
+    policy, max_new_tokens = run_policy(record)
+    return SimConfig(method, mode, policy, max_new_tokens, record.summary["new_tokens"], prompt_key(record))
+
+
+class TraceSource:
+    """Acceptance traces of one (workload, temperature) group: a run's own observations, then the
+    group's majority for its prompt, then Bernoulli(alpha) with the group's measured alpha."""
+
+    def __init__(self, group: Sequence[RunRecord], alpha: float | None, seed: int) -> None:
+        self.override, self.seed = alpha, seed
+        self.alpha = Acceptance.from_records(group).alpha if alpha is None else alpha
+        self.by_prompt: dict[str, list[RunRecord]] = defaultdict(list)
+        for record in group:
+            self.by_prompt[prompt_key(record)].append(record)
+
+    def trace(self, record: RunRecord) -> AgreementTrace:
+        seed = zlib.crc32(f"{self.seed}:{prompt_key(record)}:{record.key.repeat}".encode())  # hash() is salted
+        if self.override is not None:
+            return AgreementTrace({}, self.override, seed)
+        known = pooled_agreement(self.by_prompt[prompt_key(record)])
+        if record.key.method in SPECULATIVE:
+            known.update(observed_agreement(record))
+        return AgreementTrace(known, self.alpha, seed)
+
+    def representatives(self) -> list[RunRecord]:
+        """One run per prompt (its longest), standing in for a cell that was not measured."""
+        return [max(runs, key=lambda r: r.summary["new_tokens"]) for _, runs in sorted(self.by_prompt.items())]
+
+
+# -- `picospec simulate` -------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `simulate` command."""
+    parser = subparsers.add_parser(
+        "simulate",
+        help="predict tokens/s of each method from benchmark results (or a cost profile)",
+        description="Replays the edge's and the cloud's policies on costs measured from RESULTS "
+        "(or from --profile) and prints predicted tokens/s, with the measured value and the "
+        "error where RESULTS holds the same cell (not with --profile: another system).",
+    )
+    parser.add_argument("results", help="a results JSONL file written by `picospec bench run`")
+    parser.add_argument(
+        "--profile", help=f"a cost profile: a JSON/TOML file or one of {', '.join(LITERATURE_PROFILES)}"
+    )
+    parser.add_argument("--methods", type=_methods, help="comma-separated, from " + ",".join(m.value for m in Method))
+    parser.add_argument("--rtt-ms", type=float, help="simulate this round-trip time instead of the results' profiles")
+    parser.add_argument("--bandwidth-mbps", type=float, help="simulate this bandwidth instead of the results' profiles")
+    parser.add_argument("--alpha", type=_probability, help="per-token acceptance instead of the recorded acceptance")
+    parser.set_defaults(func=_simulate_command)
+
+
+def _methods(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    allowed = [m.value for m in Method]
+    if not names or any(n not in allowed for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
+    return names
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a probability in [0, 1]")
+    return value
+
+
+def _simulate_command(args: argparse.Namespace) -> int:
+    records = load_records(args.results)
+    if not records:
+        raise InvalidInputError(f"{args.results} holds no runs")
+    costs = load_profile(args.profile) if args.profile else None
+    link = _custom_link(args, costs or measure_costs(records))
+    predictions = predict_cells(records, costs, args.methods, link, args.alpha)
+    table = Table(title=f"predicted tokens/s ({costs.source if costs else 'costs measured from ' + args.results})")
+    for column in ("workload", "T", "profile", "method", "verify", "predicted", "measured", "error"):
+        table.add_column(column, justify="right")
+    for p in predictions:
+        table.add_row(
+            p.workload,
+            f"{p.temperature:g}",
+            p.profile,
+            p.method,
+            p.verify,
+            f"{p.predicted:.2f}",
+            "-" if p.measured is None else f"{p.measured:.2f}",
+            "-" if p.error is None else f"{100 * p.error:+.1f}%",
+        )
+    Console().print(table)
+    return 0
+
+
+def _custom_link(args: argparse.Namespace, costs: CostProfile) -> LinkProfile | None:
+    """The link given on the command line (either value defaulting to the profile's), or None."""
+    if args.rtt_ms is None and args.bandwidth_mbps is None:
+        return costs.link if args.profile else None
+    rtt = costs.link.rtt_ms if args.rtt_ms is None else args.rtt_ms
+    bandwidth = costs.link.bandwidth_mbps if args.bandwidth_mbps is None else args.bandwidth_mbps
+    return LinkProfile(rtt, bandwidth)

@@ -1,0 +1,347 @@
+"""The cost model, the ideal bound and the simulator, on constructed cases with known answers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from picospec.bench.bound import (
+    Acceptance,
+    Policy,
+    ar_rate,
+    edge_rate,
+    ideal_wall_s,
+    pipelined_rate,
+    stop_and_wait_rate,
+    stop_and_wait_round_s,
+)
+from picospec.bench.costs import CostProfile, VerifyCost, evaluated_tokens, load_profile, measure_costs, wire_bytes
+from picospec.bench.results import CellKey, RunRecord
+from picospec.bench.simulate import (
+    AgreementTrace,
+    SimConfig,
+    observed_agreement,
+    pooled_agreement,
+    predict_cells,
+    simulate,
+)
+from picospec.cli import main
+from picospec.errors import InvalidInputError
+from picospec.transport.netem import LinkProfile
+
+MODES = ("full", "topk", "exact", "gumbel")
+FREE_LINK = LinkProfile(rtt_ms=0.0, bandwidth_mbps=1e12)
+
+
+def costs(
+    draft=0.04, intercept=0.05, per_token=0.01, link=FREE_LINK, up=10.0, down=20.0, overhead=0.0, **kw
+) -> CostProfile:
+    """A profile with round numbers: verify(m) = intercept + per_token * m."""
+    return CostProfile(
+        name="constructed",
+        draft_s=draft,
+        verify=VerifyCost(intercept, per_token),
+        target_s=kw.get("target", 0.05),
+        cloud_prefill_s=kw.get("cloud_prefill", 0.0),
+        edge_prefill_s=kw.get("edge_prefill", 0.0),
+        link=link,
+        bytes_up_per_draft_token={m: up for m in MODES},
+        bytes_down_per_round={m: down for m in MODES},
+        bytes_down_per_ar_token=kw.get("ar_bytes", 12.0),
+        round_overhead_s=overhead,
+    )
+
+
+def always(agrees: bool) -> AgreementTrace:
+    return AgreementTrace({}, 1.0 if agrees else 0.0)
+
+
+def steady_s_per_token(
+    profile: CostProfile, method: str, trace_factory, n1: int, n2: int, policy=Policy(4, 8)
+) -> float:
+    """Seconds per token between n1 and n2 generated tokens: start-up cancels out."""
+    walls = [simulate(profile, SimConfig(method, "exact", policy, n), trace_factory()).report.wall_s for n in (n1, n2)]
+    return (walls[1] - walls[0]) / (n2 - n1)
+
+
+def key(
+    method="sync", verify="exact", prompt="0", rtt=20.0, bandwidth=100.0, profile="wan", workload="humaneval"
+) -> CellKey:
+    return CellKey(workload, prompt, method, verify, profile, rtt, bandwidth, 0.0, 0)
+
+
+# -- costs ---------------------------------------------------------------------------------------
+
+
+def test_verify_cost_fits_a_line_and_keeps_medians():
+    samples = [(m, 0.05 + 0.01 * m + noise) for m in (1, 2, 4, 5) for noise in (-0.001, 0.0, 0.001)]
+    fit = VerifyCost.fit(samples)
+    assert fit.intercept_s == pytest.approx(0.05) and fit.per_token_s == pytest.approx(0.01)
+    assert fit(4) == pytest.approx(0.09) and fit(3) == pytest.approx(0.08)  # 3: from the line
+    one_size = VerifyCost.fit([(4, 0.08), (4, 0.12), (4, 0.1)])
+    assert one_size(4) == pytest.approx(0.1) and one_size(2) == pytest.approx(0.05)
+    with pytest.raises(InvalidInputError):
+        VerifyCost.fit([])
+
+
+def test_evaluated_tokens_count_the_token_committed_by_the_round_before():
+    stop_and_wait = RunRecord(key("sync"), {}, accepted_lengths=[4, 1, 4], chunk_lengths=[4, 4, 4])
+    assert evaluated_tokens(stop_and_wait) == [4, 5, 5]  # a bonus or a correction before every later round
+    pipelined = RunRecord(key("picospec"), {}, accepted_lengths=[1, 4, 2, 3], chunk_lengths=[1, 4, 4, 3])
+    assert evaluated_tokens(pipelined) == [1, 4, 4, 4]  # only the rejection in round 3 leaves a token pending
+
+
+VARIANTS = (("ar", "exact"), ("vanilla", "full"), ("sync", "exact"), ("picospec", "exact"))
+
+
+def simulated_records(
+    profile: CostProfile,
+    links=(LinkProfile(20.0, 100.0), LinkProfile(100.0, 1.0)),
+    alpha=0.7,
+    n=40,
+    prompts=("0", "1"),
+    workloads=("humaneval",),
+    variants=VARIANTS,
+) -> list[RunRecord]:
+    """Temperature-0 runs of edge and `variants` made by the simulator, in the results file's format."""
+    settings = {"max_new_tokens": n, "chunk_len": 4, "lookahead": 8}
+    records = []
+    for workload in workloads:
+        for prompt in prompts:
+            trace = {p: ok for p, ok in enumerate(AgreementTrace({}, alpha, seed=int(prompt))(i) for i in range(3 * n))}
+            edge = simulate(profile, SimConfig("edge", max_new_tokens=n))
+            records.append(
+                edge.to_record(
+                    key("edge", prompt=prompt, rtt=0.0, bandwidth=0.0, profile="none", workload=workload), settings
+                )
+            )
+            for link in links:
+                name = f"{link.rtt_ms:g}/{link.bandwidth_mbps:g}"
+                for method, mode in variants:
+                    config = SimConfig(method, mode, Policy(4, 8), n)
+                    result = simulate(profile.with_link(link), config, AgreementTrace(trace, alpha))
+                    cell = key(method, mode, prompt, link.rtt_ms, link.bandwidth_mbps, name, workload)
+                    records.append(result.to_record(cell, settings))
+    return records
+
+
+def test_costs_measured_from_runs_recover_the_costs_that_made_them():
+    truth = replace(
+        costs(cloud_prefill=0.3, edge_prefill=0.1, overhead=0.004),
+        bytes_up_per_draft_token={"full": 5000.0, "exact": 10.0},
+    )
+    measured = measure_costs(simulated_records(truth))
+    assert measured.draft_s == pytest.approx(0.04)
+    assert measured.target_s == pytest.approx(0.05)
+    assert measured.verify(1) == pytest.approx(0.06) and measured.verify(5) == pytest.approx(0.10)
+    assert measured.verify.per_token_s == pytest.approx(0.01) and measured.verify.intercept_s == pytest.approx(0.05)
+    assert measured.cloud_prefill("humaneval:0") == pytest.approx(0.3)
+    assert measured.edge_prefill("humaneval:1") == pytest.approx(0.1)
+    assert measured.bytes_up_per_draft_token["full"] == pytest.approx(5000, rel=1e-3)
+    assert measured.bytes_down_per_round["exact"] == pytest.approx(20, rel=0.05)
+    assert measured.round_overhead_s == pytest.approx(0.004, abs=1e-6)
+
+
+def test_message_sizes_from_the_wire_format():
+    up, down = wire_bytes(n_vocab=1000, chunk_len=4)
+    assert up["full"] == pytest.approx(2 * 1000, rel=0.01)  # a float16 row per draft token
+    assert up["gumbel"] < up["exact"] == up["topk"] < 12  # a uint32 id, plus a float32 probability
+    assert all(b < 30 for b in down.values())
+
+
+def test_profiles_load_from_toml_json_and_by_name(tmp_path):
+    fields = dict(
+        draft_ms=20,
+        target_ms=30,
+        verify_intercept_ms=30,
+        verify_per_token_ms=0.5,
+        cloud_prefill_ms=100,
+        edge_prefill_ms=10,
+        rtt_ms=40,
+        bandwidth_mbps=50,
+        n_vocab=32000,
+    )
+    toml = tmp_path / "p.toml"
+    toml.write_text("\n".join(f"{k} = {v}" for k, v in fields.items()) + '\nsource = "assumed"\n')
+    (tmp_path / "p.json").write_text(json.dumps(fields))
+    for profile in (load_profile(str(toml)), load_profile(str(tmp_path / "p.json"))):
+        assert profile.draft_s == pytest.approx(0.02) and profile.verify(2) == pytest.approx(0.031)
+        assert (profile.link.rtt_ms, profile.link.bandwidth_mbps) == (40, 50)
+        assert profile.bytes_up_per_draft_token["full"] == pytest.approx(64000, rel=0.01)
+    for name in ("orin-a100-llama", "orin-a100-qwen3"):
+        assert "assumed" in load_profile(name).source
+    (tmp_path / "bad.json").write_text(json.dumps({**fields, "draft_s": 1}))
+    for bad in ("no-such-profile", str(tmp_path / "bad.json")):
+        with pytest.raises(InvalidInputError):
+            load_profile(bad)
+
+
+# -- the bound -----------------------------------------------------------------------------------
+
+
+def test_acceptance_from_rounds():
+    records = [RunRecord(key("sync"), {}, accepted_lengths=[4, 2, 4, 0], chunk_lengths=[4, 4, 4, 4])]
+    acceptance = Acceptance.from_records(records)
+    assert acceptance.alpha == pytest.approx(10 / 12)  # 10 accepted, 2 rejections
+    assert acceptance.accepted_pmf == {0: 0.25, 2: 0.25, 4: 0.5}
+    assert acceptance.stop_and_wait_tokens(4) == pytest.approx(0.25 * 1 + 0.25 * 3 + 0.5 * 5)
+    assert Acceptance(0.5).stop_and_wait_tokens(3) == pytest.approx((1 - 0.5**4) / (1 - 0.5))
+    assert Acceptance(1.0).stop_and_wait_tokens(4) == 5 and Acceptance(0.0).stop_and_wait_tokens(4) == 1
+
+
+def test_ar_and_edge_rates():
+    profile = costs(target=0.05, ar_bytes=1000, link=LinkProfile(50.0, 1.0))
+    assert ar_rate(profile) == pytest.approx(1 / 0.05)  # 8 ms of serialisation hides under 50 ms of decoding
+    assert ar_rate(profile.with_link(LinkProfile(50.0, 0.1))) == pytest.approx(1 / 0.08)  # the link is the bottleneck
+    assert edge_rate(profile) == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("draft, per_token", [(0.04, 0.01), (0.01, 0.03)], ids=["draft-bound", "verify-bound"])
+def test_pipeline_with_perfect_acceptance_and_a_free_link_runs_at_its_slowest_stage(draft, per_token):
+    profile = costs(draft=draft, intercept=0.05, per_token=per_token)
+    expected = 1 / max(draft, profile.verify(4) / 4)
+    assert pipelined_rate(profile, Acceptance(1.0), "exact", Policy(4, 64)) == pytest.approx(expected)
+
+
+def test_pipeline_bound_without_acceptance_and_with_a_small_window():
+    profile = costs(link=LinkProfile(100.0, 1e12))
+    latency = 0.1 + profile.verify(4)
+    assert pipelined_rate(profile, Acceptance(0.0), "exact", Policy(4, 8)) == pytest.approx(1 / (0.04 + latency))
+    # alpha = 1, but only 8 tokens may be unverified: 8 per (4 drafts + one chunk's round trip)
+    assert pipelined_rate(profile, Acceptance(1.0), "exact", Policy(4, 8)) == pytest.approx(8 / (4 * 0.04 + latency))
+
+
+def test_stop_and_wait_bound():
+    profile = costs(link=LinkProfile(20.0, 8.0), up=1000.0, down=100.0)
+    round_s = 4 * 0.04 + 4 * 1000 * 8 / 8e6 + 0.02 + profile.verify(5) + 100 * 8 / 8e6
+    assert stop_and_wait_round_s(profile, "exact", 4) == pytest.approx(round_s)
+    assert stop_and_wait_rate(profile, Acceptance(1.0), "exact", 4) == pytest.approx(5 / round_s)
+    assert stop_and_wait_rate(profile, Acceptance(0.0), "exact", 4) == pytest.approx(1 / round_s)
+
+
+def test_ideal_wall_includes_the_start_up():
+    profile = costs(cloud_prefill=0.5, edge_prefill=0.1, link=LinkProfile(40.0, 1e12))
+    args = (Acceptance(1.0), Policy(4, 8), 10)
+    assert ideal_wall_s("ar", "exact", profile, *args) == pytest.approx(0.5 + 9 * 0.05)
+    assert ideal_wall_s("edge", "exact", profile, *args) == pytest.approx(0.1 + 9 * 0.04)
+    # the first chunk reaches the cloud at 0.1 + 0.16 + 0.02; the cloud is ready at 0.5 - 0.02
+    rate = stop_and_wait_rate(profile, Acceptance(1.0), "exact", 4)
+    assert ideal_wall_s("sync", "exact", profile, *args) == pytest.approx(0.1 + 0.2 + 10 / rate)
+
+
+# -- the simulator -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("draft, per_token", [(0.04, 0.01), (0.01, 0.03)], ids=["draft-bound", "verify-bound"])
+def test_simulated_pipeline_with_perfect_acceptance_and_a_free_link(draft, per_token):
+    profile = costs(draft=draft, per_token=per_token)
+    seconds = steady_s_per_token(profile, "picospec", lambda: always(True), 200, 400, Policy(4, 64))
+    assert seconds == pytest.approx(max(draft, profile.verify(4) / 4), rel=1e-3)
+
+
+@pytest.mark.parametrize("agrees", [True, False])
+@pytest.mark.parametrize("link", [FREE_LINK, LinkProfile(60.0, 10.0)], ids=["free", "cellular"])
+def test_simulated_stop_and_wait_equals_the_closed_form(agrees, link):
+    profile = costs(link=link, up=1000.0, overhead=0.003)
+    tokens_per_round = 5 if agrees else 1
+    seconds = steady_s_per_token(profile, "sync", lambda: always(agrees), 10 * tokens_per_round, 30 * tokens_per_round)
+    # The implementation's drafter makes k + 1 passes a round (one over the committed token).
+    round_s = stop_and_wait_round_s(profile, "exact", 4, edge_passes=5) + 0.003
+    assert seconds == pytest.approx(round_s / tokens_per_round)
+
+
+def test_simulated_stop_and_wait_matches_the_bound_in_expectation():
+    profile = costs(link=LinkProfile(20.0, 100.0))
+    runs = [
+        simulate(profile, SimConfig("sync", "exact", Policy(4, 8), 400), AgreementTrace({}, 0.6, seed))
+        for seed in range(20)
+    ]
+    rounds = sum(r.report.rounds for r in runs)
+    tokens_per_round = sum(r.report.new_tokens for r in runs) / rounds
+    assert tokens_per_round == pytest.approx(Acceptance(0.6).stop_and_wait_tokens(4), rel=0.03)
+
+
+def test_the_pipeline_ships_at_once_when_the_cloud_would_idle():
+    result = simulate(costs(), SimConfig("picospec", "exact", Policy(4, 8), 20), always(True))
+    assert result.report.chunk_lengths[0] == 1  # the cloud was idle: the first token went alone
+    assert max(result.report.chunk_lengths) == 4 and result.report.accepted_lengths == result.report.chunk_lengths
+    assert result.report.new_tokens == 20 and result.stale_dropped == 0
+
+
+def test_stale_chunks_are_dropped_unverified():
+    # A long RTT keeps two chunks in flight; the draft at position 6 is rejected.
+    trace = AgreementTrace({6: False}, 1.0)
+    result = simulate(costs(link=LinkProfile(200.0, 1e12)), SimConfig("picospec", "exact", Policy(4, 8), 24), trace)
+    report = result.report
+    assert result.stale_dropped >= 1 and report.discarded >= 1
+    assert len([e for e in result.events if e.kind == "verify"]) == report.rounds  # dropped chunks cost nothing
+    assert sum(a + (a < c) for a, c in zip(report.accepted_lengths, report.chunk_lengths)) == 24
+    assert observed_agreement(result.to_record(key("picospec"))) == {p: p != 6 for p in range(24)}
+
+
+def test_a_generation_that_stops_early_and_the_simulated_timelines():
+    result = simulate(costs(), SimConfig("sync", "exact", Policy(4, 8), 40, stop_after=9), always(True))
+    assert result.report.new_tokens == 9 and result.report.token_ids == list(range(9))
+    lanes = {e.lane for e in result.events}
+    assert lanes == {"edge", "uplink", "cloud", "downlink"}
+    assert all(e.end >= e.start for e in result.events)
+    kinds = {e["kind"] for e in result.to_record(key()).timeline}
+    assert kinds == {"draft", "verdict"}  # what the real edge records
+
+
+def test_simulated_ar_and_edge():
+    profile = costs(cloud_prefill=0.5, edge_prefill=0.1, link=LinkProfile(40.0, 8.0), ar_bytes=100)
+    ar = simulate(profile, SimConfig("ar", max_new_tokens=10)).report
+    serialisation = 100 * 8 / 8e6
+    assert ar.ttft_s == pytest.approx(0.5 + serialisation) and ar.wall_s == pytest.approx(
+        0.5 + 9 * 0.05 + serialisation
+    )
+    edge = simulate(profile, SimConfig("edge", max_new_tokens=10)).report
+    assert edge.ttft_s == pytest.approx(0.1) and edge.wall_s == pytest.approx(0.1 + 9 * 0.04)
+    with pytest.raises(InvalidInputError):
+        simulate(profile, SimConfig("sync", max_new_tokens=10))  # no trace
+
+
+def test_traces_from_runs():
+    sync = RunRecord(key("sync"), {}, accepted_lengths=[4, 1], chunk_lengths=[4, 4])
+    assert observed_agreement(sync) == {0: True, 1: True, 2: True, 3: True, 5: True, 6: False}  # 4: the bonus
+    picospec = RunRecord(key("picospec"), {}, accepted_lengths=[1, 2, 0], chunk_lengths=[1, 4, 2])
+    assert observed_agreement(picospec) == {0: True, 1: True, 2: True, 3: False, 4: False}
+    assert pooled_agreement([sync, picospec]) == {0: True, 1: True, 2: True, 3: True, 4: False, 5: True, 6: False}
+    trace = AgreementTrace({0: False}, 0.5, seed=3)
+    assert [trace(p) for p in range(50)] == [trace(p) for p in range(50)] and not trace(0)
+
+
+def test_predictions_of_simulated_runs_have_no_error():
+    records = simulated_records(costs(cloud_prefill=0.3, edge_prefill=0.1))
+    predictions = predict_cells(records)
+    assert {p.method for p in predictions} == {"ar", "edge", "vanilla", "sync", "picospec"}
+    assert all(p.measured is not None and abs(p.error) < 0.02 for p in predictions)
+    custom = predict_cells(records, link=LinkProfile(300.0, 10.0), methods=["sync", "picospec"])
+    assert [(p.profile, p.method, p.measured) for p in custom] == [
+        ("300/10", "sync", None),
+        ("300/10", "picospec", None),
+    ]
+    slow = {p.method: p.predicted for p in custom}
+    assert slow["picospec"] > slow["sync"]
+
+
+def test_methods_whose_message_sizes_were_never_measured_are_not_predicted():
+    records = [r for r in simulated_records(costs(), prompts=("0",)) if r.key.method != "vanilla"]
+    assert {p.method for p in predict_cells(records)} == {"ar", "edge", "sync", "picospec"}
+
+
+def test_simulate_command(tmp_path, capsys):
+    results = tmp_path / "bench.jsonl"
+    results.write_text("".join(r.to_json() + "\n" for r in simulated_records(costs(), prompts=("0",))))
+    assert main(["simulate", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert all(method in out for method in ("ar", "edge", "vanilla", "sync", "picospec")) and "%" in out
+    assert (
+        main(["simulate", str(results), "--profile", "orin-a100-qwen3", "--methods", "ar,picospec", "--alpha", "0.8"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "picospec" in out and "vanilla" not in out and "50/100" in out
