@@ -54,6 +54,7 @@ from picospec.bench.costs import (
 from picospec.bench.results import CellKey, RunRecord, load_records
 from picospec.bench.runner import MODELESS_VERIFY
 from picospec.edge.config import Method
+from picospec.edge.policy import ChunkPolicy
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile, LinkSchedule
@@ -208,6 +209,10 @@ class _Edge:
     def __init__(self, costs: CostProfile, config: SimConfig, trace: AgreementTrace) -> None:
         self.costs, self.config = costs, config
         self.pipelined = config.method == Method.PICOSPEC.value
+        # The very policy the real edge runs (picospec/edge/policy.py).
+        self.chunk_policy = ChunkPolicy(
+            self.pipelined, config.policy.chunk_len, config.policy.max_lookahead, config.max_new_tokens
+        )
         self.result = SimResult(EdgeReport(method=config.method, verify=config.mode))
         self.report = self.result.report
         self.cloud = _Cloud(costs, config, trace, self.result)
@@ -237,23 +242,15 @@ class _Edge:
     def _done(self) -> bool:
         return self.report.new_tokens >= self.config.n_tokens
 
-    def _unverified(self) -> int:
-        return self.building + sum(c.n for c in self.in_flight)
+    def _counts(self) -> tuple[int, int, int]:
+        """(produced, building, in_flight) token counts, as ChunkPolicy takes them."""
+        return self.report.new_tokens, self.building, sum(c.n for c in self.in_flight)
 
     def _can_draft(self) -> bool:
-        policy = self.config.policy
-        if self.config.max_new_tokens - self.report.new_tokens - self._unverified() <= 0:
-            return False
-        if self.pipelined:
-            return self._unverified() < policy.max_lookahead and self.building < policy.chunk_len
-        return not self.in_flight and self.building < policy.chunk_len
+        return self.chunk_policy.can_draft(*self._counts())
 
     def _should_ship(self) -> bool:
-        if not self.building:
-            return False
-        if self.building >= self.config.policy.chunk_len:
-            return True
-        return not self.in_flight and (self.pipelined or not self._can_draft())
+        return self.chunk_policy.should_ship(*self._counts())
 
     def _draft_one(self) -> None:
         if not self.building:
@@ -300,7 +297,7 @@ class _Edge:
         self._emit(verdict.accepted + verdict.token)
         if verdict.token:
             self._busy("commit", self.costs.draft_s)  # the drafter's pass over the committed token
-            report.discarded += chunk.n - verdict.accepted + self._unverified()
+            report.discarded += chunk.n - verdict.accepted + sum(self._counts()[1:])
             self.building = 0
             self.in_flight.clear()
             self.drafted_until = chunk.start + verdict.accepted + 1
