@@ -1,5 +1,7 @@
 """The edge and the cloud as separate gRPC peers on loopback, with toy models: every method x mode."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,7 @@ def test_a_rejection_with_a_later_chunk_in_flight_drops_the_stale_chunk_and_stay
     params, verify = SamplingParams(temperature=0), VerifyConfig(mode="exact")
     config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=30, chunk_len=2, max_lookahead=8)
     stale_before = sum(s.stale_dropped for s in cloud.server.finished)
+    ended_before = cloud.server.sessions_ended
     with LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud.port, LinkProfile(rtt_ms=40, bandwidth_mbps=100)) as link:
         report = generate(f"127.0.0.1:{link.port}", toy_drafter(noise=2.5), PROMPT, config)
     assert report.token_ids == reference(params, verify, 30)
@@ -101,4 +104,13 @@ def test_a_rejection_with_a_later_chunk_in_flight_drops_the_stale_chunk_and_stay
     # forward pass (one pass per verdict, plus the prompt's).
     assert report.chunks_sent > report.rounds
     assert report.cloud_passes == report.rounds + 1
+    wait_until(lambda: cloud.server.sessions_ended > ended_before)  # the cloud logs a session as it closes
     assert sum(s.stale_dropped for s in cloud.server.finished) > stale_before
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the cloud"
+        time.sleep(0.01)
