@@ -227,14 +227,18 @@ class Generation:
         return float(np.mean(self.accepted_lengths)) if self.accepted_lengths else 0.0
 
 
-def resolve_correction(verdict: Verdict, chunk: DraftChunk, rng: np.random.Generator, verifier: TargetVerifier) -> int | None:
-    """The token the edge commits after `verdict`, fetching more exact-mode candidates as needed."""
+def resolve_correction(
+    verdict: Verdict, chunk: DraftChunk, rng: np.random.Generator, more_candidates: Callable[[], Candidates]
+) -> int:
+    """The token the edge commits after a verdict with a correction or bonus.
+
+    In exact mode, when every candidate is refused, `more_candidates` fetches the next batch
+    (from the in-process verifier, or from the cloud over the network).
+    """
     draft_row = chunk.draft_probs[verdict.accepted] if verdict.rejected else None  # (V,)
     token = edge_correction(verdict, draft_row, rng)
-    while token is None and verdict.candidates is not None:
-        token = take_candidate(as_sent_candidates(verifier.more_candidates(), draft_row.size), draft_row, rng)
-    if verdict.needs_edge_sampling:
-        verifier.receive_correction(token)
+    while token is None:
+        token = take_candidate(more_candidates(), draft_row, rng)
     return token
 
 
@@ -257,7 +261,12 @@ def generate_speculative(
             drafter.runner.n_vocab,
             drafter.config.sparse_format,
         )
-        token = resolve_correction(verdict, chunk, drafter.rng, verifier)
+        n_vocab = drafter.runner.n_vocab
+        token = resolve_correction(
+            verdict, chunk, drafter.rng, lambda: as_sent_candidates(verifier.more_candidates(), n_vocab)
+        )
+        if verdict.needs_edge_sampling:
+            verifier.receive_correction(token)
         drafter.commit(chunk, verdict.accepted, token)
         result.token_ids += [int(t) for t in chunk.tokens[: verdict.accepted]] + [token]
         result.accepted_lengths.append(verdict.accepted)

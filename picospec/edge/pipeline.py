@@ -13,14 +13,14 @@ import queue
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeAlias
 
 
-from picospec.decoding import DraftChunk, Drafter
+from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import ProtocolError
-from picospec.verify import Candidates, edge_correction, take_candidate
+from picospec.verify import Candidates
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import VerdictReport, chunk_message
 
@@ -33,7 +33,7 @@ class CandidateReport:
     candidates: Candidates
 
 
-Inbox = "queue.Queue[VerdictReport | CandidateReport | BaseException]"
+Inbox: TypeAlias = "queue.Queue[VerdictReport | CandidateReport | BaseException]"
 TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge)
 
 
@@ -45,7 +45,7 @@ class SpeculativeEdge:
         drafter: Drafter,
         config: EdgeConfig,
         send: Callable[[pb.EdgeMessage], None],
-        inbox: "queue.Queue",
+        inbox: Inbox,
         on_tokens: TokenSink | None = None,
         stop_ids: Sequence[int] = (),
     ) -> None:
@@ -128,7 +128,7 @@ class SpeculativeEdge:
         except queue.Empty:
             return
 
-    def _apply(self, item) -> None:
+    def _apply(self, item: VerdictReport | CandidateReport | BaseException) -> None:
         if isinstance(item, BaseException):
             raise item
         if not isinstance(item, VerdictReport):
@@ -142,7 +142,9 @@ class SpeculativeEdge:
         self.report.cloud_passes = item.cloud_passes
         self.report.cloud_busy_s += item.verify_s
         self._event("verdict", self._now())
-        token = self._committed_token(chunk, verdict) if verdict.rejected or verdict.token is not None else None
+        token = None
+        if verdict.rejected or verdict.token is not None:
+            token = resolve_correction(verdict, chunk, self.drafter.rng, lambda: self._fetch_candidates(chunk.epoch + 1))
         self._emit([int(t) for t in chunk.tokens[: verdict.accepted]], "draft")
         if token is not None:
             self._emit([token], "edge" if verdict.needs_edge_sampling else "cloud")
@@ -155,19 +157,15 @@ class SpeculativeEdge:
             self._discard(len(chunk) - verdict.accepted)
             self._correction_to_send = token if verdict.needs_edge_sampling else None
 
-    def _committed_token(self, chunk: DraftChunk, verdict) -> int:
-        """The correction or bonus; in exact mode, asks for more candidates until one is taken."""
-        draft_row = chunk.draft_probs[verdict.accepted] if verdict.rejected else None  # (V,)
-        token = edge_correction(verdict, draft_row, self.drafter.rng)
-        while token is None:
-            self.send(pb.EdgeMessage(more_candidates=pb.MoreCandidates(epoch=chunk.epoch + 1)))
-            batch = self.inbox.get()
-            if isinstance(batch, BaseException):
-                raise batch
-            if not isinstance(batch, CandidateReport) or batch.epoch != chunk.epoch + 1:
-                raise ProtocolError("expected more candidates for the current rejection")
-            token = take_candidate(batch.candidates, draft_row, self.drafter.rng)
-        return token
+    def _fetch_candidates(self, epoch: int) -> Candidates:
+        """Ask the cloud for another exact-mode batch for the rejection that started `epoch`; wait for it."""
+        self.send(pb.EdgeMessage(more_candidates=pb.MoreCandidates(epoch=epoch)))
+        batch = self.inbox.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        if not isinstance(batch, CandidateReport) or batch.epoch != epoch:
+            raise ProtocolError("expected more candidates for the current rejection")
+        return batch.candidates
 
     def _discard(self, rejected_tail: int) -> None:
         """Throw away what was drafted on the rejected guess; the cloud drops its stale chunks."""
