@@ -55,9 +55,13 @@ def test_greedy_output_equals_target_only_greedy(cloud, method, mode):
     config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=30, chunk_len=3, max_lookahead=6)
     report = generate(address(cloud), toy_drafter(), PROMPT, config)
     assert report.token_ids == reference(params, verify, 30)
+    # The cloud's prompt pass is reported once (with the first verdict, or as the first token's
+    # compute), so the edge can tell prefill from verification.
+    assert 0 < report.cloud_prefill_s <= report.cloud_busy_s
     if method.speculative:
         assert report.rounds > 0 and report.drafted >= sum(report.accepted_lengths)
         assert report.bytes_up > 0 and report.bytes_down > 0
+        assert report.cloud_busy_s == pytest.approx(report.cloud_prefill_s + sum(report.verify_times), rel=1e-5)
 
 
 @pytest.mark.parametrize("method", [Method.PICOSPEC, Method.SYNC, Method.AR])

@@ -164,12 +164,14 @@ class SpeculativeSession:
         self.spec, self.config, self.stats = spec, config, stats
         rng = np.random.default_rng(spec.config.seed)
         self.verifier = TargetVerifier(runner, spec.params, spec.config, rng)
+        self._unreported_prefill_s = 0.0  # told to the edge with the first verdict
 
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
         started = time.perf_counter()
         self.verifier.begin(self.spec.prompt)
-        self._account(time.perf_counter() - started)
+        self._unreported_prefill_s = time.perf_counter() - started
+        self._account(self._unreported_prefill_s)
 
     def is_stale(self, chunk: pb.DraftChunk) -> bool:
         """True for a chunk drafted before the last rejection: it is dropped unverified."""
@@ -199,7 +201,8 @@ class SpeculativeSession:
         self._account(verify_s)
         self.stats.chunks_verified += 1
         fmt = self.spec.config.sparse_format
-        return verdict_message(request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes)
+        prefill_s, self._unreported_prefill_s = self._unreported_prefill_s, 0.0
+        return verdict_message(request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes, prefill_s)
 
     def more_candidates(self, request: pb.MoreCandidates) -> pb.CloudMessage:
         """Another batch of exact-mode candidates for the rejection that started the current epoch."""

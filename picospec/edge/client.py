@@ -123,6 +123,8 @@ async def _receive_autoregressive(call, runner: ModelRunner, config: EdgeConfig,
             raise ProtocolError("an autoregressive session streams only tokens")
         report.cloud_busy_s += message.tokens.compute_s
         report.verify_times.append(message.tokens.compute_s)
+        if report.cloud_prefill_s is None:  # the first token's pass is the prompt's
+            report.cloud_prefill_s = message.tokens.compute_s
         for token in codec.decode_tokens(message.tokens.tokens, runner.n_vocab).tolist():
             if report.ttft_s is None:
                 report.ttft_s = time.perf_counter() - start

@@ -140,7 +140,9 @@ class SpeculativeEdge:
         if (item.epoch, item.start) != (chunk.epoch, chunk.start) or not 0 <= verdict.accepted <= len(chunk):
             raise ProtocolError(f"verdict for epoch {item.epoch} at {item.start} does not match the chunk in flight")
         self.report.cloud_passes = item.cloud_passes
-        self.report.cloud_busy_s += item.verify_s
+        self.report.cloud_busy_s += item.verify_s + item.prefill_s
+        if item.prefill_s:
+            self.report.cloud_prefill_s = item.prefill_s
         self._event("verdict", self._now())
         token = None
         if verdict.rejected or verdict.token is not None:

@@ -37,6 +37,7 @@ class EdgeReport:
     bytes_down: int = 0
     cloud_passes: int = 0
     cloud_busy_s: float = 0.0
+    cloud_prefill_s: float | None = None  # the cloud's prompt pass (compute only)
     edge_busy_s: float = 0.0
     timeline: list[TimelineEvent] = field(default_factory=list)
 

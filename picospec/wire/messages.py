@@ -18,7 +18,7 @@ from picospec.verify import Candidates, ProbFormat, Verdict, VerifyConfig, Verif
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
 # 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
@@ -60,6 +60,7 @@ class VerdictReport:
     verdict: Verdict
     verify_s: float
     cloud_passes: int
+    prefill_s: float = 0.0  # the cloud's prompt pass, reported with the first verdict
 
 
 def reject_unknown_fields(message: Message) -> None:
@@ -179,7 +180,13 @@ def parse_chunk(chunk: pb.DraftChunk, mode: VerifyMode, n_vocab: int, max_tokens
 
 
 def verdict_message(
-    epoch: int, start: int, verdict: Verdict, fmt: ProbFormat, verify_s: float, cloud_passes: int
+    epoch: int,
+    start: int,
+    verdict: Verdict,
+    fmt: ProbFormat,
+    verify_s: float,
+    cloud_passes: int,
+    prefill_s: float = 0.0,
 ) -> pb.CloudMessage:
     """The cloud's answer to one chunk, with its material encoded by the codec."""
     message = pb.Verdict(
@@ -189,6 +196,7 @@ def verdict_message(
         rejected=verdict.rejected,
         verify_s=verify_s,
         cloud_passes=cloud_passes,
+        prefill_s=prefill_s,
     )
     if verdict.token is not None:
         message.token = verdict.token
@@ -209,7 +217,7 @@ def parse_verdict(message: pb.Verdict, n_vocab: int) -> VerdictReport:
     if message.rejected and (token is not None) + (sparse is not None) + (candidates is not None) != 1:
         raise ProtocolError("a rejecting verdict needs exactly one of token, sparse or candidates")
     verdict = Verdict(message.accepted, message.rejected, token=token, sparse=sparse, candidates=candidates)
-    return VerdictReport(message.epoch, message.start, verdict, message.verify_s, message.cloud_passes)
+    return VerdictReport(message.epoch, message.start, verdict, message.verify_s, message.cloud_passes, message.prefill_s)
 
 
 def candidates_message(epoch: int, candidates: Candidates) -> pb.CloudMessage:

@@ -110,7 +110,7 @@ class Welcome(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., model: _Optional[str] = ..., max_context: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("epoch", "start", "accepted", "rejected", "token", "sparse", "candidates", "verify_s", "cloud_passes")
+    __slots__ = ("epoch", "start", "accepted", "rejected", "token", "sparse", "candidates", "verify_s", "cloud_passes", "prefill_s")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class Verdict(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     VERIFY_S_FIELD_NUMBER: _ClassVar[int]
     CLOUD_PASSES_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_S_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     start: int
     accepted: int
@@ -129,7 +130,8 @@ class Verdict(_message.Message):
     candidates: bytes
     verify_s: float
     cloud_passes: int
-    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[bool] = ..., token: _Optional[int] = ..., sparse: _Optional[bytes] = ..., candidates: _Optional[bytes] = ..., verify_s: _Optional[float] = ..., cloud_passes: _Optional[int] = ...) -> None: ...
+    prefill_s: float
+    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[bool] = ..., token: _Optional[int] = ..., sparse: _Optional[bytes] = ..., candidates: _Optional[bytes] = ..., verify_s: _Optional[float] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ...) -> None: ...
 
 class CandidateBatch(_message.Message):
     __slots__ = ("epoch", "candidates")
