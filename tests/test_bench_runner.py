@@ -94,12 +94,14 @@ def placeholder_prompts(per_workload: int = 2) -> list[Prompt]:
 def test_default_matrix():
     plan = plan_runs(BenchConfig(), placeholder_prompts())
     variants = Counter((run.key.method, run.key.verify) for run in plan)
-    # Per profile and prompt: ar, vanilla/full, sync/exact, picospec x 3; edge once per prompt.
-    assert variants == {("ar", "exact"): 12, ("vanilla", "full"): 12, ("sync", "exact"): 12,
-                        ("picospec", "exact"): 12, ("picospec", "topk"): 12, ("picospec", "gumbel"): 12,
-                        ("edge", "exact"): 4}  # fmt: skip
+    # Per profile, prompt and repeat (2): ar, vanilla/full, sync/exact, picospec x 3; edge once
+    # per prompt and repeat.
+    assert variants == {("ar", "exact"): 24, ("vanilla", "full"): 24, ("sync", "exact"): 24,
+                        ("picospec", "exact"): 24, ("picospec", "topk"): 24, ("picospec", "gumbel"): 24,
+                        ("edge", "exact"): 8}  # fmt: skip
     assert {run.key.profile for run in plan if run.key.method == "edge"} == {NO_NETWORK}
-    assert len({run.key for run in plan}) == len(plan) == 76
+    assert {run.key.repeat for run in plan} == {0, 1}
+    assert len({run.key for run in plan}) == len(plan) == 152
     # One cloud per profile: each profile's runs are contiguous.
     profiles = [run.key.profile for run in plan]
     assert [p for i, p in enumerate(profiles) if i == 0 or profiles[i - 1] != p] == ["none", "wan", "cellular", "constrained"]

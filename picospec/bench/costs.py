@@ -4,7 +4,9 @@ Nothing here runs a micro-benchmark: every number comes out of the RunRecords, s
 the simulator describe the very machine, models and settings that produced the measurements.
 
 Where each number comes from:
-- draft_s: mean duration of the edge's "draft" timeline events (one drafter pass and a sample).
+- draft_s: mean duration of the edge's "draft" timeline events (one drafter pass and a sample),
+  and per method: a pipelined edge drafts while its own gRPC and link threads share its core,
+  and an edge-only run decodes with nothing else on it ((wall - ttft) / (n - 1)).
 - verify(m): cloud seconds of one verification pass that evaluates m tokens. A chunk of n draft
   tokens evaluates m = n + 1 tokens when the round before it committed a token (a correction, or
   a stop-and-wait bonus: the cloud evaluates it at the head of the next pass) and m = n otherwise
@@ -12,7 +14,8 @@ Where each number comes from:
   kept). Per-m medians of the recorded verify_times, and a least-squares line a + b*m for the m
   never observed.
 - target_s: mean per-token compute of ar runs (their verify_times after the first).
-- cloud prefill: an ar run's first compute time (the prompt pass that also yields token 1).
+- cloud prefill: the cloud's prompt pass as each session reported it (protocol v2; older
+  results: an ar run's first compute time, the prompt pass that also yields token 1).
 - edge prefill: when a speculative run's first draft starts (the drafter's prompt pass), or an
   edge-only run's time to first token.
 - message bytes per verify mode: uplink bytes per draft token and downlink bytes per round (from
@@ -22,6 +25,12 @@ Where each number comes from:
   full mode's 300 KB rows make costly): the median over rounds of verdict arrival - ship time -
   verify - rtt - serialisation, per verify mode, and over all modes for modes without
   stop-and-wait runs.
+
+Costs drift as the machine's load changes, so besides one profile for a whole results file there
+are two narrower ones: window_costs, one profile per network profile's runs (the benchmark serves
+each network from its own cloud, back to back: one stretch of time), and run_costs, which puts a
+single run's own compute costs over a window's profile (replaying a run with them tests the
+protocol model alone).
 """
 
 from __future__ import annotations
@@ -99,10 +108,15 @@ class CostProfile:
     round_overhead_by_mode: dict[str, float] = field(default_factory=dict)
     cloud_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
     edge_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
+    draft_s_by_method: dict[str, float] = field(default_factory=dict)
     source: str = "measured from the benchmark's runs"
 
     def with_link(self, link: LinkProfile) -> "CostProfile":
         return replace(self, link=link)
+
+    def draft(self, method: str) -> float:
+        """Seconds of one drafter step as `method`'s edge takes it (default: draft_s)."""
+        return self.draft_s_by_method.get(method, self.draft_s)
 
     def overhead(self, mode: str) -> float:
         """Seconds a verdict takes beyond the cloud's compute and the link model, in `mode`."""
@@ -160,6 +174,11 @@ def evaluated_tokens(record: RunRecord) -> list[int]:
 
 
 def draft_durations(record: RunRecord) -> list[float]:
+    """Seconds of each drafter step of a run: its draft events, or an edge-only run's mean step
+    after the prompt pass (which yields its first token), once per step."""
+    if record.key.method == Method.EDGE.value:
+        n, ttft = record.summary["new_tokens"], record.summary.get("ttft_s")
+        return [(record.summary["wall_s"] - ttft) / (n - 1)] * (n - 1) if n > 1 and ttft is not None else []
     return [e["end"] - e["start"] for e in record.timeline if e["kind"] == "draft"]
 
 
@@ -171,9 +190,12 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
     drafts = [d for r in speculative for d in draft_durations(r)]
     if not drafts:
         raise InvalidInputError("the results hold no speculative runs with draft events to measure costs from")
+    by_method: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        by_method[r.key.method] += draft_durations(r)
     verify = VerifyCost.fit([(m, s) for r in speculative for m, s in zip(evaluated_tokens(r), r.verify_times)])
     target = [s for r in ar for s in r.verify_times[1:]]
-    cloud_prefill = _median_by_prompt((prompt_key(r), r.verify_times[0]) for r in ar)
+    cloud_prefill = _median_by_prompt((prompt_key(r), s) for r in records if (s := cloud_prefill_s(r)) is not None)
     edge_prefill = _median_by_prompt(_edge_prefills(records))
     if link is None:
         link = next(
@@ -196,9 +218,50 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
         bytes_down_per_ar_token=ar_down,
         cloud_prefill_by_prompt=cloud_prefill,
         edge_prefill_by_prompt=edge_prefill,
+        draft_s_by_method={method: statistics.fmean(d) for method, d in by_method.items() if d},
     )
     overall, by_mode = _round_overheads(speculative, partial)
     return replace(partial, round_overhead_s=overall, round_overhead_by_mode=by_mode)
+
+
+def window_costs(records: Iterable[RunRecord]) -> dict[str, CostProfile]:
+    """One CostProfile per network profile, from that profile's runs and the edge-only ones
+    (which need no network, and are the only ones that measure edge-only decoding)."""
+    records = list(records)
+    edge_only = [r for r in records if r.key.bandwidth_mbps <= 0]
+    networks = {r.key.profile: LinkProfile(r.key.rtt_ms, r.key.bandwidth_mbps) for r in records if r.key.bandwidth_mbps > 0}
+    return {
+        name: measure_costs([r for r in records if r.key.profile == name] + edge_only, link)
+        for name, link in networks.items()
+    }
+
+
+def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:
+    """`base` with the compute costs that `record` itself measured: its drafter step, its
+    verification passes (per evaluated length; base's for lengths it never verified), its decode
+    step (ar), and its prompt passes. Link, message sizes and round overheads stay base's."""
+    method, prompt = record.key.method, prompt_key(record)
+    changes: dict = {}
+    if drafts := draft_durations(record):
+        changes["draft_s_by_method"] = {**base.draft_s_by_method, method: statistics.fmean(drafts)}
+    if method in SPECULATIVE and record.verify_times:
+        own = VerifyCost.fit(list(zip(evaluated_tokens(record), record.verify_times)))
+        changes["verify"] = replace(base.verify, medians={**base.verify.medians, **own.medians})
+    if method == Method.AR.value and len(record.verify_times) > 1:
+        changes["target_s"] = statistics.fmean(record.verify_times[1:])
+    if (prefill := cloud_prefill_s(record)) is not None:
+        changes["cloud_prefill_by_prompt"] = {**base.cloud_prefill_by_prompt, prompt: prefill}
+    if edge := dict(_edge_prefills([record])):
+        changes["edge_prefill_by_prompt"] = {**base.edge_prefill_by_prompt, **edge}
+    return replace(base, **changes)
+
+
+def cloud_prefill_s(record: RunRecord) -> float | None:
+    """The cloud's prompt pass in a run, where it reported one."""
+    reported = record.summary.get("cloud_prefill_s")
+    if reported is None and record.key.method == Method.AR.value and record.verify_times:
+        return record.verify_times[0]  # results from before protocol v2
+    return reported
 
 
 def _median_by_prompt(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:

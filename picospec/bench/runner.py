@@ -57,7 +57,7 @@ class BenchConfig:
     )
     profiles: tuple[str, ...] = ("wan", "cellular", "constrained")  # names or RTT_MS/MBPS
     temperatures: tuple[float, ...] = (0.0,)
-    repeats: int = 1
+    repeats: int = 2  # medians and spread per cell; more to narrow them (each adds ~25 min)
     max_new_tokens: int = 48
     chunk_len: int = 4
     lookahead: int = 8
@@ -169,11 +169,9 @@ class CpuSpeed:
     target_token_s: float = 0.135  # 1.5B decode
     draft_token_s: float = 0.067  # 0.5B decode
     chunk_token_s: float = 0.08  # each token of a verified chunk beyond the first
-    # The 1.5B's prompt, per token: batch-invariant llama.cpp evaluates 4 tokens per call, which
-    # makes the prefill nearly as slow as decoding (measured: ~10 s for a 105-token prompt).
-    prefill_token_s: float = 0.08
-    batched_prefill_token_s: float = 0.025  # the same with llama.cpp's default batching
-    full_row_token_s: float = 0.15  # vanilla: making, encoding and relaying a float16 row per draft
+    # The 1.5B's prompt pass, per token (measured: 5-10 s for prompts of 105-247 tokens).
+    prefill_token_s: float = 0.04
+    full_row_token_s: float = 0.09  # vanilla: making, encoding and relaying a float16 row per draft
     full_row_bytes: int = 2 * 151_936  # that row on the wire
     cloud_start_s: float = 25.0  # cloud process, model load and the warm-up generation
 
@@ -190,9 +188,8 @@ MEDIAN_PROMPT_CHARS = {"humaneval": 451, "mtbench": 185}  # for estimates before
 def estimate_run_s(run: PlannedRun, config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
     """Seconds one run should take."""
     n, k, method = config.max_new_tokens, config.chunk_len, Method(run.key.method)
-    prefill_token_s = speed.prefill_token_s if config.deterministic else speed.batched_prefill_token_s
     # The edge and the cloud prefill in parallel; the 1.5B takes twice as long as the 0.5B.
-    prefill_s = approx_prompt_tokens(run.prompt.text) * prefill_token_s
+    prefill_s = approx_prompt_tokens(run.prompt.text) * speed.prefill_token_s
     if method is Method.EDGE:
         return prefill_s / 2 + n * speed.draft_token_s
     rtt_s, bytes_per_s = run.key.rtt_ms / 1000, run.key.bandwidth_mbps * 1e6 / 8

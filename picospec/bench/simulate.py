@@ -50,6 +50,8 @@ from picospec.bench.costs import (
     load_profile,
     measure_costs,
     prompt_key,
+    run_costs,
+    window_costs,
 )
 from picospec.bench.results import CellKey, RunRecord, load_records
 from picospec.bench.runner import MODELESS_VERIFY
@@ -177,6 +179,7 @@ class _Cloud:
     def __init__(self, costs: CostProfile, config: SimConfig, trace: AgreementTrace, result: SimResult) -> None:
         self.costs, self.config, self.trace, self.result = costs, config, trace, result
         self.free_at = costs.cloud_prefill(config.prompt) - costs.link.one_way_s
+        result.report.cloud_prefill_s = result.report.cloud_busy_s = costs.cloud_prefill(config.prompt)
         self.epoch, self.pending = 0, False
         self.bonus = config.method in STOP_AND_WAIT
         self.downlink = LinkSchedule(costs.link, random.Random(1))
@@ -213,6 +216,7 @@ class _Edge:
         self.chunk_policy = ChunkPolicy(
             self.pipelined, config.policy.chunk_len, config.policy.max_lookahead, config.max_new_tokens
         )
+        self.draft_s = costs.draft(config.method)
         self.result = SimResult(EdgeReport(method=config.method, verify=config.mode))
         self.report = self.result.report
         self.cloud = _Cloud(costs, config, trace, self.result)
@@ -255,8 +259,8 @@ class _Edge:
     def _draft_one(self) -> None:
         if not self.building:
             self.building_start = self.drafted_until
-        self._busy("draft", self.costs.draft_s)
-        self.report.edge_busy_s += self.costs.draft_s
+        self._busy("draft", self.draft_s)
+        self.report.edge_busy_s += self.draft_s
         self.building += 1
         self.drafted_until += 1
         self.report.drafted += 1
@@ -296,7 +300,7 @@ class _Edge:
         report.chunk_lengths.append(chunk.n)
         self._emit(verdict.accepted + verdict.token)
         if verdict.token:
-            self._busy("commit", self.costs.draft_s)  # the drafter's pass over the committed token
+            self._busy("commit", self.draft_s)  # the drafter's pass over the committed token
             report.discarded += chunk.n - verdict.accepted + sum(self._counts()[1:])
             self.building = 0
             self.in_flight.clear()
@@ -330,6 +334,7 @@ def _simulate_ar(costs: CostProfile, config: SimConfig) -> SimResult:
     done = start + costs.cloud_prefill(config.prompt)
     result.events.append(SimEvent("cloud", "prefill", start, done))
     report.verify_times.append(done - start)
+    report.cloud_prefill_s = done - start
     for i in range(config.n_tokens):
         if i:
             result.events.append(SimEvent("cloud", "token", done, done + costs.target_s))
@@ -350,7 +355,7 @@ def _simulate_edge(costs: CostProfile, config: SimConfig) -> SimResult:
     prefill = costs.edge_prefill(config.prompt)
     report = EdgeReport(method=config.method, verify=config.mode)
     _emit(report, prefill, config.n_tokens, config.n_tokens)
-    report.wall_s = report.edge_busy_s = prefill + (config.n_tokens - 1) * costs.draft_s
+    report.wall_s = report.edge_busy_s = prefill + (config.n_tokens - 1) * costs.draft(config.method)
     return SimResult(
         report, [SimEvent("edge", "prefill", 0.0, prefill), SimEvent("edge", "draft", prefill, report.wall_s)]
     )
@@ -383,11 +388,21 @@ class Prediction:
     verify: str
     predicted: float
     measured: float | None
+    replayed: float | None = None  # each measured run simulated with its own compute costs
 
     @property
     def error(self) -> float | None:
         """(predicted - measured) / measured."""
-        return None if self.measured is None else (self.predicted - self.measured) / self.measured
+        return _relative(self.predicted, self.measured)
+
+    @property
+    def replay_error(self) -> float | None:
+        """(replayed - measured) / measured."""
+        return None if self.replayed is None else _relative(self.replayed, self.measured)
+
+
+def _relative(value: float, reference: float | None) -> float | None:
+    return None if reference is None else (value - reference) / reference
 
 
 def run_policy(record: RunRecord) -> tuple[Policy, int]:
@@ -423,12 +438,15 @@ def predict_cells(
 ) -> list[Prediction]:
     """Predict every (workload, temperature) x network x method cell; compare with measured runs.
 
-    costs: measured from `records` when None (and then compared with them). link: one network for
-    all cells (named "RTT/BW"); default: each profile in the results. alpha: replace the recorded
-    acceptance by Bernoulli(alpha). A measured cell is simulated run by run with each run's own
-    trace and length; a cell without runs, once per prompt of its group.
+    costs: None measures them from `records`, one profile per network profile's runs
+    (window_costs; the whole file's for another link), and compares with the measured cells,
+    which are also replayed run by run with each run's own compute costs (run_costs). link: one
+    network for all cells (named "RTT/BW"); default: each profile in the results. alpha: replace
+    the recorded acceptance by Bernoulli(alpha). A measured cell is simulated run by run with
+    each run's own trace and length; a cell without runs, once per prompt of its group.
     """
     compare = costs is None
+    windows = window_costs(records) if compare else {}
     costs = costs or measure_costs(records)
     methods = list(methods or [m.value for m in Method])
     if link is not None:
@@ -443,12 +461,14 @@ def predict_cells(
     for (workload, temperature), group in sorted(groups.items()):
         traces = TraceSource(group, alpha, seed)
         for name, net in networks:
-            sized = costs.with_link(net)
+            sized = windows.get(name, costs).with_link(net)
             for method, mode in _variants(group, methods, costs):
-                cell = _cell_runs(group, method, mode, net)
-                runs = cell or traces.representatives()
-                predicted = [simulate(sized, _config(r, method, mode), traces.trace(r)).tokens_per_s for r in runs]
-                measured = [r.summary["tokens_per_s"] for r in cell] if compare and cell else None
+                cell = _cell_runs(group, method, mode, net) if compare else []
+
+                def rate(run: RunRecord, run_costs: CostProfile) -> float:
+                    return simulate(run_costs, _config(run, method, mode), traces.trace(run)).tokens_per_s
+
+                predicted = [rate(r, sized) for r in cell or traces.representatives()]
                 predictions.append(
                     Prediction(
                         workload,
@@ -459,7 +479,8 @@ def predict_cells(
                         method,
                         mode,
                         statistics.median(predicted),
-                        statistics.median(measured) if measured else None,
+                        statistics.median(r.summary["tokens_per_s"] for r in cell) if cell else None,
+                        statistics.median(rate(r, run_costs(r, sized)) for r in cell) if cell else None,
                     )
                 )
     return predictions
@@ -556,21 +577,36 @@ def _simulate_command(args: argparse.Namespace) -> int:
     link = _custom_link(args, costs or measure_costs(records))
     predictions = predict_cells(records, costs, args.methods, link, args.alpha)
     table = Table(title=f"predicted tokens/s ({costs.source if costs else 'costs measured from ' + args.results})")
-    for column in ("workload", "T", "profile", "method", "verify", "predicted", "measured", "error"):
+    table.add_column("workload")
+    table.add_column("profile")
+    table.add_column("method", no_wrap=True)
+    for column in ("predicted", "measured", "error", "replayed", "error"):
         table.add_column(column, justify="right")
     for p in predictions:
         table.add_row(
-            p.workload,
-            f"{p.temperature:g}",
+            f"{p.workload} T={p.temperature:g}",
             p.profile,
-            p.method,
-            p.verify,
+            p.method if p.method in MODELESS_METHODS else f"{p.method}/{p.verify}",
             f"{p.predicted:.2f}",
-            "-" if p.measured is None else f"{p.measured:.2f}",
-            "-" if p.error is None else f"{100 * p.error:+.1f}%",
+            _optional(p.measured, ".2f"),
+            _optional(p.error and 100 * p.error, "+.1f", "%"),
+            _optional(p.replayed, ".2f"),
+            _optional(p.replay_error and 100 * p.replay_error, "+.1f", "%"),
         )
     Console().print(table)
+    if any(p.measured is not None for p in predictions):
+        Console().print(
+            "predicted: costs measured per network profile (its cloud's stretch of the run); "
+            "replayed: each run with its own compute costs (the protocol model alone)."
+        )
     return 0
+
+
+MODELESS_METHODS = (Method.AR.value, Method.EDGE.value)
+
+
+def _optional(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def _custom_link(args: argparse.Namespace, costs: CostProfile) -> LinkProfile | None:
