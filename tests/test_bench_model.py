@@ -17,7 +17,16 @@ from picospec.bench.bound import (
     stop_and_wait_rate,
     stop_and_wait_round_s,
 )
-from picospec.bench.costs import CostProfile, VerifyCost, evaluated_tokens, load_profile, measure_costs, wire_bytes
+from picospec.bench.costs import (
+    CostProfile,
+    VerifyCost,
+    evaluated_tokens,
+    load_profile,
+    measure_costs,
+    run_costs,
+    window_costs,
+    wire_bytes,
+)
 from picospec.bench.results import CellKey, RunRecord
 from picospec.bench.simulate import (
     AgreementTrace,
@@ -319,6 +328,7 @@ def test_predictions_of_simulated_runs_have_no_error():
     predictions = predict_cells(records)
     assert {p.method for p in predictions} == {"ar", "edge", "vanilla", "sync", "picospec"}
     assert all(p.measured is not None and abs(p.error) < 0.02 for p in predictions)
+    assert all(abs(p.replay_error) < 0.02 for p in predictions)
     custom = predict_cells(records, link=LinkProfile(300.0, 10.0), methods=["sync", "picospec"])
     assert [(p.profile, p.method, p.measured) for p in custom] == [
         ("300/10", "sync", None),
@@ -326,6 +336,43 @@ def test_predictions_of_simulated_runs_have_no_error():
     ]
     slow = {p.method: p.predicted for p in custom}
     assert slow["picospec"] > slow["sync"]
+
+
+def test_window_costs_follow_a_machine_that_slowed_down_between_network_profiles():
+    """The second network's runs were made after the machine's compute got 30% slower: one cost
+    profile per network profile predicts both; the whole file's costs are a blend of the two."""
+    fast = costs(cloud_prefill=0.3, edge_prefill=0.1)
+    slow = costs(draft=0.052, intercept=0.065, per_token=0.013, target=0.065, cloud_prefill=0.39, edge_prefill=0.1)
+    records = simulated_records(fast, links=(LinkProfile(20.0, 100.0),)) + [
+        r for r in simulated_records(slow, links=(LinkProfile(100.0, 1.0),)) if r.key.profile != "none"
+    ]
+    windows = window_costs(records)
+    assert set(windows) == {"20/100", "100/1"} and windows["100/1"].link == LinkProfile(100.0, 1.0)
+    assert windows["20/100"].target_s == pytest.approx(0.05) and windows["100/1"].target_s == pytest.approx(0.065)
+    assert windows["20/100"].verify(5) == pytest.approx(0.10) and windows["100/1"].verify(5) == pytest.approx(0.13)
+    assert windows["100/1"].draft("picospec") == pytest.approx(0.052)
+    assert windows["100/1"].draft("edge") == pytest.approx(0.04)  # edge-only runs: made on the fast machine
+    assert 0.05 < measure_costs(records).target_s < 0.065
+    predictions = predict_cells(records)
+    assert all(abs(p.error) < 0.02 and abs(p.replay_error) < 0.02 for p in predictions)
+
+
+def test_run_costs_put_a_runs_own_compute_costs_over_the_base_profile():
+    truth = costs(cloud_prefill=0.3, edge_prefill=0.1)
+    base = costs(draft=0.08, intercept=0.1, per_token=0.02, target=0.1, cloud_prefill=0.6, edge_prefill=0.2,
+                 link=LinkProfile(50.0, 10.0), overhead=0.01)  # fmt: skip
+    records = {r.key.method: r for r in simulated_records(truth, prompts=("0",), links=(LinkProfile(20.0, 100.0),))}
+    sync = run_costs(records["sync"], base)
+    assert sync.draft("sync") == pytest.approx(0.04) and sync.draft("picospec") == pytest.approx(0.08)
+    assert sync.verify(5) == pytest.approx(0.10) and sync.verify(8) == pytest.approx(0.26)  # 8: never verified
+    assert sync.cloud_prefill("humaneval:0") == pytest.approx(0.3) and sync.edge_prefill("humaneval:0") == pytest.approx(0.1)
+    assert sync.target_s == pytest.approx(0.1)  # a sync run measures no decode step
+    assert (sync.link, sync.round_overhead_s) == (base.link, base.round_overhead_s)
+    ar = run_costs(records["ar"], base)
+    assert ar.target_s == pytest.approx(0.05) and ar.cloud_prefill("humaneval:0") == pytest.approx(0.3)
+    assert ar.verify(5) == pytest.approx(0.2) and ar.draft("ar") == pytest.approx(0.08)
+    edge = run_costs(records["edge"], base)
+    assert edge.draft("edge") == pytest.approx(0.04) and edge.edge_prefill("humaneval:0") == pytest.approx(0.1)
 
 
 def test_methods_whose_message_sizes_were_never_measured_are_not_predicted():

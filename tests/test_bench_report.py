@@ -94,8 +94,10 @@ def test_the_report_flags_runs_whose_tokens_differ_and_reports_topk_tail_mass(re
 
 def test_the_simulator_section_matches_simulated_runs(report):
     text = (report / "README.md").read_text()
-    cells = re.search(r"(\d+) of (\d+) cells within 10%", text)
-    assert cells and cells.group(1) == cells.group(2)
+    for kind in ("predicted", "replayed"):
+        cells = re.search(rf"- {kind}: (\d+) of (\d+) cells within 10%", text)
+        assert cells and cells.group(1) == cells.group(2) != "0", kind
+    assert "Per network profile" in text and re.search(r"\| 60/10 \| 40\.0 \|", text)  # t_d of edge-only runs
 
 
 def test_an_empty_results_file_is_an_error(tmp_path, capsys):

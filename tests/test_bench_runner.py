@@ -171,8 +171,8 @@ def test_a_results_file_made_with_other_settings_is_refused(tmp_path):
 # -- the aggregate --------------------------------------------------------------------------------
 
 
-def key(method: str, verify: str = "exact", prompt: str = "0", profile: str = "wan") -> CellKey:
-    return CellKey("humaneval", prompt, method, verify, profile, 20.0, 100.0, 0.0, 0)
+def key(method: str, verify: str = "exact", prompt: str = "0", profile: str = "wan", repeat: int = 0) -> CellKey:
+    return CellKey("humaneval", prompt, method, verify, profile, 20.0, 100.0, 0.0, repeat)
 
 
 def test_aggregate_gives_medians_spread_and_per_token_figures():
@@ -200,6 +200,15 @@ def test_aggregate_gives_medians_spread_and_per_token_figures():
     assert pico["cloud_passes_per_token_median"] == 0.3 and pico["discarded_per_token_median"] == 0.2
     assert pico["edge_busy_fraction_median"] == 0.75 and pico["cloud_busy_fraction_median"] == 0.25
     assert pico["topk_tail_mass_mean_median"] is None
+    assert ar["tokens_per_s_repeat_spread"] is None  # each prompt ran once
+
+
+def test_repeat_spread_compares_repeats_of_one_prompt_not_prompts():
+    speeds = {("0", 0): 2.0, ("0", 1): 2.2, ("1", 0): 8.0, ("1", 1): 6.0, ("1", 2): 7.0, ("2", 0): 100.0}
+    records = [record(key("ar", prompt=p, repeat=r), tokens_per_s=v) for (p, r), v in speeds.items()]
+    (row,) = aggregate(records)
+    # Prompt 0: 0.2 / 2.1; prompt 1: 2 / 7; prompt 2 ran once and says nothing about noise.
+    assert row["tokens_per_s_repeat_spread"] == pytest.approx((0.2 / 2.1 + 2 / 7) / 2)
 
 
 def test_aggregate_averages_topk_tail_mass_and_has_no_speedup_without_ar():

@@ -62,6 +62,17 @@ def _spread(values: list[float | None]) -> dict[str, float | None]:
     return {"median": statistics.median(present), "min": min(present), "max": max(present)}
 
 
+def repeat_spread(runs: list[RunRecord]) -> float | None:
+    """Run-to-run noise of a cell: per prompt, (max - min) / median of its repeats' tokens/s;
+    the median over the prompts run more than once (None if none was). Unlike the cell's min and
+    max, which span prompts of different lengths, this is what repeating the same run varies by."""
+    by_prompt: dict[str, list[float]] = {}
+    for run in runs:
+        by_prompt.setdefault(run.key.prompt_id, []).append(run.summary["tokens_per_s"])
+    spreads = [(max(v) - min(v)) / statistics.median(v) for v in by_prompt.values() if len(v) > 1]
+    return statistics.median(spreads) if spreads else None
+
+
 def _cell_order(key: CellKey) -> tuple:
     """Workload, temperature, slower links last, then methods in Method's order."""
     return (key.workload, key.temperature, key.rtt_ms, -key.bandwidth_mbps, key.profile,
@@ -70,7 +81,7 @@ def _cell_order(key: CellKey) -> tuple:
 
 def aggregate(records: list[RunRecord]) -> list[dict]:
     """One row per cell: the cell's fields, runs and prompts counted, `<metric>_median|_min|_max`
-    for each metric, and speedup_vs_ar (median tokens/s over ar's in the same workload, profile
+    for each metric, tokens_per_s_repeat_spread (see repeat_spread), and speedup_vs_ar (median tokens/s over ar's in the same workload, profile
     and temperature; None where there is no ar cell)."""
     cells: dict[tuple, list[RunRecord]] = {}
     for record in records:
@@ -83,6 +94,7 @@ def aggregate(records: list[RunRecord]) -> list[dict]:
         for metric in METRICS:
             for stat, value in _spread([m[metric] for m in per_run]).items():
                 row[f"{metric}_{stat}"] = value
+        row["tokens_per_s_repeat_spread"] = repeat_spread(runs)
         rows.append(row)
     _add_speedups(rows)
     return rows
