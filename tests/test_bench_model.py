@@ -346,7 +346,7 @@ def test_window_costs_follow_a_machine_that_slowed_down_between_network_profiles
     records = simulated_records(fast, links=(LinkProfile(20.0, 100.0),)) + [
         r for r in simulated_records(slow, links=(LinkProfile(100.0, 1.0),)) if r.key.profile != "none"
     ]
-    windows = window_costs(records)
+    windows = {profile: costs for (profile, _), costs in window_costs(records).items()}
     assert set(windows) == {"20/100", "100/1"} and windows["100/1"].link == LinkProfile(100.0, 1.0)
     assert windows["20/100"].target_s == pytest.approx(0.05) and windows["100/1"].target_s == pytest.approx(0.065)
     assert windows["20/100"].verify(5) == pytest.approx(0.10) and windows["100/1"].verify(5) == pytest.approx(0.13)
@@ -355,6 +355,18 @@ def test_window_costs_follow_a_machine_that_slowed_down_between_network_profiles
     assert 0.05 < measure_costs(records).target_s < 0.065
     predictions = predict_cells(records)
     assert all(abs(p.error) < 0.02 and abs(p.replay_error) < 0.02 for p in predictions)
+
+
+def test_runs_at_another_temperature_form_their_own_window():
+    fast = costs(cloud_prefill=0.3, edge_prefill=0.1)
+    slow = costs(draft=0.052, intercept=0.065, per_token=0.013, target=0.065, cloud_prefill=0.39, edge_prefill=0.1)
+    links = (LinkProfile(20.0, 100.0),)
+    later = [replace(r, key=replace(r.key, temperature=1.0)) for r in simulated_records(slow, links=links)]
+    windows = window_costs(simulated_records(fast, links=links) + later)
+    assert set(windows) == {("20/100", 0.0), ("20/100", 1.0)}
+    assert windows["20/100", 0.0].target_s == pytest.approx(0.05)
+    assert windows["20/100", 1.0].target_s == pytest.approx(0.065)
+    assert windows["20/100", 1.0].draft("edge") == pytest.approx(0.052)  # its own edge-only runs
 
 
 def test_run_costs_put_a_runs_own_compute_costs_over_the_base_profile():

@@ -97,7 +97,7 @@ def test_the_simulator_section_matches_simulated_runs(report):
     for kind in ("predicted", "replayed"):
         cells = re.search(rf"- {kind}: (\d+) of (\d+) cells within 10%", text)
         assert cells and cells.group(1) == cells.group(2) != "0", kind
-    assert "Per network profile" in text and re.search(r"\| 60/10 \| 40\.0 \|", text)  # t_d of edge-only runs
+    assert "Per network profile" in text and re.search(r"\| 60/10 \| 0 \| 40\.0 \|", text)  # t_d of edge-only runs
 
 
 def test_an_empty_results_file_is_an_error(tmp_path, capsys):

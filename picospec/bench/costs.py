@@ -27,10 +27,10 @@ Where each number comes from:
   stop-and-wait runs.
 
 Costs drift as the machine's load changes, so besides one profile for a whole results file there
-are two narrower ones: window_costs, one profile per network profile's runs (the benchmark serves
-each network from its own cloud, back to back: one stretch of time), and run_costs, which puts a
-single run's own compute costs over a window's profile (replaying a run with them tests the
-protocol model alone).
+are two narrower ones: window_costs, one profile per network profile and temperature (the
+benchmark serves each network from its own cloud, back to back: one stretch of time), and
+run_costs, which puts a single run's own compute costs over a window's profile (replaying a run
+with them tests the protocol model alone).
 """
 
 from __future__ import annotations
@@ -224,16 +224,27 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
     return replace(partial, round_overhead_s=overall, round_overhead_by_mode=by_mode)
 
 
-def window_costs(records: Iterable[RunRecord]) -> dict[str, CostProfile]:
-    """One CostProfile per network profile, from that profile's runs and the edge-only ones
-    (which need no network, and are the only ones that measure edge-only decoding)."""
+def window_costs(records: Iterable[RunRecord]) -> dict[tuple[str, float], CostProfile]:
+    """One CostProfile per (network profile, temperature), from those runs and the edge-only ones
+    at that temperature (which need no network, and are the only ones that measure edge-only
+    decoding). The benchmark serves each network from its own cloud, back to back, so its runs
+    share one stretch of the machine's time; a temperature run on another occasion gets its own
+    window, and sampling has costs of its own."""
     records = list(records)
-    edge_only = [r for r in records if r.key.bandwidth_mbps <= 0]
-    networks = {r.key.profile: LinkProfile(r.key.rtt_ms, r.key.bandwidth_mbps) for r in records if r.key.bandwidth_mbps > 0}
-    return {
-        name: measure_costs([r for r in records if r.key.profile == name] + edge_only, link)
-        for name, link in networks.items()
+    networks = {
+        (r.key.profile, r.key.temperature): LinkProfile(r.key.rtt_ms, r.key.bandwidth_mbps)
+        for r in records
+        if r.key.bandwidth_mbps > 0
     }
+    windows = {}
+    for (name, temperature), link in networks.items():
+        runs = [
+            r
+            for r in records
+            if r.key.temperature == temperature and (r.key.profile == name or r.key.bandwidth_mbps <= 0)
+        ]
+        windows[name, temperature] = measure_costs(runs, link)
+    return windows
 
 
 def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:

@@ -86,7 +86,7 @@ class Context:
             (r["workload"], r["temperature"], r["profile"], r["method"], r["verify"]): r for r in aggregate(records)
         }
         self.costs = measure_costs(records)
-        self.windows = window_costs(records)  # per network profile: what the predictions use
+        self.windows = window_costs(records)  # per (network profile, temperature): what predictions use
         self.variants: list[Variant] = sorted(
             {(r.key.method, r.key.verify) for r in records},
             key=lambda v: (METHOD_ORDER.index(v[0]), VERIFY_ORDER.index(v[1])),
@@ -358,7 +358,7 @@ def _timelines(ctx: Context, out: Path) -> str:
         return f"{title}\n\nThe results hold no prompt run with both vanilla and picospec on one network."
     vanilla, picospec = pair
     link = LinkProfile(picospec.key.rtt_ms, picospec.key.bandwidth_mbps)
-    sized = ctx.windows.get(picospec.key.profile, ctx.costs).with_link(link)
+    sized = ctx.windows.get((picospec.key.profile, picospec.key.temperature), ctx.costs).with_link(link)
     policy, max_new_tokens = run_policy(picospec)
     config = SimConfig(
         picospec.key.method,
@@ -495,7 +495,7 @@ def _ideal(ctx: Context, group: Group, net: Network, variant: Variant, acceptanc
         for r in ctx.group_records(group)
         if (r.key.method, r.key.verify) == variant and (method == Method.EDGE.value or r.key.profile == net.profile)
     ]
-    sized = ctx.windows.get(net.profile, ctx.costs).with_link(net.link)
+    sized = ctx.windows.get((net.profile, group[1]), ctx.costs).with_link(net.link)
     values = [
         ideal_tokens_per_s(method, verify, sized, acceptance, run_policy(r)[0], r.summary["new_tokens"], prompt_key(r))
         for r in runs
@@ -681,17 +681,19 @@ def _window_costs(ctx: Context) -> str:
     """The costs of each network profile's stretch of the run: how far the machine drifted."""
     methods = [m.value for m in (Method.EDGE, Method.VANILLA, Method.SYNC, Method.PICOSPEC)]
     rows = [
-        [net.profile]
+        [profile, f"{temperature:g}"]
         + [_num(1000 * w.draft_s_by_method[m] if m in w.draft_s_by_method else None, ".1f") for m in methods]
         + [_num(1000 * w.target_s, ".1f"), _num(1000 * w.verify(4), ".0f"), _num(1000 * w.verify(5), ".0f"),
            _num(w.cloud_prefill_s, ".2f")]  # fmt: skip
-        for net in ctx.networks
-        if (w := ctx.windows.get(net.profile))
+        for (profile, temperature), w in sorted(
+            ctx.windows.items(), key=lambda item: (item[0][1], item[1].link.rtt_ms, -item[1].link.bandwidth_mbps)
+        )
     ]
-    headers = ["network", *(f"t_d {m} ms" for m in methods), "t_t ms", "V(4) ms", "V(5) ms", "cloud prefill s"]
+    headers = ["network", "T", *(f"t_d {m} ms" for m in methods), "t_t ms", "V(4) ms", "V(5) ms", "cloud prefill s"]
     return (
-        "Per network profile (each served by its own cloud, one stretch of time; what the predictions and "
-        "the ideal bound use), edge-only runs pooled into each:\n\n" + _table(headers, rows)
+        "Per network profile and temperature (each network served by its own cloud, one stretch of time; "
+        "what the predictions and the ideal bound use), with the edge-only runs of that temperature:\n\n"
+        + _table(headers, rows)
     )
 
 

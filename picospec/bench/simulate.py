@@ -438,7 +438,7 @@ def predict_cells(
 ) -> list[Prediction]:
     """Predict every (workload, temperature) x network x method cell; compare with measured runs.
 
-    costs: None measures them from `records`, one profile per network profile's runs
+    costs: None measures them from `records`, one profile per network profile and temperature
     (window_costs; the whole file's for another link), and compares with the measured cells,
     which are also replayed run by run with each run's own compute costs (run_costs). link: one
     network for all cells (named "RTT/BW"); default: each profile in the results. alpha: replace
@@ -461,7 +461,7 @@ def predict_cells(
     for (workload, temperature), group in sorted(groups.items()):
         traces = TraceSource(group, alpha, seed)
         for name, net in networks:
-            sized = windows.get(name, costs).with_link(net)
+            sized = windows.get((name, temperature), costs).with_link(net)
             for method, mode in _variants(group, methods, costs):
                 cell = _cell_runs(group, method, mode, net) if compare else []
 
