@@ -188,12 +188,8 @@ def _throughput(ctx: Context, out: Path) -> str:
     parts = ["## Throughput and speedup over cloud-only decoding (the paper's Table 1)"]
     for group in ctx.groups:
         nets = _columns(ctx, group)
-        headers = ["method"] + [f"{n.profile} tok/s (speedup)" for n in nets]
-        rows = [
-            [label(v)]
-            + [f"{_num(ctx.tokens_per_s(group, n, v))} ({_num(ctx.speedup(group, n, v), '.2f', 'x')})" for n in nets]
-            for v in ctx.variants
-        ]
+        headers = ["method"] + [f"{n.profile} tok/s ±noise (speedup)" for n in nets]
+        rows = [[label(v)] + [_throughput_cell(ctx, group, n, v) for n in nets] for v in ctx.variants]
         parts.append(f"### {group[0]}, temperature {group[1]:g}\n\n" + _table(headers, rows))
         name = _slug("throughput", group)
         series = {label(v): [ctx.tokens_per_s(group, n, v) for n in nets] for v in ctx.variants}
@@ -201,8 +197,19 @@ def _throughput(ctx: Context, out: Path) -> str:
             out / name, f"tokens/s, {group[0]}, T={group[1]:g}", "tokens/s", [n.profile for n in nets], series
         )
         parts.append(_figure(out / name, f"Median tokens/s per method and network ({group[0]}, T={group[1]:g})."))
-    parts.append("edge runs use no network; their one measurement is repeated under every network.")
+    parts.append(
+        "±noise: half the repeat spread, i.e. (max - min) / 2 over repeats of the same prompt, relative to their "
+        "median, median over the cell's prompts (cells differ by more than this only where the method does). "
+        "edge runs use no network; their one measurement is repeated under every network."
+    )
     return "\n\n".join(parts)
+
+
+def _throughput_cell(ctx: Context, group: Group, net: Network, variant: Variant) -> str:
+    row = ctx.row(group, net, variant) or {}
+    spread = row.get("tokens_per_s_repeat_spread")
+    noise = "" if spread is None else f" ±{50 * spread:.0f}%"
+    return f"{_num(ctx.tokens_per_s(group, net, variant))}{noise} ({_num(ctx.speedup(group, net, variant), '.2f', 'x')})"
 
 
 def _ablations(ctx: Context) -> str:
