@@ -31,6 +31,7 @@ from picospec.bench.results import CellKey, RunRecord
 from picospec.bench.simulate import (
     AgreementTrace,
     SimConfig,
+    TraceSource,
     observed_agreement,
     pooled_agreement,
     predict_cells,
@@ -321,6 +322,28 @@ def test_traces_from_runs():
     assert pooled_agreement([sync, picospec]) == {0: True, 1: True, 2: True, 3: True, 4: False, 5: True, 6: False}
     trace = AgreementTrace({0: False}, 0.5, seed=3)
     assert [trace(p) for p in range(50)] == [trace(p) for p in range(50)] and not trace(0)
+
+
+def test_sampled_runs_keep_their_own_rejections():
+    """At temperature 0 a prompt's runs share one trace (their majority); above it each run sampled
+    its own text, so a rejection belongs to its run alone and is neither voted away nor lent."""
+
+    def group(temperature: float) -> list[RunRecord]:
+        ar = RunRecord(replace(key("ar"), temperature=temperature), {"new_tokens": 20})
+        sync = [
+            RunRecord(replace(key("sync"), temperature=temperature, repeat=i), {"new_tokens": 15},
+                      accepted_lengths=accepted, chunk_lengths=[4, 4, 4])  # fmt: skip
+            for i, accepted in enumerate(([1, 4, 4], [4, 1, 4], [4, 4, 1]))
+        ]
+        return [ar, *sync]
+
+    greedy, sampled = TraceSource(group(0.0), None, 0), TraceSource(group(1.0), None, 0)
+    (stand_in,) = greedy.representatives()
+    assert stand_in.key.method == "ar" and greedy.trace(stand_in).accepted(0, 4) == 4  # 2 of 3 runs agreed at 1
+    assert [r.key.repeat for r in sampled.representatives()] == [0, 1, 2]
+    assert [sampled.trace(r).accepted(0, 4) for r in sampled.representatives()] == [1, 4, 4]
+    topk = replace(sampled.representatives()[0], key=replace(key("picospec", "topk"), temperature=1.0))
+    assert TraceSource([*group(1.0), topk], None, 0).representatives("topk") == [topk]  # modes accept differently
 
 
 def test_predictions_of_simulated_runs_have_no_error():

@@ -543,8 +543,8 @@ def _simulator(ctx: Context, out: Path) -> str:
     return (
         "## The simulator against measurement\n\npicospec/bench/simulate.py replays the edge's and the cloud's "
         "policies with each run's own acceptance trace and length. *Predicted*: with the costs measured from "
-        "the runs of the same network profile (one cloud served them back to back, so they share the machine's "
-        "state; the edge-only runs are pooled in). *Replayed*: each run with its own compute costs (its "
+        "the runs of the same network profile and temperature (one cloud served them back to back, so they share "
+        "the machine's state; the edge-only runs of that temperature are pooled in). *Replayed*: each run with its own compute costs (its "
         "drafter step, verification passes, decode step and prompt passes), which leaves only the protocol "
         "model's own error. *Repeat spread*: how much repeating the same prompt in the same cell varied "
         "tokens/s (median over the prompts of (max - min) / median), the noise any prediction of a cell's "

@@ -17,7 +17,10 @@ Acceptance: whether the draft at output position p is accepted depends, for gree
 batch-invariant numerics, only on p (the context before p is the target's own output). Traces
 come from the recorded rounds: accepted_lengths and chunk_lengths say which positions were
 agreements and where a disagreement fell; positions never drafted are filled by a Bernoulli with
-the measured alpha.
+the measured alpha. At temperature 0 the runs of a prompt share one trace (their majority); above
+it every run samples its own text, so a run's trace is its own, and a cell that was not measured
+is predicted from every speculative run of the prompt (a majority would vote the rejections,
+scattered over different positions, away).
 
 Not modelled: exact mode's requests for more candidates (an extra round trip, with chance
 (1 - TV)^m per sampled rejection, never at temperature 0), ar's per-token streaming overhead,
@@ -468,7 +471,7 @@ def predict_cells(
                 def rate(run: RunRecord, run_costs: CostProfile) -> float:
                     return simulate(run_costs, _config(run, method, mode), traces.trace(run)).tokens_per_s
 
-                predicted = [rate(r, sized) for r in cell or traces.representatives()]
+                predicted = [rate(r, sized) for r in cell or traces.representatives(mode)]
                 predictions.append(
                     Prediction(
                         workload,
@@ -504,12 +507,14 @@ def _config(record: RunRecord, method: str, mode: str) -> SimConfig:
 
 
 class TraceSource:
-    """Acceptance traces of one (workload, temperature) group: a run's own observations, then the
-    group's majority for its prompt, then Bernoulli(alpha) with the group's measured alpha."""
+    """Acceptance traces of one (workload, temperature) group: a run's own observations, then (at
+    temperature 0) the group's majority for its prompt, then Bernoulli(alpha) with the group's
+    measured alpha."""
 
     def __init__(self, group: Sequence[RunRecord], alpha: float | None, seed: int) -> None:
         self.override, self.seed = alpha, seed
         self.alpha = Acceptance.from_records(group).alpha if alpha is None else alpha
+        self.greedy = all(record.key.temperature == 0 for record in group)
         self.by_prompt: dict[str, list[RunRecord]] = defaultdict(list)
         for record in group:
             self.by_prompt[prompt_key(record)].append(record)
@@ -518,14 +523,22 @@ class TraceSource:
         seed = zlib.crc32(f"{self.seed}:{prompt_key(record)}:{record.key.repeat}".encode())  # hash() is salted
         if self.override is not None:
             return AgreementTrace({}, self.override, seed)
-        known = pooled_agreement(self.by_prompt[prompt_key(record)])
+        known = pooled_agreement(self.by_prompt[prompt_key(record)]) if self.greedy else {}
         if record.key.method in SPECULATIVE:
             known.update(observed_agreement(record))
         return AgreementTrace(known, self.alpha, seed)
 
-    def representatives(self) -> list[RunRecord]:
-        """One run per prompt (its longest), standing in for a cell that was not measured."""
-        return [max(runs, key=lambda r: r.summary["new_tokens"]) for _, runs in sorted(self.by_prompt.items())]
+    def representatives(self, mode: str | None = None) -> list[RunRecord]:
+        """The runs standing in for a cell that was not measured: at temperature 0 one per prompt
+        (its longest, whose trace is the prompt's); above it every speculative run in verify
+        `mode` (each trace is one sampled text, and modes accept differently), else in any mode,
+        else the prompt's longest run."""
+        chosen = []
+        for _, runs in sorted(self.by_prompt.items()):
+            sampled = [] if self.greedy else [r for r in runs if r.key.method in SPECULATIVE]
+            same_mode = [r for r in sampled if r.key.verify == mode]
+            chosen += same_mode or sampled or [max(runs, key=lambda r: r.summary["new_tokens"])]
+        return chosen
 
 
 # -- `picospec simulate` -------------------------------------------------------------------------
