@@ -54,7 +54,7 @@ def logits_to_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
         scaled = np.where(scaled >= kth, scaled, -np.inf)
     probs = _softmax(scaled)
     if params.top_p < 1:
-        probs = _top_p(probs, params.top_p)
+        probs = _top_p(probs, scaled, params.top_p)
     return probs
 
 
@@ -63,9 +63,12 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def _top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
-    """Keep the smallest set of most likely tokens whose mass reaches top_p, then renormalise."""
-    order = np.argsort(-probs, axis=-1, kind="stable")  # (..., V)
+def _top_p(probs: np.ndarray, scaled: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p, then renormalise.
+
+    Tokens are ranked by their scaled logits, not their probabilities: logits that differ can
+    round to equal probabilities, and the most likely token must never lose that tie."""
+    order = np.argsort(-scaled, axis=-1, kind="stable")  # (..., V)
     sorted_probs = np.take_along_axis(probs, order, axis=-1)
     mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs
     keep_sorted = mass_before < top_p  # the token that crosses top_p is kept

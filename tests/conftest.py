@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from picospec.errors import ModelError
+
+# `make test` must be reproducible, so property tests draw their examples from each test's own
+# seed; HYPOTHESIS_PROFILE=explore draws fresh ones (and remembers failures) when hunting bugs.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 from picospec.models.registry import model_path
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -38,6 +38,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 @settings(max_examples=60, deadline=None)
+@example(  # logits that differ but give equal probabilities: the argmax must still lead
+    logits=np.array([[0.0, 0.0, 1.8e-205, 0.0, 0.0, 0.0, 0.0]] * 3), temperature=0.3, top_k=0, top_p=0.25
+)
 @given(
     logits=arrays(np.float64, (3, 7), elements=st.floats(-30, 30)),
     temperature=st.sampled_from([0.0, 0.3, 1.0, 2.5]),
