@@ -81,8 +81,9 @@ def _cell_order(key: CellKey) -> tuple:
 
 def aggregate(records: list[RunRecord]) -> list[dict]:
     """One row per cell: the cell's fields, runs and prompts counted, `<metric>_median|_min|_max`
-    for each metric, tokens_per_s_repeat_spread (see repeat_spread), and speedup_vs_ar (median tokens/s over ar's in the same workload, profile
-    and temperature; None where there is no ar cell)."""
+    for each metric, tokens_per_s_repeat_spread (see repeat_spread), and speedup_vs_ar (median
+    tokens/s over ar's in the same workload, profile and temperature; None where there is no ar
+    cell)."""
     cells: dict[tuple, list[RunRecord]] = {}
     for record in records:
         cells.setdefault(record.key.cell(), []).append(record)

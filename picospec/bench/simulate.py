@@ -609,7 +609,7 @@ def _simulate_command(args: argparse.Namespace) -> int:
     Console().print(table)
     if any(p.measured is not None for p in predictions):
         Console().print(
-            "predicted: costs measured per network profile (its cloud's stretch of the run); "
+            "predicted: costs measured per network profile and temperature (its cloud's stretch of the run); "
             "replayed: each run with its own compute costs (the protocol model alone)."
         )
     return 0
