@@ -140,8 +140,7 @@ def pipelined_rate(costs: CostProfile, acceptance: Acceptance, mode: str, policy
 
 
 def steady_rate(method: str, mode: str, costs: CostProfile, acceptance: Acceptance, policy: Policy) -> float:
-    """The ideal tokens/s of `method` once generation is under way."""
-    costs = replace(costs, draft_s=costs.draft(method))  # t_d as this method's edge measured it
+    """The ideal tokens/s of `method` once generation is under way (t_d: costs.draft_s)."""
     if method == Method.AR.value:
         return ar_rate(costs)
     if method == Method.EDGE.value:
@@ -170,7 +169,7 @@ def ideal_wall_s(
                    (the first chunk waits if the cloud's prompt pass outlasts the edge's and
                    the first chunk's drafting and trip)
     """
-    costs = replace(costs, draft_s=costs.draft(method))
+    costs = replace(costs, draft_s=costs.draft(method))  # t_d as this method's edge measured it
     rate = steady_rate(method, mode, costs, acceptance, policy)
     if method == Method.AR.value:
         first = costs.cloud_prefill(prompt) + costs.link.serialisation_s(costs.bytes_down_per_ar_token)

@@ -1,6 +1,6 @@
 """A discrete-event simulation of the protocol, driven by a CostProfile and acceptance traces.
 
-It replays the policies of picospec/edge/pipeline.py step for step: the edge's loop applies the
+It runs the real edge's loop (picospec/edge/policy.py's EdgeLoop) step for step: the loop applies the
 verdicts that have arrived, drafts one token if it may, ships when the chunk is full or the cloud
 would idle (pipelined) or the edge can draft no more (stop-and-wait), and otherwise blocks for a
 verdict; a verdict that commits a token (correction or bonus) costs the drafter one pass and
@@ -59,7 +59,7 @@ from picospec.bench.costs import (
 from picospec.bench.results import CellKey, RunRecord, load_records
 from picospec.bench.runner import MODELESS_VERIFY
 from picospec.edge.config import Method
-from picospec.edge.policy import ChunkPolicy
+from picospec.edge.policy import ChunkPolicy, EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile, LinkSchedule
@@ -209,14 +209,15 @@ class _Cloud:
         return due, _Verdict(chunk, accepted, self.pending, verify_s, nbytes)
 
 
-class _Edge:
-    """SpeculativeEdge's loop (picospec/edge/pipeline.py) on a simulated clock."""
+class _Edge(EdgeLoop):
+    """SpeculativeEdge's loop (picospec/edge/policy.py's EdgeLoop, as the real edge runs it) on a
+    simulated clock."""
 
     def __init__(self, costs: CostProfile, config: SimConfig, trace: AgreementTrace) -> None:
         self.costs, self.config = costs, config
         self.pipelined = config.method == Method.PICOSPEC.value
         # The very policy the real edge runs (picospec/edge/policy.py).
-        self.chunk_policy = ChunkPolicy(
+        self.policy = ChunkPolicy(
             self.pipelined, config.policy.chunk_len, config.policy.max_lookahead, config.max_new_tokens
         )
         self.draft_s = costs.draft(config.method)
@@ -232,16 +233,7 @@ class _Edge:
         self.inbox: deque[tuple[float, _Verdict]] = deque()
 
     def run(self) -> SimResult:
-        while not self._done():
-            self._apply_arrived()
-            if self._done():
-                break
-            if self._can_draft():
-                self._draft_one()
-            if self._should_ship():
-                self._ship()
-            elif not self._can_draft():
-                self._block()
+        self.run_loop()
         self.report.wall_s = self.now
         self.report.cloud_passes = 1 + self.report.rounds
         return self.result
@@ -250,14 +242,7 @@ class _Edge:
         return self.report.new_tokens >= self.config.n_tokens
 
     def _counts(self) -> tuple[int, int, int]:
-        """(produced, building, in_flight) token counts, as ChunkPolicy takes them."""
         return self.report.new_tokens, self.building, sum(c.n for c in self.in_flight)
-
-    def _can_draft(self) -> bool:
-        return self.chunk_policy.can_draft(*self._counts())
-
-    def _should_ship(self) -> bool:
-        return self.chunk_policy.should_ship(*self._counts())
 
     def _draft_one(self) -> None:
         if not self.building:
@@ -281,7 +266,7 @@ class _Edge:
         if verdict is not None:
             self.inbox.append(verdict)
 
-    def _block(self) -> None:
+    def _wait_for_verdict(self) -> None:
         if not self.inbox:
             raise RuntimeError("the simulated edge would wait for a verdict that never comes")
         self.now = max(self.now, self.inbox[0][0])

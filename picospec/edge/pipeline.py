@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeAlias
 
-
 from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
+from picospec.edge.policy import EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import ProtocolError
 from picospec.verify import Candidates
@@ -37,7 +37,7 @@ Inbox: TypeAlias = "queue.Queue[VerdictReport | CandidateReport | BaseException]
 TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge)
 
 
-class SpeculativeEdge:
+class SpeculativeEdge(EdgeLoop):
     """Runs one speculative generation on the edge; `run` blocks the calling (drafting) thread."""
 
     def __init__(
@@ -66,16 +66,7 @@ class SpeculativeEdge:
         """Generate after `prompt`; return the report once max_new_tokens or a stop token is committed."""
         self._t0 = time.perf_counter()
         self.drafter.begin(prompt)
-        while not self._done():
-            self._apply_inbox(block=False)
-            if self._done():
-                break
-            if self._can_draft():
-                self._draft_one()
-            if self._should_ship():
-                self._ship()
-            elif not self._can_draft():
-                self._apply_inbox(block=True)
+        self.run_loop()
         self.send(pb.EdgeMessage(close=pb.Close()))
         self.report.wall_s = self._now()
         return self.report
@@ -84,14 +75,7 @@ class SpeculativeEdge:
         return self._stopped or self.report.new_tokens >= self.config.max_new_tokens
 
     def _counts(self) -> tuple[int, int, int]:
-        """(produced, building, in_flight) token counts, as ChunkPolicy takes them."""
         return self.report.new_tokens, sum(map(len, self._building)), sum(map(len, self._in_flight))
-
-    def _can_draft(self) -> bool:
-        return self.policy.can_draft(*self._counts())
-
-    def _should_ship(self) -> bool:
-        return self.policy.should_ship(*self._counts())
 
     # -- drafting and shipping ---------------------------------------------------------------
 
@@ -118,6 +102,12 @@ class SpeculativeEdge:
         self._send(message)
 
     # -- verdicts ------------------------------------------------------------------------------
+
+    def _apply_arrived(self) -> None:
+        self._apply_inbox(block=False)
+
+    def _wait_for_verdict(self) -> None:
+        self._apply_inbox(block=True)
 
     def _apply_inbox(self, block: bool) -> None:
         try:
