@@ -14,7 +14,7 @@ import numpy as np
 
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.runners.base import ModelRunner
-from picospec.sampling import SamplingParams, logits_to_probs
+from picospec.sampling import SamplingParams, confidence, logits_to_probs
 from picospec.verify import (
     Candidates,
     Verdict,
@@ -37,6 +37,7 @@ class DraftChunk:
     start: int
     tokens: np.ndarray  # (n,) int64
     draft_probs: np.ndarray  # (n, V) float64, the distributions the tokens were drafted from
+    confidences: np.ndarray  # (n,) float64, the drafter's own probability of each token (sampling.confidence)
 
     @property
     def token_probs(self) -> np.ndarray:
@@ -55,7 +56,14 @@ class DraftChunk:
             first.start,
             np.concatenate([c.tokens for c in chunks]),
             np.concatenate([c.draft_probs for c in chunks]),
+            np.concatenate([c.confidences for c in chunks]),
         )
+
+    def split(self, n: int) -> tuple["DraftChunk", "DraftChunk"]:
+        """The first n tokens, and the rest (which starts n positions later)."""
+        head = DraftChunk(self.epoch, self.start, self.tokens[:n], self.draft_probs[:n], self.confidences[:n])
+        tail = DraftChunk(self.epoch, self.start + n, self.tokens[n:], self.draft_probs[n:], self.confidences[n:])
+        return head, tail
 
 
 class Drafter:
@@ -85,11 +93,33 @@ class Drafter:
         start = self.drafted_until
         tokens = np.empty(n, dtype=np.int64)
         rows = np.empty((n, self.runner.n_vocab))  # (n, V)
+        confidences = np.empty(n)  # (n,)
         for i in range(n):
             rows[i] = self._draft_distribution()
             tokens[i] = draft_token(rows[i], self.config.mode, self.config.seed, start + i, self.rng)
+            confidences[i] = confidence(self._next_logits, int(tokens[i]))
             self._next_logits = self.runner.extend([int(tokens[i])])[0]
-        return DraftChunk(self.epoch, start, tokens, rows)
+        return DraftChunk(self.epoch, start, tokens, rows, confidences)
+
+    def follow(self, token: int) -> tuple[float, float]:
+        """Commit a token the cloud decoded itself (nothing may be drafted beyond the verified context).
+
+        Returns how the drafter would have fared there: its confidence in the token it would have
+        drafted, and the chance that the draft would have been this token (0 or 1 under greedy and
+        gumbel, where the draft is determined; the draft probability of `token` otherwise).
+        """
+        if self.drafted_until != self.committed:
+            raise ProtocolError("the cloud decoded a token while drafts were outstanding")
+        row = self._draft_distribution()  # (V,)
+        if self.config.mode is VerifyMode.GUMBEL:
+            would_be = draft_token(row, self.config.mode, self.config.seed, self.committed, self.rng)
+            passed = float(would_be == token)
+        else:
+            would_be, passed = int(np.argmax(row)), float(row[token])
+        sure = confidence(self._next_logits, would_be)
+        self._next_logits = self.runner.extend([int(token)])[0]
+        self.committed += 1
+        return sure, passed
 
     def _draft_distribution(self) -> np.ndarray:
         probs = logits_to_probs(self._next_logits, self.params)  # (V,)
@@ -189,6 +219,21 @@ class TargetVerifier:
         else:
             self._pending = [verdict.token]
 
+    def decode(self) -> int:
+        """Sample the next token as target-only decoding would (Gumbel-argmax in gumbel mode) and
+        commit it; the first one after the prompt needs no pass (the prompt pass's row is kept)."""
+        if self.awaiting_correction:
+            raise ProtocolError("the correction of the last rejection has not arrived")
+        if self._kept_logits is None:
+            self._kept_logits = self.runner.extend(self._pending)[-1]
+            self._pending = []
+            self.passes += 1
+        position = self.committed
+        probs = logits_to_probs(self._kept_logits, self.params)  # (V,)
+        token = draft_token(probs, self.config.mode, self.config.seed, position, self.rng)
+        self._kept_logits, self._pending = None, [token]
+        return token
+
     def more_candidates(self) -> Candidates:
         """A fresh batch of exact-mode candidates for the rejection still awaiting its correction."""
         if self._rejected is None or self.config.mode is not VerifyMode.EXACT:
@@ -283,17 +328,15 @@ def autoregressive_tokens(
     config: VerifyConfig,
     rng: np.random.Generator,
 ) -> Iterator[int]:
-    """One model alone, token by token, sampling as a drafter would (Gumbel-argmax in gumbel mode).
+    """One model alone, token by token, sampling as a drafter would (Gumbel-argmax in gumbel mode):
+    TargetVerifier.decode, the very step the cloud runs for `ar` and when it decodes for the edge.
 
     Yields tokens without end; the caller stops it.
     """
-    runner.rollback(0)
-    logits = runner.prefill(prompt)
+    verifier = TargetVerifier(runner, params, config, rng)
+    verifier.begin(prompt)
     while True:
-        probs = logits_to_probs(logits, params)
-        token = draft_token(probs, config.mode, config.seed, runner.n_tokens, rng)
-        yield token
-        logits = runner.extend([token])[0]
+        yield verifier.decode()
 
 
 def generate_autoregressive(

@@ -58,6 +58,14 @@ def logits_to_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
     return probs
 
 
+def confidence(logits: np.ndarray, token: int) -> float:
+    """The model's own probability of `token` before any sampling transform (softmax at temperature
+    1): how sure a drafter is of a token, also under greedy decoding where its probs are one-hot."""
+    logits = np.asarray(logits, dtype=np.float64)  # (V,)
+    top = logits.max()
+    return float(np.exp(logits[token] - top) / np.exp(logits - top).sum())
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     shifted = np.exp(x - x.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -22,6 +22,7 @@ from typing import AsyncIterator, Callable, TypeVar
 import grpc
 
 from picospec.affinity import parse_cores, pin_to_cores
+from picospec.cloud.calibrate import measure_cost_curve
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.pool import RunnerFactory, RunnerPool
 from picospec.cloud.session import (
@@ -34,11 +35,12 @@ from picospec.cloud.session import (
     kind_of,
     session_kind,
 )
+from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
-from picospec.wire.messages import PROTOCOL_VERSION, SessionSpec
+from picospec.wire.messages import SessionSpec, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
 
@@ -57,6 +59,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self.finished: deque[SessionStats] = deque(maxlen=FINISHED_KEPT)
         self.sessions_ended = 0
         self.vocab: VocabInfo | None = None
+        self.costs: CostTracker | None = None  # measured at start, refined by every session's passes
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._session_ids = itertools.count(1)
@@ -66,10 +69,12 @@ class CloudServer(pb_grpc.VerifierServicer):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def start(self) -> None:
-        """Load the first runner (learning the target's vocabulary), then listen."""
+        """Load the first runner (learning the target's vocabulary and measuring its cost curve), then listen."""
         runner = await self.pool.acquire()
         try:
             self.vocab = await self._compute(runner.vocab_info)
+            self.costs = CostTracker(await self._compute(measure_cost_curve, runner))
+            logger.info("cost curve: %s", self.costs.curve)
         finally:
             self.pool.release(runner)
         limits = self.config.max_message_bytes
@@ -147,23 +152,25 @@ class CloudServer(pb_grpc.VerifierServicer):
 
     def _welcome(self) -> pb.CloudMessage:
         config = self.config
-        return pb.CloudMessage(
-            welcome=pb.Welcome(protocol_version=PROTOCOL_VERSION, model=config.model_name, max_context=config.max_context)
-        )
+        return welcome_message(config.model_name, config.max_context, config.max_chunk_tokens, self.costs.curve)
 
     async def _serve_speculative(
         self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
-        """Answer each current chunk with a verdict, drop stale ones, until close."""
-        session = SpeculativeSession(spec, runner, self.config, stats)
+        """Answer each current chunk with a verdict, drop stale ones, decode when asked, until close."""
+        session = SpeculativeSession(spec, runner, self.config, stats, self.costs)
         await self._compute(session.begin)
         while (message := await inbox.get()) is not None:
             kind = kind_of(message)
             if kind == "close":
                 return
             if kind == "chunk":
-                if not session.is_stale(message.chunk):
+                if not session.is_stale(message.chunk.epoch):
                     yield await self._compute(session.verify, message.chunk)
+            elif kind == "decode":
+                request = session.start_decode(message.decode)
+                for _ in range(request.count):
+                    yield await self._compute(session.decode_one)
             elif kind == "more_candidates":
                 yield session.more_candidates(message.more_candidates)
             else:

@@ -16,17 +16,20 @@ import grpc
 import numpy as np
 
 from picospec.cloud.config import CloudConfig
-from picospec.decoding import TargetVerifier, autoregressive_tokens
+from picospec.costmodel import CostTracker
+from picospec.decoding import TargetVerifier
 from picospec.errors import ProtocolError
 from picospec.runners.base import ModelRunner, VocabInfo
-from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import (
     SessionSpec,
+    DecodeRequest,
     candidates_message,
     parse_chunk,
+    parse_decode,
     parse_hello,
     reject_unknown_fields,
+    tokens_message,
     verdict_message,
 )
 
@@ -52,9 +55,9 @@ class SessionStats:
     session_id: int
     kind: str = "unknown"  # "speculative/<mode>" or "autoregressive", once the hello is accepted
     chunks_verified: int = 0
+    tokens_decoded: int = 0  # by the cloud itself: ar sessions, and speculative ones that fell back
     stale_dropped: int = 0
     candidate_batches: int = 0
-    tokens_streamed: int = 0
     passes: int = 0  # target forward passes
     compute_s: float = 0.0
     outcome: str = "open"  # completed, cancelled, or the gRPC status that ended it
@@ -63,10 +66,10 @@ class SessionStats:
     def summary(self) -> str:
         """One log line."""
         work = (
-            f"{self.tokens_streamed} tokens streamed"
+            f"{self.tokens_decoded} tokens decoded"
             if self.kind == "autoregressive"
-            else f"{self.chunks_verified} chunks verified, {self.stale_dropped} stale dropped, "
-            f"{self.candidate_batches} candidate batches"
+            else f"{self.chunks_verified} chunks verified, {self.tokens_decoded} tokens decoded, "
+            f"{self.stale_dropped} stale dropped, {self.candidate_batches} candidate batches"
         )
         return (
             f"session {self.session_id} ({self.kind}) {self.outcome}: {work}, {self.passes} target passes, "
@@ -158,13 +161,19 @@ def session_kind(spec: SessionSpec) -> str:
 
 
 class SpeculativeSession:
-    """The cloud's half of a speculative session: a TargetVerifier behind the protocol's epoch rules."""
+    """The cloud's half of a speculative session: a TargetVerifier behind the protocol's epoch rules.
 
-    def __init__(self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats) -> None:
-        self.spec, self.config, self.stats = spec, config, stats
+    Besides verifying chunks it decodes tokens itself when the edge asks (the first token from the
+    prompt pass, and fallback to cloud-side decoding), as target-only decoding would.
+    """
+
+    def __init__(
+        self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, costs: CostTracker
+    ) -> None:
+        self.spec, self.config, self.stats, self.costs = spec, config, stats, costs
         rng = np.random.default_rng(spec.config.seed)
         self.verifier = TargetVerifier(runner, spec.params, spec.config, rng)
-        self._unreported_prefill_s = 0.0  # told to the edge with the first verdict
+        self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
@@ -173,25 +182,20 @@ class SpeculativeSession:
         self._unreported_prefill_s = time.perf_counter() - started
         self._account(self._unreported_prefill_s)
 
-    def is_stale(self, chunk: pb.DraftChunk) -> bool:
+    def is_stale(self, epoch: int) -> bool:
         """True for a chunk drafted before the last rejection: it is dropped unverified."""
-        if chunk.epoch > self.verifier.epoch:
-            raise ProtocolError(f"chunk from epoch {chunk.epoch}, but the session is at epoch {self.verifier.epoch}")
-        stale = chunk.epoch < self.verifier.epoch
+        if epoch > self.verifier.epoch:
+            raise ProtocolError(f"chunk from epoch {epoch}, but the session is at epoch {self.verifier.epoch}")
+        stale = epoch < self.verifier.epoch
         self.stats.stale_dropped += stale
         return stale
 
     def verify(self, chunk: pb.DraftChunk) -> pb.CloudMessage:
         """Verify a current chunk, after committing the correction it carries; return the verdict (compute)."""
         request = parse_chunk(chunk, self.spec.config.mode, self.verifier.runner.n_vocab, self.config.max_chunk_tokens)
-        if request.correction is not None:
-            self.verifier.receive_correction(request.correction)
-        end = self.verifier.committed + request.tokens.size
-        if end > self.config.max_context:
-            raise ProtocolError(
-                f"a chunk of {request.tokens.size} tokens after {self.verifier.committed} verified ones "
-                f"exceeds the context limit of {self.config.max_context} tokens"
-            )
+        self._take_correction(request.correction)
+        self._check_room(request.tokens.size, "a chunk of")
+        pass_size = request.tokens.size + (self.verifier.committed - self.verifier.runner.n_tokens)
         started = time.perf_counter()
         verdict = self.verifier.verify(
             request.start, request.tokens,
@@ -199,10 +203,34 @@ class SpeculativeSession:
         )  # fmt: skip
         verify_s = time.perf_counter() - started
         self._account(verify_s)
+        self.costs.observe_verify(pass_size, verify_s)
         self.stats.chunks_verified += 1
         fmt = self.spec.config.sparse_format
-        prefill_s, self._unreported_prefill_s = self._unreported_prefill_s, 0.0
-        return verdict_message(request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes, prefill_s)
+        return verdict_message(
+            request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes, self._take_prefill_s()
+        )
+
+    def start_decode(self, message: pb.Decode) -> DecodeRequest:
+        """Check a Decode request and commit the correction it carries; the tokens follow one by one."""
+        request = parse_decode(message, self.verifier.runner.n_vocab, self.config.max_chunk_tokens)
+        if request.epoch != self.verifier.epoch:
+            raise ProtocolError(f"decode request from epoch {request.epoch}, but the session is at epoch {self.verifier.epoch}")
+        self._take_correction(request.correction)
+        if request.start != self.verifier.committed:
+            raise ProtocolError(f"decode request starts at {request.start}, the verified context ends at {self.verifier.committed}")
+        self._check_room(request.count, "decoding")
+        return request
+
+    def decode_one(self) -> pb.CloudMessage:
+        """Decode and commit one token, as a Tokens message to stream (compute)."""
+        start = self.verifier.committed
+        started = time.perf_counter()
+        token = self.verifier.decode()
+        compute_s = time.perf_counter() - started
+        self._account(compute_s)
+        self.costs.observe_decode(compute_s)
+        self.stats.tokens_decoded += 1
+        return tokens_message(start, [token], compute_s, self.verifier.passes, self._take_prefill_s())
 
     def more_candidates(self, request: pb.MoreCandidates) -> pb.CloudMessage:
         """Another batch of exact-mode candidates for the rejection that started the current epoch."""
@@ -214,18 +242,33 @@ class SpeculativeSession:
         self.stats.candidate_batches += 1
         return candidates_message(self.verifier.epoch, self.verifier.more_candidates())
 
+    def _take_correction(self, correction: int | None) -> None:
+        if correction is not None:
+            self.verifier.receive_correction(correction)
+
+    def _check_room(self, n: int, what: str) -> None:
+        if self.verifier.committed + n > self.config.max_context:
+            raise ProtocolError(
+                f"{what} {n} tokens after {self.verifier.committed} verified ones "
+                f"exceeds the context limit of {self.config.max_context} tokens"
+            )
+
+    def _take_prefill_s(self) -> float:
+        prefill_s, self._unreported_prefill_s = self._unreported_prefill_s, 0.0
+        return prefill_s
+
     def _account(self, seconds: float) -> None:
         self.stats.compute_s += seconds
         self.stats.passes = self.verifier.passes
 
 
 class AutoregressiveSession:
-    """The `ar` baseline: the target alone samples max_new_tokens, ending early after an EOS."""
+    """The `ar` baseline: the target alone samples max_new_tokens, ending early after an EOS. It
+    decodes through the same TargetVerifier.decode that a speculative session falls back to."""
 
     def __init__(self, spec: SessionSpec, runner: ModelRunner, stats: SessionStats) -> None:
-        self.stats = stats
-        rng = np.random.default_rng(spec.config.seed)
-        self._tokens = autoregressive_tokens(runner, spec.prompt, spec.params, spec.config, rng)
+        self.spec, self.stats = spec, stats
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, np.random.default_rng(spec.config.seed))
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
         self._remaining = spec.max_new_tokens
 
@@ -234,12 +277,16 @@ class AutoregressiveSession:
         return self._remaining == 0
 
     def next_message(self) -> pb.CloudMessage:
-        """Sample the next token, as a Tokens message to stream (compute)."""
+        """Sample the next token, as a Tokens message to stream (compute); the first one's compute
+        is the prompt pass."""
         started = time.perf_counter()
-        token = next(self._tokens)
+        if self.verifier.passes == 0:
+            self.verifier.begin(self.spec.prompt)
+        start = self.verifier.committed
+        token = self.verifier.decode()
         compute_s = time.perf_counter() - started
         self._remaining = 0 if token in self._eos_ids else self._remaining - 1
-        self.stats.tokens_streamed += 1
-        self.stats.passes += 1  # the prompt's pass gives the first token, each later one its own
+        self.stats.tokens_decoded += 1
+        self.stats.passes = self.verifier.passes
         self.stats.compute_s += compute_s
-        return pb.CloudMessage(tokens=pb.Tokens(tokens=codec.encode_tokens(np.array([token])), compute_s=compute_s))
+        return tokens_message(start, [token], compute_s, self.verifier.passes)

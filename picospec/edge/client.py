@@ -13,15 +13,23 @@ import numpy as np
 
 from picospec.decoding import Drafter, generate_autoregressive
 from picospec.edge.config import EdgeConfig, Method
-from picospec.edge.pipeline import CandidateReport, SpeculativeEdge, TokenSink
+from picospec.edge.pipeline import CandidateReport, CloudLink, SpeculativeEdge, TokenSink
 from picospec.edge.report import EdgeReport
 from picospec.errors import PicoSpecError, ProtocolError
 from picospec.runners.base import ModelRunner
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
-from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES, SessionSpec, hello_message, parse_verdict, reject_unknown_fields
-
+from picospec.wire.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SessionSpec,
+    WelcomeInfo,
+    hello_message,
+    parse_tokens,
+    parse_verdict,
+    parse_welcome,
+    reject_unknown_fields,
+)
 
 
 class CloudError(PicoSpecError):
@@ -83,11 +91,14 @@ async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: Ed
         outbox: asyncio.Queue = asyncio.Queue()
         call = pb_grpc.VerifierStub(channel).Generate(_requests(outbox))
         outbox.put_nowait(hello_message(_session_spec(runner, prompt, config)))
+        sent_at = time.perf_counter()
         try:
-            await _expect_welcome(call)
+            welcome = await _expect_welcome(call)
+            # The cloud answers the hello before its prompt pass: the wait is one round trip.
+            link = CloudLink(welcome.costs, welcome.max_chunk_tokens, rtt_s=time.perf_counter() - sent_at)
             if config.method is Method.AR:
                 return await _receive_autoregressive(call, runner, config, on_tokens)
-            return await _run_speculative(call, outbox, runner, prompt, config, on_tokens)
+            return await _run_speculative(call, outbox, runner, prompt, config, on_tokens, link)
         except grpc.aio.AioRpcError as exc:
             raise CloudError(f"cloud at {cloud}: {exc.code().name}: {exc.details()}") from None
         finally:
@@ -106,11 +117,12 @@ async def _responses(call):
         yield message
 
 
-async def _expect_welcome(call) -> pb.Welcome:
+async def _expect_welcome(call) -> WelcomeInfo:
     message = await call.read()
     if message is grpc.aio.EOF or message.WhichOneof("kind") != "welcome":
         raise ProtocolError("the cloud did not answer the hello with a welcome")
-    return message.welcome
+    reject_unknown_fields(message)
+    return parse_welcome(message.welcome)
 
 
 async def _receive_autoregressive(call, runner: ModelRunner, config: EdgeConfig, on_tokens) -> EdgeReport:
@@ -121,11 +133,12 @@ async def _receive_autoregressive(call, runner: ModelRunner, config: EdgeConfig,
         report.bytes_down += message.ByteSize()
         if message.WhichOneof("kind") != "tokens":
             raise ProtocolError("an autoregressive session streams only tokens")
-        report.cloud_busy_s += message.tokens.compute_s
-        report.verify_times.append(message.tokens.compute_s)
+        tokens = parse_tokens(message.tokens, runner.n_vocab)
+        report.cloud_busy_s += tokens.compute_s
+        report.verify_times.append(tokens.compute_s)
         if report.cloud_prefill_s is None:  # the first token's pass is the prompt's
-            report.cloud_prefill_s = message.tokens.compute_s
-        for token in codec.decode_tokens(message.tokens.tokens, runner.n_vocab).tolist():
+            report.cloud_prefill_s = tokens.compute_s
+        for token in tokens.tokens:
             if report.ttft_s is None:
                 report.ttft_s = time.perf_counter() - start
             report.token_ids.append(token)
@@ -137,7 +150,9 @@ async def _receive_autoregressive(call, runner: ModelRunner, config: EdgeConfig,
     return report
 
 
-async def _run_speculative(call, outbox: asyncio.Queue, runner, prompt, config: EdgeConfig, on_tokens) -> EdgeReport:
+async def _run_speculative(
+    call, outbox: asyncio.Queue, runner, prompt, config: EdgeConfig, on_tokens, link: CloudLink
+) -> EdgeReport:
     loop = asyncio.get_running_loop()
     inbox: queue.Queue = queue.Queue()
     drafter = Drafter(runner, config.params, config.verify, np.random.default_rng([config.verify.seed, 1]))
@@ -148,6 +163,7 @@ async def _run_speculative(call, outbox: asyncio.Queue, runner, prompt, config: 
         inbox=inbox,
         on_tokens=on_tokens,
         stop_ids=runner.vocab_info().eos_ids,
+        cloud=link,
     )
     reader = asyncio.create_task(_read_cloud(call, inbox, runner.n_vocab, edge.report))
     try:
@@ -165,6 +181,8 @@ async def _read_cloud(call, inbox: queue.Queue, n_vocab: int, report: EdgeReport
             kind = message.WhichOneof("kind")
             if kind == "verdict":
                 inbox.put(parse_verdict(message.verdict, n_vocab))
+            elif kind == "tokens":
+                inbox.put(parse_tokens(message.tokens, n_vocab))
             elif kind == "candidates":
                 batch = message.candidates
                 inbox.put(CandidateReport(batch.epoch, codec.decode_candidates(batch.candidates, n_vocab)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from picospec.edge.controller import ControllerConfig
 from picospec.edge.policy import ChunkPolicy
 from picospec.errors import InvalidInputError
 from picospec.sampling import SamplingParams
@@ -36,7 +37,12 @@ class Method(str, Enum):
 @dataclass(frozen=True)
 class EdgeConfig:
     """One generation's settings. Stop-and-wait methods take a bonus token per accepted chunk;
-    the pipeline does not, since its next chunk is already drafted on the edge's own guess."""
+    the pipeline does not, since its next chunk is already drafted on the edge's own guess.
+
+    The pipeline (picospec) is steered by `controller` (adaptive chunks, confidence cut-off,
+    fallback to cloud decoding); controller=None runs the fixed ChunkPolicy of chunk_len and
+    max_lookahead, which the stop-and-wait methods always run.
+    """
 
     method: Method = Method.PICOSPEC
     params: SamplingParams = field(default_factory=SamplingParams)
@@ -44,6 +50,7 @@ class EdgeConfig:
     max_new_tokens: int = 128
     chunk_len: int = 4  # most draft tokens per chunk (the paper found 4 best)
     max_lookahead: int = 8  # most drafted-but-unverified tokens the pipeline holds
+    controller: ControllerConfig | None = field(default_factory=ControllerConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", Method(self.method))
@@ -57,6 +64,11 @@ class EdgeConfig:
     @property
     def policy(self) -> ChunkPolicy:
         return ChunkPolicy(self.method.pipelined, self.chunk_len, self.max_lookahead, self.max_new_tokens)
+
+    @property
+    def adaptive(self) -> ControllerConfig | None:
+        """The controller settings when this generation runs one (the pipeline with a controller)."""
+        return self.controller if self.method.pipelined else None
 
     @property
     def bonus(self) -> bool:

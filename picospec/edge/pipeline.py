@@ -3,26 +3,31 @@
 It holds no network code: it sends protocol messages through a callable and receives parsed
 verdicts and candidate batches from a queue, so the same loop runs over gRPC and in tests.
 Stop-and-wait methods (vanilla, sync) ship a full chunk and wait for its verdict; the pipeline
-(picospec) keeps drafting up to a bounded lookahead, and ships early whenever the cloud would
-otherwise sit idle (latency-aware truncation).
+(picospec) keeps drafting up to a bounded lookahead. With a controller (the default) the
+pipeline's first token comes from the cloud's prompt pass, each chunk is as long as the cost model
+says pays, and when speculation does not pay the cloud decodes while the edge follows; without
+one it ships fixed chunks, early whenever the cloud would otherwise sit idle.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeAlias
 
+from picospec.costmodel import CostCurve, CostTracker
 from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
+from picospec.edge.controller import Controller, Mode
 from picospec.edge.policy import EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import ProtocolError
 from picospec.verify import Candidates
 from picospec.wire import picospec_pb2 as pb
-from picospec.wire.messages import VerdictReport, chunk_message
+from picospec.wire.messages import TokensReport, VerdictReport, chunk_message, decode_message
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,28 @@ class CandidateReport:
     candidates: Candidates
 
 
-Inbox: TypeAlias = "queue.Queue[VerdictReport | CandidateReport | BaseException]"
+@dataclass
+class DecodeOrder:
+    """Tokens the edge asked the cloud to decode itself, and how many have arrived."""
+
+    start: int
+    count: int
+    received: int = 0
+
+    def __len__(self) -> int:
+        return self.count - self.received
+
+
+@dataclass(frozen=True)
+class CloudLink:
+    """What the edge knows of its cloud when the session opens: costs, limits, the link's RTT."""
+
+    costs: CostCurve
+    max_chunk_tokens: int
+    rtt_s: float
+
+
+Inbox: TypeAlias = "queue.Queue[VerdictReport | TokensReport | CandidateReport | BaseException]"
 TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge)
 
 
@@ -48,6 +74,7 @@ class SpeculativeEdge(EdgeLoop):
         inbox: Inbox,
         on_tokens: TokenSink | None = None,
         stop_ids: Sequence[int] = (),
+        cloud: CloudLink | None = None,
     ) -> None:
         self.drafter, self.config, self._send, self.inbox = drafter, config, send, inbox
         self._on_tokens = on_tokens or (lambda tokens, source: None)
@@ -55,20 +82,31 @@ class SpeculativeEdge(EdgeLoop):
         self.policy = config.policy
         self.report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         self._building: list[DraftChunk] = []  # drafted, not yet shipped
-        self._in_flight: deque[DraftChunk] = deque()  # shipped, awaiting verdicts, in order
+        self._in_flight: deque[DraftChunk | DecodeOrder] = deque()  # shipped, awaiting answers, in order
+        self._shipped_at: deque[float] = deque()  # when each in-flight item was shipped
         self._correction_to_send: int | None = None
         self._stopped = False
         self._t0 = time.perf_counter()
+        self.controller: Controller | None = None
+        if config.adaptive is not None:
+            if cloud is None:
+                raise ProtocolError("the controller needs the cloud's costs and limits from its welcome")
+            self.controller = Controller(config.adaptive, CostTracker(cloud.costs), cloud.costs.decode_s / 2, cloud.rtt_s)
+            self._max_chunk = min(config.adaptive.max_chunk, cloud.max_chunk_tokens)
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, prompt: Sequence[int]) -> EdgeReport:
         """Generate after `prompt`; return the report once max_new_tokens or a stop token is committed."""
         self._t0 = time.perf_counter()
+        if self.controller is not None:
+            self._order_decode(1, start=len(prompt))  # the first token comes from the cloud's prompt pass, as for ar
         self.drafter.begin(prompt)
         self.run_loop()
         self.send(pb.EdgeMessage(close=pb.Close()))
         self.report.wall_s = self._now()
+        if self.controller is not None:
+            self.report.mode_switches = self.controller.switches
         return self.report
 
     def _done(self) -> bool:
@@ -77,6 +115,62 @@ class SpeculativeEdge(EdgeLoop):
     def _counts(self) -> tuple[int, int, int]:
         return self.report.new_tokens, sum(map(len, self._building)), sum(map(len, self._in_flight))
 
+    # -- the controller's decisions (the fixed policy's are EdgeLoop's) --------------------------
+
+    def _can_draft(self) -> bool:
+        if self.controller is None:
+            return super()._can_draft()
+        produced, building, in_flight = self._counts()
+        if self.controller.mode is Mode.FALLBACK or self._decoding():
+            return False
+        unverified = building + in_flight
+        return (
+            produced + unverified < self.config.max_new_tokens
+            and unverified < self.controller.config.max_lookahead
+            and building < self._max_chunk
+        )
+
+    def _should_ship(self) -> bool:
+        if self.controller is None:
+            return super()._should_ship()
+        _, building, in_flight = self._counts()
+        if self.controller.mode is Mode.FALLBACK:
+            # Ship what was drafted before the switch; then keep the cloud supplied with decode orders.
+            return building > 0 or (not self._chunks_in_flight() and self._decode_room() > 0)
+        if building == 0 or self._decoding():
+            return False
+        if self._chunk_target() <= building:
+            return True
+        return in_flight == 0 and not self._can_draft()
+
+    def _chunk_target(self) -> int:
+        """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
+        confidences = [c for chunk in self._building for c in chunk.confidences]
+        return self.controller.chunk_target(confidences, self._cloud_slack())
+
+    def _cloud_slack(self) -> float:
+        """Seconds until the cloud runs out of the work in flight (0 when it has none)."""
+        if not self._in_flight:
+            return 0.0
+        curve = self.controller.tracker.curve
+        queued = sum(curve.verify(len(item)) if isinstance(item, DraftChunk) else len(item) * curve.decode_s
+                     for item in self._in_flight)  # fmt: skip
+        return max(0.0, self._shipped_at[0] + queued - self._now())
+
+    def _decoding(self) -> bool:
+        return any(isinstance(item, DecodeOrder) for item in self._in_flight)
+
+    def _chunks_in_flight(self) -> bool:
+        return any(isinstance(item, DraftChunk) for item in self._in_flight)
+
+    def _decode_room(self) -> int:
+        """How many more tokens to order from the cloud now: enough that the next order arrives
+        before the cloud has decoded the ones before it, none beyond max_new_tokens."""
+        produced, _, in_flight = self._counts()
+        costs = self.controller.costs
+        keep = min(1 + math.ceil(costs.rtt_s / costs.curve.decode_s), self._max_chunk)
+        return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
+
     # -- drafting and shipping ---------------------------------------------------------------
 
     def _draft_one(self) -> None:
@@ -84,16 +178,38 @@ class SpeculativeEdge(EdgeLoop):
         self._building.append(self.drafter.draft(1))
         self._event("draft", start)
         self.report.drafted += 1
+        if self.controller is not None:
+            self.controller.observe_draft_step(self.report.timeline[-1].end - start)
 
     def _ship(self) -> None:
+        if not self._building:
+            self._order_decode(self._decode_room())
+            return
         chunk = DraftChunk.concat(self._building)
         self._building = []
+        if self.controller is not None:
+            self.controller.mark(self._now(), self.drafter.committed)
+            target = self._chunk_target() if self.controller.mode is Mode.SPECULATE else len(chunk)
+            if target < len(chunk):
+                chunk, rest = chunk.split(target)
+                self._building = [rest]
         message = chunk_message(
             self.config.verify.mode, chunk.epoch, chunk.start, chunk.tokens, chunk.draft_probs, self._correction_to_send
         )
         self._correction_to_send = None
-        self._in_flight.append(chunk)
+        self._launch(chunk, message)
         self.report.chunks_sent += 1
+
+    def _order_decode(self, count: int, start: int | None = None) -> None:
+        """Ask the cloud to decode `count` tokens after everything committed or already ordered."""
+        start = self.drafter.committed + sum(map(len, self._in_flight)) if start is None else start
+        message = decode_message(self.drafter.epoch, start, count, self._correction_to_send)
+        self._correction_to_send = None
+        self._launch(DecodeOrder(start, count), message)
+
+    def _launch(self, item: DraftChunk | DecodeOrder, message: pb.EdgeMessage) -> None:
+        self._in_flight.append(item)
+        self._shipped_at.append(self._now())
         self.send(message)
 
     def send(self, message: pb.EdgeMessage) -> None:
@@ -116,23 +232,25 @@ class SpeculativeEdge(EdgeLoop):
                 self._apply(item)
                 item = self.inbox.get_nowait()
         except queue.Empty:
-            return
+            pass
+        if self.controller is not None and not self._done():
+            self.controller.decide()
 
-    def _apply(self, item: VerdictReport | CandidateReport | BaseException) -> None:
+    def _apply(self, item: VerdictReport | TokensReport | CandidateReport | BaseException) -> None:
         if isinstance(item, BaseException):
             raise item
+        if isinstance(item, TokensReport):
+            self._apply_tokens(item)
+            return
         if not isinstance(item, VerdictReport):
             raise ProtocolError("candidates arrived, but none were asked for")
-        if not self._in_flight:
-            raise ProtocolError("a verdict arrived for no chunk in flight")
-        chunk = self._in_flight.popleft()
+        chunk = self._in_flight[0] if self._in_flight else None
         verdict = item.verdict
-        if (item.epoch, item.start) != (chunk.epoch, chunk.start) or not 0 <= verdict.accepted <= len(chunk):
+        if not isinstance(chunk, DraftChunk) or (item.epoch, item.start) != (chunk.epoch, chunk.start) or not 0 <= verdict.accepted <= len(chunk):
             raise ProtocolError(f"verdict for epoch {item.epoch} at {item.start} does not match the chunk in flight")
-        self.report.cloud_passes = item.cloud_passes
-        self.report.cloud_busy_s += item.verify_s + item.prefill_s
-        if item.prefill_s:
-            self.report.cloud_prefill_s = item.prefill_s
+        self._in_flight.popleft()
+        shipped_at = self._shipped_at.popleft()
+        self._cloud_reported(item.cloud_passes, item.verify_s, item.prefill_s)
         self._event("verdict", self._now())
         token = None
         if verdict.rejected or verdict.token is not None:
@@ -148,6 +266,32 @@ class SpeculativeEdge(EdgeLoop):
         if self.drafter.commit(chunk, verdict.accepted, token):
             self._discard(len(chunk) - verdict.accepted)
             self._correction_to_send = token if verdict.needs_edge_sampling else None
+        if self.controller is not None:
+            self.controller.observe_rtt(self._now() - shipped_at - item.verify_s - item.prefill_s)
+            self.controller.observe_verdict(chunk.confidences, verdict.accepted, item.verify_s, self._now(), self.drafter.committed)
+
+    def _apply_tokens(self, item: TokensReport) -> None:
+        """Commit tokens the cloud decoded itself; the drafter follows them."""
+        order = self._in_flight[0] if self._in_flight else None
+        if not isinstance(order, DecodeOrder) or item.start != order.start + order.received or len(item.tokens) > len(order):
+            raise ProtocolError(f"decoded tokens at {item.start} do not match the decode order in flight")
+        self._cloud_reported(item.cloud_passes, item.compute_s, item.prefill_s)
+        self.report.cloud_decode_s += item.compute_s
+        for token in item.tokens:
+            confidence, passed = self.drafter.follow(token)
+            self.controller.observe_decoded(confidence, passed, item.compute_s if not item.prefill_s else None)
+            self._emit([token], "cloud")
+        order.received += len(item.tokens)
+        self.report.decoded += len(item.tokens)
+        if len(order) == 0:
+            self._in_flight.popleft()
+            self._shipped_at.popleft()
+
+    def _cloud_reported(self, passes: int, compute_s: float, prefill_s: float) -> None:
+        self.report.cloud_passes = passes
+        self.report.cloud_busy_s += compute_s + prefill_s
+        if prefill_s:
+            self.report.cloud_prefill_s = prefill_s
 
     def _fetch_candidates(self, epoch: int) -> Candidates:
         """Ask the cloud for another exact-mode batch for the rejection that started `epoch`; wait for it."""
@@ -165,6 +309,7 @@ class SpeculativeEdge(EdgeLoop):
         self.report.discarded += rejected_tail + building + in_flight
         self._building.clear()
         self._in_flight.clear()
+        self._shipped_at.clear()
 
     def _emit(self, tokens: list[int], source: str) -> None:
         room = self.config.max_new_tokens - self.report.new_tokens

@@ -32,12 +32,15 @@ class EdgeReport:
     topk_tail_mass: list[float] = field(default_factory=list)  # topk: target mass outside the K sent
     drafted: int = 0
     discarded: int = 0  # drafted tokens thrown away after rejections
+    decoded: int = 0  # tokens the cloud decoded itself in a speculative session (first token, fallback)
+    mode_switches: int = 0  # between speculation and fallback to cloud decoding
     chunks_sent: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     cloud_passes: int = 0
     cloud_busy_s: float = 0.0
     cloud_prefill_s: float | None = None  # the cloud's prompt pass (compute only)
+    cloud_decode_s: float = 0.0  # the cloud's compute for the tokens it decoded itself (`decoded`)
     edge_busy_s: float = 0.0
     timeline: list[TimelineEvent] = field(default_factory=list)
 

@@ -12,13 +12,14 @@ import numpy as np
 from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
+from picospec.costmodel import CostCurve
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.sampling import SamplingParams
 from picospec.verify import Candidates, ProbFormat, Verdict, VerifyConfig, VerifyMode
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
 # 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
@@ -49,6 +50,37 @@ class ChunkRequest:
     token_probs: np.ndarray | None  # (n,) float64
     draft_probs: np.ndarray | None  # (n, V) float64
     correction: int | None
+
+
+@dataclass(frozen=True)
+class WelcomeInfo:
+    """What the cloud tells an edge when it accepts a session."""
+
+    model: str
+    max_context: int
+    max_chunk_tokens: int
+    costs: CostCurve
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """A Decode message as the cloud received it."""
+
+    epoch: int
+    start: int
+    count: int
+    correction: int | None
+
+
+@dataclass(frozen=True)
+class TokensReport:
+    """Tokens the cloud decoded itself, as the edge received them."""
+
+    start: int
+    tokens: list[int]
+    compute_s: float
+    cloud_passes: int
+    prefill_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +165,71 @@ def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
         vocab_fingerprint=hello.vocab_fingerprint,
         n_vocab=hello.n_vocab,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Welcome
+
+
+def welcome_message(model: str, max_context: int, max_chunk_tokens: int, costs: CostCurve) -> pb.CloudMessage:
+    """The cloud's answer to an accepted hello: its model, limits and cost curve."""
+    curve = pb.CostCurve(verify_s=list(costs.verify_s), decode_s=costs.decode_s)
+    welcome = pb.Welcome(
+        protocol_version=PROTOCOL_VERSION, model=model, max_context=max_context, max_chunk_tokens=max_chunk_tokens, costs=curve
+    )
+    return pb.CloudMessage(welcome=welcome)
+
+
+def parse_welcome(welcome: pb.Welcome) -> WelcomeInfo:
+    """Validate a welcome; a cost curve that makes no sense is refused with a clear error."""
+    if welcome.protocol_version != PROTOCOL_VERSION:
+        raise ProtocolError(f"the cloud speaks protocol version {welcome.protocol_version}, this edge {PROTOCOL_VERSION}")
+    if welcome.max_context < 1 or welcome.max_chunk_tokens < 1:
+        raise ProtocolError("the welcome's max_context and max_chunk_tokens must be >= 1")
+    try:
+        costs = CostCurve(tuple(welcome.costs.verify_s), welcome.costs.decode_s)
+    except InvalidInputError as exc:
+        raise ProtocolError(f"the cloud reported an unusable cost curve: {exc}") from None
+    return WelcomeInfo(welcome.model, welcome.max_context, welcome.max_chunk_tokens, costs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cloud-side decoding
+
+
+def decode_message(epoch: int, start: int, count: int, correction: int | None) -> pb.EdgeMessage:
+    """Ask the cloud to decode `count` tokens from `start` itself."""
+    message = pb.Decode(epoch=epoch, start=start, count=count)
+    if correction is not None:
+        message.correction = correction
+    return pb.EdgeMessage(decode=message)
+
+
+def parse_decode(message: pb.Decode, n_vocab: int, max_tokens: int) -> DecodeRequest:
+    """Validate a Decode request's count and correction."""
+    if not 1 <= message.count <= max_tokens:
+        raise ProtocolError(f"a decode request asks for 1 to {max_tokens} tokens, got {message.count}")
+    correction = message.correction if message.HasField("correction") else None
+    if correction is not None and correction >= n_vocab:
+        raise ProtocolError(f"correction token {correction} is outside the vocabulary")
+    return DecodeRequest(message.epoch, message.start, message.count, correction)
+
+
+def tokens_message(start: int, tokens: list[int], compute_s: float, cloud_passes: int, prefill_s: float = 0.0) -> pb.CloudMessage:
+    """Tokens the cloud decoded, from position `start`."""
+    body = pb.Tokens(
+        tokens=codec.encode_tokens(np.asarray(tokens)), compute_s=compute_s, start=start,
+        cloud_passes=cloud_passes, prefill_s=prefill_s,
+    )  # fmt: skip
+    return pb.CloudMessage(tokens=body)
+
+
+def parse_tokens(message: pb.Tokens, n_vocab: int) -> TokensReport:
+    """Validate decoded tokens."""
+    tokens = codec.decode_tokens(message.tokens, n_vocab).tolist()
+    if not tokens:
+        raise ProtocolError("a tokens message carries no tokens")
+    return TokensReport(message.start, tokens, message.compute_s, message.cloud_passes, message.prefill_s)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -83,31 +84,57 @@ class MoreCandidates(_message.Message):
     epoch: int
     def __init__(self, epoch: _Optional[int] = ...) -> None: ...
 
+class Decode(_message.Message):
+    __slots__ = ("epoch", "start", "count", "correction")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    start: int
+    count: int
+    correction: int
+    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[int] = ..., count: _Optional[int] = ..., correction: _Optional[int] = ...) -> None: ...
+
 class Close(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class EdgeMessage(_message.Message):
-    __slots__ = ("hello", "chunk", "more_candidates", "close")
+    __slots__ = ("hello", "chunk", "more_candidates", "close", "decode")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     MORE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    DECODE_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     chunk: DraftChunk
     more_candidates: MoreCandidates
     close: Close
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., chunk: _Optional[_Union[DraftChunk, _Mapping]] = ..., more_candidates: _Optional[_Union[MoreCandidates, _Mapping]] = ..., close: _Optional[_Union[Close, _Mapping]] = ...) -> None: ...
+    decode: Decode
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., chunk: _Optional[_Union[DraftChunk, _Mapping]] = ..., more_candidates: _Optional[_Union[MoreCandidates, _Mapping]] = ..., close: _Optional[_Union[Close, _Mapping]] = ..., decode: _Optional[_Union[Decode, _Mapping]] = ...) -> None: ...
+
+class CostCurve(_message.Message):
+    __slots__ = ("verify_s", "decode_s")
+    VERIFY_S_FIELD_NUMBER: _ClassVar[int]
+    DECODE_S_FIELD_NUMBER: _ClassVar[int]
+    verify_s: _containers.RepeatedScalarFieldContainer[float]
+    decode_s: float
+    def __init__(self, verify_s: _Optional[_Iterable[float]] = ..., decode_s: _Optional[float] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("protocol_version", "model", "max_context")
+    __slots__ = ("protocol_version", "model", "max_context", "costs", "max_chunk_tokens")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     model: str
     max_context: int
-    def __init__(self, protocol_version: _Optional[int] = ..., model: _Optional[str] = ..., max_context: _Optional[int] = ...) -> None: ...
+    costs: CostCurve
+    max_chunk_tokens: int
+    def __init__(self, protocol_version: _Optional[int] = ..., model: _Optional[str] = ..., max_context: _Optional[int] = ..., costs: _Optional[_Union[CostCurve, _Mapping]] = ..., max_chunk_tokens: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("epoch", "start", "accepted", "rejected", "token", "sparse", "candidates", "verify_s", "cloud_passes", "prefill_s")
@@ -142,12 +169,18 @@ class CandidateBatch(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., candidates: _Optional[bytes] = ...) -> None: ...
 
 class Tokens(_message.Message):
-    __slots__ = ("tokens", "compute_s")
+    __slots__ = ("tokens", "compute_s", "start", "cloud_passes", "prefill_s")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_PASSES_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_S_FIELD_NUMBER: _ClassVar[int]
     tokens: bytes
     compute_s: float
-    def __init__(self, tokens: _Optional[bytes] = ..., compute_s: _Optional[float] = ...) -> None: ...
+    start: int
+    cloud_passes: int
+    prefill_s: float
+    def __init__(self, tokens: _Optional[bytes] = ..., compute_s: _Optional[float] = ..., start: _Optional[int] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ...) -> None: ...
 
 class CloudMessage(_message.Message):
     __slots__ = ("welcome", "verdict", "candidates", "tokens")

@@ -1,0 +1,40 @@
+"""The cloud measures what a target pass costs, once when it starts: the curve the edges' controllers
+plan with (refined afterwards from real passes, see picospec/costmodel.py's CostTracker)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from picospec.costmodel import CostCurve
+from picospec.runners.base import ModelRunner
+from picospec.sampling import SamplingParams, logits_to_probs, sample
+
+# Pass sizes measured; the sizes between are interpolated. Up to 16: on CPU a pass over 16 tokens
+# costs about what 8 do (llama.cpp changes kernel at 8), so longer chunks can pay.
+CALIBRATION_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
+CONTEXT_TOKENS = 32  # a short context, so attention costs what it costs early in a generation
+
+
+def measure_cost_curve(runner: ModelRunner, sizes: tuple[int, ...] = CALIBRATION_SIZES) -> CostCurve:
+    """Time one pass of each size (after a warm-up) over a synthetic context; leave the runner empty."""
+    n_vocab = runner.n_vocab
+    context = [(7 * i + 3) % n_vocab for i in range(CONTEXT_TOKENS)]
+    runner.rollback(0)
+    runner.prefill(context)
+    measured: dict[int, float] = {}
+    for m in (max(sizes), *sizes):  # the first pass warms caches and is not kept
+        started = time.perf_counter()
+        runner.extend([(11 * i + 5) % n_vocab for i in range(m)])
+        measured[m] = time.perf_counter() - started
+        runner.rollback(CONTEXT_TOKENS)
+    started = time.perf_counter()
+    row = runner.extend([context[0]])[0]
+    sample(logits_to_probs(row, SamplingParams(temperature=1.0)), np.random.default_rng(0))
+    decode_s = time.perf_counter() - started
+    runner.rollback(0)
+    known = sorted(measured)
+    verify_s = np.interp(np.arange(1, max(known) + 1), known, [measured[m] for m in known])  # (M,)
+    floor = 1e-6  # a toy model's pass can be below the clock's resolution
+    return CostCurve(tuple(max(float(v), floor) for v in verify_s), max(decode_s, floor))

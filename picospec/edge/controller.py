@@ -1,0 +1,192 @@
+"""The per-session controller: how much to speculate, round by round, and when to let the cloud
+decode instead (pure: no I/O, no clock; the edge passes in what it measured). The maths of rates
+and costs is picospec/costmodel.py."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Sequence
+
+from picospec.costmodel import Costs, CostTracker, best_chunk_len, replay_rate
+from picospec.errors import InvalidInputError
+
+# Acceptance by the drafter's confidence (its own probability of the token it drafted, before the
+# sampling transforms). Priors from teacher-forced runs of the default pair on code and chat
+# (docs/design.md): >= 0.97 agreed 0.97-1.0, below 0.5 about 0.41; updated online per session.
+CONFIDENCE_EDGES = (0.5, 0.75, 0.9, 0.97)
+CONFIDENCE_PRIOR = (0.42, 0.6, 0.8, 0.92, 0.99)
+PRIOR_WEIGHT = 3.0  # pseudo-observations behind each prior
+
+
+class AcceptanceModel:
+    """Per-session estimate of the chance that a draft token passes, by confidence bin.
+
+    With by_confidence=False every token gets the session's mean (the ablation without the cut-off).
+    """
+
+    def __init__(self, by_confidence: bool = True) -> None:
+        self.by_confidence = by_confidence
+        self._passed = [p * PRIOR_WEIGHT for p in CONFIDENCE_PRIOR]
+        self._seen = [PRIOR_WEIGHT] * len(CONFIDENCE_PRIOR)
+        self._mean_passed, self._mean_seen = 0.8 * PRIOR_WEIGHT, PRIOR_WEIGHT
+
+    @staticmethod
+    def bin_of(confidence: float) -> int:
+        return sum(confidence >= edge for edge in CONFIDENCE_EDGES)
+
+    def estimate(self, confidence: float) -> float:
+        """The chance that a token drafted with this confidence passes."""
+        if not self.by_confidence:
+            return self.mean
+        b = self.bin_of(confidence)
+        return self._passed[b] / self._seen[b]
+
+    @property
+    def mean(self) -> float:
+        """The chance that a token passes, whatever its confidence."""
+        return self._mean_passed / self._mean_seen
+
+    def observe(self, confidence: float, passed: float) -> None:
+        """A token drafted with `confidence` passed (1), failed (0), or passed with a known probability."""
+        b = self.bin_of(confidence)
+        self._passed[b] += passed
+        self._seen[b] += 1.0
+        self._mean_passed += passed
+        self._mean_seen += 1.0
+
+
+class Mode(str, Enum):
+    SPECULATE = "speculate"
+    FALLBACK = "fallback"  # the cloud decodes; the edge follows and watches how its drafts would fare
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """What the controller may decide (EdgeConfig.controller = None runs the fixed chunk policy
+    instead). All on is the default; each switch is one ablation step."""
+
+    confidence: bool = True  # per-token cut-off from the drafter's confidence (else the mean)
+    fallback: bool = True  # switch to cloud-side decoding when speculation does not pay
+    max_chunk: int = 16  # the longest chunk considered
+    max_lookahead: int = 32  # most drafted-but-unverified tokens (the fixed policy has its own)
+    margin: float = 0.05  # hysteresis: a mode must beat the other by this fraction to switch
+    window: int = 24  # committed tokens over which speculation's measured rate is judged
+    probe_every: int = 48  # fallback tokens before speculation is tried again regardless (doubles per failed try)
+    max_probe_every: int = 384
+
+    def __post_init__(self) -> None:
+        if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
+            raise InvalidInputError("controller: max_chunk >= 1 and max_lookahead >= max_chunk")
+        if self.window < 2 or self.probe_every < 1 or self.margin < 0:
+            raise InvalidInputError("controller: window >= 2, probe_every >= 1 and margin >= 0")
+
+
+@dataclass
+class Controller:
+    """The per-session decision maker. The edge feeds it measurements and asks it two things: how
+    long the chunk being built should be, and whether to speculate or let the cloud decode."""
+
+    config: ControllerConfig
+    tracker: CostTracker
+    draft_s: float
+    rtt_s: float
+    acceptance: AcceptanceModel = field(init=False)
+    mode: Mode = Mode.SPECULATE
+    switches: int = 0
+    _progress: deque = field(init=False)  # (seconds, tokens committed) samples while speculating
+    _shadow: deque = field(init=False)  # acceptance estimates of positions the cloud decoded
+    _fallback_tokens: int = 0
+    _probe_every: int = 0
+    _speculated_since_switch: int = 0
+
+    def __post_init__(self) -> None:
+        self.acceptance = AcceptanceModel(self.config.confidence)
+        self._progress = deque()
+        self._shadow = deque(maxlen=self.config.window * 2)
+        self._probe_every = self.config.probe_every
+
+    @property
+    def costs(self) -> Costs:
+        return Costs(self.tracker.curve, self.draft_s, self.rtt_s)
+
+    # -- measurements ---------------------------------------------------------------------------
+
+    def mark(self, now_s: float, committed: int) -> None:
+        """Speculation (re)starts now with `committed` tokens verified: the start of its measured window."""
+        if not self._progress:
+            self._progress.append((now_s, committed))
+
+    def observe_draft_step(self, seconds: float) -> None:
+        if math.isfinite(seconds) and seconds > 0:
+            self.draft_s += 0.2 * (seconds - self.draft_s)
+
+    def observe_rtt(self, seconds: float) -> None:
+        """A round trip's network time (arrival - ship - compute); queueing only ever adds to it,
+        so the estimate drops at once and rises slowly."""
+        if math.isfinite(seconds) and seconds >= 0:
+            self.rtt_s = seconds if seconds < self.rtt_s else self.rtt_s + 0.05 * (seconds - self.rtt_s)
+
+    def observe_verdict(self, confidences: Sequence[float], accepted: int, verify_s: float, now_s: float, committed: int) -> None:
+        """A chunk drafted with these confidences had `accepted` tokens pass; `committed` tokens are
+        now verified in all, at `now_s` on the edge's clock."""
+        for i, confidence in enumerate(confidences[: accepted + 1]):
+            self.acceptance.observe(confidence, 1.0 if i < accepted else 0.0)
+        self.tracker.observe_verify(len(confidences), verify_s)
+        self._progress.append((now_s, committed))
+        self._speculated_since_switch += accepted + (accepted < len(confidences))
+
+    def observe_decoded(self, confidence: float, passed: float, step_s: float | None) -> None:
+        """The cloud decoded a token; the drafter would have drafted it with this confidence and
+        the chance `passed` that it would have passed. step_s: time since the previous one."""
+        self.acceptance.observe(confidence, passed)
+        self._shadow.append(self.acceptance.estimate(confidence))
+        self._fallback_tokens += 1
+        if step_s is not None:
+            self.tracker.observe_decode(step_s)
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def chunk_target(self, confidences: Sequence[float], slack_s: float) -> int:
+        """How many of the drafted tokens (with these confidences) the chunk should hold; more than
+        len(confidences) means: draft on."""
+        estimates = [self.acceptance.estimate(c) for c in confidences]
+        j, _ = best_chunk_len(estimates, self.acceptance.mean, self.costs, self.config.max_chunk, slack_s)
+        return j
+
+    def speculation_rate(self) -> float | None:
+        """Tokens per second committed while speculating, over the last `window` tokens (None
+        until a window has been seen)."""
+        while len(self._progress) > 2 and self._progress[-1][1] - self._progress[1][1] >= self.config.window:
+            self._progress.popleft()
+        (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
+        if n1 - n0 < self.config.window or t1 <= t0:
+            return None
+        return (n1 - n0) / (t1 - t0)
+
+    def decide(self) -> Mode:
+        """Switch modes when the other one pays; return the mode to run now."""
+        if not self.config.fallback:
+            return self.mode
+        fallback_rate = self.costs.fallback_rate
+        if self.mode is Mode.SPECULATE and len(self._progress) >= 2:
+            rate = self.speculation_rate()
+            if rate is not None and rate < fallback_rate * (1 - self.config.margin):
+                self._switch(Mode.FALLBACK)
+        elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self.config.window:
+            predicted = replay_rate(list(self._shadow), self.costs, self.config.max_chunk)
+            if predicted > fallback_rate * (1 + self.config.margin) or self._fallback_tokens >= self._probe_every:
+                self._switch(Mode.SPECULATE)
+        return self.mode
+
+    def _switch(self, mode: Mode) -> None:
+        if mode is Mode.FALLBACK:
+            # A try that fell back before earning a second window was a failed probe: wait longer.
+            failed = self._speculated_since_switch < 2 * self.config.window
+            self._probe_every = min(self._probe_every * 2, self.config.max_probe_every) if failed else self.config.probe_every
+        self.mode, self.switches = mode, self.switches + 1
+        self._progress.clear()
+        self._shadow.clear()
+        self._fallback_tokens = self._speculated_since_switch = 0
