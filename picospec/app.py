@@ -13,6 +13,7 @@ from rich.table import Table
 
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.controller import ControllerConfig
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
@@ -38,11 +39,25 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", choices=[m.value for m in VerifyMode], help="default: full for vanilla, else exact")
     parser.add_argument("--topk", type=int, default=16, help="K for --verify topk")
     parser.add_argument("--candidates", type=int, default=8, help="m for --verify exact")
-    parser.add_argument("--chunk-len", type=int, default=4, help="most draft tokens per chunk")
-    parser.add_argument("--lookahead", type=int, default=8, help="most unverified draft tokens (picospec)")
+    parser.add_argument(
+        "--policy", choices=["adaptive", "fixed"], default="adaptive",
+        help="picospec: adaptive = the cost-model controller (chunks sized by the drafter's confidence, first token "
+        "from the cloud's prompt pass, fallback to cloud decoding); fixed = chunks of --chunk-len",
+    )  # fmt: skip
+    parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=True,
+                        help="adaptive: let the cloud decode when speculation does not pay")  # fmt: skip
+    parser.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=True,
+                        help="adaptive: cut chunks by the drafter's confidence in each token")  # fmt: skip
+    parser.add_argument("--chunk-len", type=int, default=4, help="fixed policy (and sync, vanilla): draft tokens per chunk")
+    parser.add_argument("--lookahead", type=int, default=8, help="fixed policy: most unverified draft tokens (picospec)")
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="emulated round-trip time (local cloud)")
     parser.add_argument("--bandwidth-mbps", type=float, default=100.0, help="emulated bandwidth (local cloud)")
-    parser.add_argument("--deterministic", action="store_true", help="batch-invariant llama.cpp on both sides")
+    parser.add_argument(
+        "--deterministic", action="store_true",
+        help="batch-invariant llama.cpp on both sides (about 35%% slower): greedy output then equals ar's token for "
+        "token. Without it (the default, fast) the output is still an exact sample of the target as llama.cpp "
+        "computes it, but near-ties can flip between batchings",
+    )  # fmt: skip
     parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
     parser.add_argument("--draft", default="draft", help="drafter: 'draft' or a GGUF path")
     parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
@@ -70,6 +85,7 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
         max_new_tokens=args.max_tokens,
         chunk_len=args.chunk_len,
         max_lookahead=max(args.lookahead, args.chunk_len),
+        controller=ControllerConfig(confidence=args.confidence, fallback=args.fallback) if args.policy == "adaptive" else None,
     )
 
 

@@ -6,11 +6,12 @@ c_i = a_1 ... a_i (c_0 = 1). Verifying it commits T(j) = c_0 + ... + c_{j-1} tok
 expectation (a rejection at token i commits i-1 drafts and the correction; a full pass commits j,
 and the edge's continuation is already drafted), and occupies the cloud for
 
-    cost(j) = max(V(j), j * d) + (1 - c_j) * (rtt + d) + wait(j)
+    cost(j) = max(V(j), j * d) + (1 - c_j) * (rtt + j * d)
 
-seconds: the pass itself or the drafting of the next chunk, whichever is longer; after a rejection
-the bubble in which the verdict travels and the edge drafts again; and, when the cloud would
-otherwise sit idle, the time spent drafting tokens not yet drafted. The edge ships the length that
+seconds in the steady state: the pass itself, or the drafting of the next chunk if that is longer;
+and after a rejection the bubble in which the verdict travels and the edge drafts the next chunk
+from the correction. On a CPU, where V(m) grows almost linearly up to 7 tokens and a pass over 16
+costs about what 8 do, only long chunks of confident drafts beat cloud-side decoding. The edge ships the length that
 maximises T(j) / cost(j), where the a_i of drafted tokens come from the drafter's own confidence
 and later ones from the mean. Cloud-side decoding (fallback) earns 1 / decode_s; the controller
 falls back when speculation measurably earns less, and tries speculation again when the acceptance
@@ -90,9 +91,10 @@ class Costs:
     draft_s: float
     rtt_s: float
 
-    def chunk_cost(self, j: int, survival: float, wait_s: float = 0.0) -> float:
-        """Seconds of cloud time one chunk of j tokens takes up, survival = c_j (see the module docstring)."""
-        return max(self.curve.verify(j), j * self.draft_s) + (1.0 - survival) * (self.rtt_s + self.draft_s) + wait_s
+    def chunk_cost(self, j: int, survival: float) -> float:
+        """Seconds of cloud time one chunk of j tokens takes up in the steady state, survival = c_j
+        (see the module docstring)."""
+        return max(self.curve.verify(j), j * self.draft_s) + (1.0 - survival) * (self.rtt_s + j * self.draft_s)
 
     @property
     def fallback_rate(self) -> float:
@@ -100,22 +102,17 @@ class Costs:
         return 1.0 / self.curve.decode_s
 
 
-def best_chunk_len(
-    acceptance: Sequence[float], next_acceptance: float, costs: Costs, max_len: int, slack_s: float | None = None
-) -> tuple[int, float]:
+def best_chunk_len(acceptance: Sequence[float], next_acceptance: float, costs: Costs, max_len: int) -> tuple[int, float]:
     """The chunk length with the highest expected rate, and that rate (tokens per second).
 
     acceptance: estimates a_1..a_k of the tokens drafted so far for this chunk; tokens not drafted
-    yet are taken to pass with next_acceptance. slack_s: seconds until the cloud runs out of work
-    (drafting beyond that keeps it waiting); None means the edge has no reason to wait (a replay).
+    yet are taken to pass with next_acceptance.
     """
     survival, expected, best = 1.0, 0.0, (1, -1.0)
     for j in range(1, max_len + 1):
         expected += survival  # T(j) = c_0 + ... + c_{j-1}
         survival *= acceptance[j - 1] if j <= len(acceptance) else next_acceptance
-        undrafted = max(0, j - len(acceptance))
-        wait = 0.0 if slack_s is None else max(0.0, undrafted * costs.draft_s - slack_s)
-        rate = expected / costs.chunk_cost(j, survival, wait)
+        rate = expected / costs.chunk_cost(j, survival)
         if rate > best[1] + 1e-12:
             best = (j, rate)
     return best

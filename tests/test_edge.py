@@ -1,6 +1,8 @@
 """The edge and the cloud as separate gRPC peers on loopback, with toy models: every method x mode."""
 
+import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from picospec.cloud.server import CloudServerThread
 from picospec.decoding import generate_autoregressive
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.controller import ControllerConfig
+from picospec.errors import ProtocolError
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
@@ -47,12 +51,17 @@ def reference(params: SamplingParams, verify: VerifyConfig, n: int) -> list[int]
 SPECULATIVE = [(Method.VANILLA, VerifyMode.FULL)] + [
     (method, mode) for method in (Method.SYNC, Method.PICOSPEC) for mode in VerifyMode
 ]
+# A controller that switches between speculation and cloud decoding every few tokens: on the toy
+# cloud cloud decoding always earns more, so it falls back after `window` tokens and probes
+# speculation again after `probe_every`.
+SWITCHING = ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=3, max_lookahead=6)
 
 
 @pytest.mark.parametrize("method, mode", SPECULATIVE + [(Method.AR, VerifyMode.EXACT)], ids=str)
 def test_greedy_output_equals_target_only_greedy(cloud, method, mode):
     params, verify = SamplingParams(temperature=0), VerifyConfig(mode=mode)
-    config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=30, chunk_len=3, max_lookahead=6)
+    config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=30, chunk_len=3, max_lookahead=6,
+                        controller=SWITCHING)  # fmt: skip
     report = generate(address(cloud), toy_drafter(), PROMPT, config)
     assert report.token_ids == reference(params, verify, 30)
     # The cloud's prompt pass is reported once (with the first verdict, or as the first token's
@@ -75,6 +84,20 @@ def test_gumbel_output_equals_target_only_output_with_the_same_seed(cloud, metho
     assert report.token_ids == reference(params, verify, 25)
 
 
+@pytest.mark.parametrize("mode", list(VerifyMode))
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_switching_between_speculation_and_cloud_decoding_keeps_outputs_exact(cloud, mode, temperature):
+    """Greedy: the target's greedy tokens; gumbel: the same tokens as ar with the same seed."""
+    if temperature and mode is not VerifyMode.GUMBEL:
+        pytest.skip("sampled modes are checked by the convergence test below")
+    params, verify = SamplingParams(temperature=temperature), VerifyConfig(mode=mode, seed=4)
+    config = EdgeConfig(params=params, verify=verify, max_new_tokens=40, controller=SWITCHING)
+    report = generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config)
+    assert report.token_ids == reference(params, verify, 40)
+    assert report.mode_switches >= 4 and report.decoded > 0 and report.rounds > 0
+    assert report.sources[0] == "cloud"  # the first token is the prompt pass's, as for ar
+
+
 def test_edge_method_runs_the_drafter_alone():
     params, verify = SamplingParams(temperature=0), VerifyConfig()
     report = generate(None, toy_drafter(), PROMPT, EdgeConfig(method=Method.EDGE, params=params, verify=verify, max_new_tokens=12))
@@ -82,14 +105,22 @@ def test_edge_method_runs_the_drafter_alone():
     assert report.token_ids == expected and report.bytes_up == 0
 
 
+# The fixed pipeline, and the controller switching to cloud decoding after 2 tokens and back to
+# speculation after 2 more, so one sequence holds both.
+POLICIES = {"fixed": None, "switching": ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4)}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("mode", ["exact", "full", "topk"])
-def test_pipelined_sequences_converge_on_the_target_distribution(cloud, mode):
-    """The pipeline (no bonus, lookahead, stale chunks, edge-sampled corrections) stays exact."""
-    params, length, n = SamplingParams(temperature=1.0, top_k=3), 3, 1500
+def test_pipelined_sequences_converge_on_the_target_distribution(cloud, mode, policy):
+    """The pipeline (no bonus, lookahead, stale chunks, edge-sampled corrections, fallback to
+    cloud decoding and back) stays exact."""
+    params, length, n = SamplingParams(temperature=1.0, top_k=3), 5 if POLICIES[policy] else 3, 1500
     counts: dict[tuple, int] = {}
     for seed in range(n):
         verify = VerifyConfig(mode=mode, seed=seed, topk=3, n_candidates=2)
-        config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=length, chunk_len=1, max_lookahead=2)
+        config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=length, chunk_len=1,
+                            max_lookahead=2, controller=POLICIES[policy])  # fmt: skip
         tokens = tuple(generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config).token_ids)
         counts[tokens] = counts.get(tokens, 0) + 1
     assert sequence_pvalue(counts, sequence_distribution(toy_target(), PROMPT, params, length)) > ALPHA
@@ -121,3 +152,15 @@ def wait_until(condition, timeout_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the cloud"
         time.sleep(0.01)
+
+
+def test_a_cloud_that_reports_a_nonsensical_cost_curve_is_refused_with_a_clear_error():
+    class BrokenCosts:  # what a buggy or hostile cloud might measure
+        curve = SimpleNamespace(verify_s=(math.nan, -1.0), decode_s=0.0)
+
+    with CloudServerThread(CloudConfig(port=0), toy_target) as server:
+        server.server.costs = BrokenCosts()
+        started = time.monotonic()
+        with pytest.raises(ProtocolError, match="unusable cost curve"):
+            generate(address(server), toy_drafter(), PROMPT, EdgeConfig(max_new_tokens=5))
+        assert time.monotonic() - started < 10

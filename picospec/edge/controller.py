@@ -73,9 +73,9 @@ class ControllerConfig:
     max_chunk: int = 16  # the longest chunk considered
     max_lookahead: int = 32  # most drafted-but-unverified tokens (the fixed policy has its own)
     margin: float = 0.05  # hysteresis: a mode must beat the other by this fraction to switch
-    window: int = 24  # committed tokens over which speculation's measured rate is judged
-    probe_every: int = 48  # fallback tokens before speculation is tried again regardless (doubles per failed try)
-    max_probe_every: int = 384
+    window: int = 16  # committed tokens over which speculation's measured rate is judged
+    probe_every: int = 64  # fallback tokens before speculation is tried again regardless (doubles per failed try)
+    max_probe_every: int = 512
 
     def __post_init__(self) -> None:
         if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
@@ -98,14 +98,21 @@ class Controller:
     switches: int = 0
     _progress: deque = field(init=False)  # (seconds, tokens committed) samples while speculating
     _shadow: deque = field(init=False)  # acceptance estimates of positions the cloud decoded
+    _verified: deque = field(init=False)  # acceptance estimates of positions verified while speculating
+    _bias: float = 1.0  # measured / replayed speculation rate, when it last fell back
     _fallback_tokens: int = 0
     _probe_every: int = 0
     _speculated_since_switch: int = 0
+    _rtt_measured: bool = False
 
     def __post_init__(self) -> None:
+        # With fallback allowed a session starts by letting the cloud decode (from its prompt pass,
+        # as `ar` does) and speculates once what the drafter would have drafted says it pays.
+        self.mode = Mode.FALLBACK if self.config.fallback else Mode.SPECULATE
         self.acceptance = AcceptanceModel(self.config.confidence)
         self._progress = deque()
         self._shadow = deque(maxlen=self.config.window * 2)
+        self._verified = deque(maxlen=self.config.window * 2)
         self._probe_every = self.config.probe_every
 
     @property
@@ -124,15 +131,21 @@ class Controller:
             self.draft_s += 0.2 * (seconds - self.draft_s)
 
     def observe_rtt(self, seconds: float) -> None:
-        """A round trip's network time (arrival - ship - compute); queueing only ever adds to it,
-        so the estimate drops at once and rises slowly."""
-        if math.isfinite(seconds) and seconds >= 0:
-            self.rtt_s = seconds if seconds < self.rtt_s else self.rtt_s + 0.05 * (seconds - self.rtt_s)
+        """A round trip's network time (arrival - ship - compute). The first measurement replaces
+        the prior (the welcome's wait, which also holds the cloud's session set-up); after that,
+        queueing only ever adds to it, so the estimate drops at once and rises slowly."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            return
+        if not self._rtt_measured or seconds < self.rtt_s:
+            self.rtt_s, self._rtt_measured = seconds, True
+        else:
+            self.rtt_s += 0.1 * (seconds - self.rtt_s)
 
     def observe_verdict(self, confidences: Sequence[float], accepted: int, verify_s: float, now_s: float, committed: int) -> None:
         """A chunk drafted with these confidences had `accepted` tokens pass; `committed` tokens are
         now verified in all, at `now_s` on the edge's clock."""
         for i, confidence in enumerate(confidences[: accepted + 1]):
+            self._verified.append(self.acceptance.estimate(confidence))
             self.acceptance.observe(confidence, 1.0 if i < accepted else 0.0)
         self.tracker.observe_verify(len(confidences), verify_s)
         self._progress.append((now_s, committed))
@@ -149,11 +162,15 @@ class Controller:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def chunk_target(self, confidences: Sequence[float], slack_s: float) -> int:
+    def chunk_target(self, confidences: Sequence[float]) -> int:
         """How many of the drafted tokens (with these confidences) the chunk should hold; more than
-        len(confidences) means: draft on."""
+        len(confidences) means: draft on.
+
+        Tokens not drafted yet are planned as if confident: the edge sees each one's confidence
+        before it joins the chunk, and cuts the chunk before one that does not pay.
+        """
         estimates = [self.acceptance.estimate(c) for c in confidences]
-        j, _ = best_chunk_len(estimates, self.acceptance.mean, self.costs, self.config.max_chunk, slack_s)
+        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self.costs, self.config.max_chunk)
         return j
 
     def speculation_rate(self) -> float | None:
@@ -174,9 +191,13 @@ class Controller:
         if self.mode is Mode.SPECULATE and len(self._progress) >= 2:
             rate = self.speculation_rate()
             if rate is not None and rate < fallback_rate * (1 - self.config.margin):
+                # The replay of the cost model over what was verified, against what was measured:
+                # the model's optimism, taken out of its predictions while the cloud decodes.
+                replayed = replay_rate(list(self._verified), self.costs, self.config.max_chunk)
+                self._bias = min(1.0, rate / replayed) if replayed > 0 else 1.0
                 self._switch(Mode.FALLBACK)
         elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self.config.window:
-            predicted = replay_rate(list(self._shadow), self.costs, self.config.max_chunk)
+            predicted = self._bias * replay_rate(list(self._shadow), self.costs, self.config.max_chunk)
             if predicted > fallback_rate * (1 + self.config.margin) or self._fallback_tokens >= self._probe_every:
                 self._switch(Mode.SPECULATE)
         return self.mode
@@ -189,4 +210,5 @@ class Controller:
         self.mode, self.switches = mode, self.switches + 1
         self._progress.clear()
         self._shadow.clear()
+        self._verified.clear()
         self._fallback_tokens = self._speculated_since_switch = 0

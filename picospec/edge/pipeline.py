@@ -145,17 +145,7 @@ class SpeculativeEdge(EdgeLoop):
 
     def _chunk_target(self) -> int:
         """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
-        confidences = [c for chunk in self._building for c in chunk.confidences]
-        return self.controller.chunk_target(confidences, self._cloud_slack())
-
-    def _cloud_slack(self) -> float:
-        """Seconds until the cloud runs out of the work in flight (0 when it has none)."""
-        if not self._in_flight:
-            return 0.0
-        curve = self.controller.tracker.curve
-        queued = sum(curve.verify(len(item)) if isinstance(item, DraftChunk) else len(item) * curve.decode_s
-                     for item in self._in_flight)  # fmt: skip
-        return max(0.0, self._shipped_at[0] + queued - self._now())
+        return self.controller.chunk_target([c for chunk in self._building for c in chunk.confidences])
 
     def _decoding(self) -> bool:
         return any(isinstance(item, DecodeOrder) for item in self._in_flight)
@@ -168,7 +158,8 @@ class SpeculativeEdge(EdgeLoop):
         before the cloud has decoded the ones before it, none beyond max_new_tokens."""
         produced, _, in_flight = self._counts()
         costs = self.controller.costs
-        keep = min(1 + math.ceil(costs.rtt_s / costs.curve.decode_s), self._max_chunk)
+        # One step of margin for the edge's own work on each token (the drafter follows it).
+        keep = min(2 + math.ceil(costs.rtt_s / costs.curve.decode_s), self._max_chunk)
         return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
 
     # -- drafting and shipping ---------------------------------------------------------------

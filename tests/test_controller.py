@@ -1,0 +1,127 @@
+"""The cost model and the controller on constructed costs and acceptance with a known optimum."""
+
+import math
+
+import pytest
+
+from picospec.costmodel import CostCurve, Costs, CostTracker, best_chunk_len, replay_rate
+from picospec.edge.controller import AcceptanceModel, Controller, ControllerConfig, Mode
+from picospec.errors import InvalidInputError, ProtocolError
+from picospec.wire import picospec_pb2 as pb
+from picospec.wire.messages import PROTOCOL_VERSION, parse_welcome
+
+FLAT = CostCurve((0.1,) * 16, decode_s=0.1)  # a GPU: a pass costs the same for 1 or 16 tokens
+LINEAR = CostCurve(tuple(0.1 * m for m in range(1, 17)), decode_s=0.1)  # verifying m costs m steps
+
+
+def costs(curve: CostCurve, draft_s: float = 0.0, rtt_s: float = 0.0) -> Costs:
+    return Costs(curve, draft_s, rtt_s)
+
+
+def test_a_flat_curve_and_perfect_drafts_take_the_longest_chunk():
+    assert best_chunk_len([], 1.0, costs(FLAT), 16)[0] == 16
+
+
+def test_a_linear_curve_never_rewards_a_longer_chunk_than_one():
+    j, rate = best_chunk_len([], 0.9, costs(LINEAR), 16)
+    assert j == 1 and rate == pytest.approx(10.0)  # one token per 0.1 s: what cloud decoding earns
+
+
+def test_a_cheap_step_in_the_curve_sets_the_chunk_length():
+    curve = CostCurve((0.1, 0.1, 0.1, 0.1, 1.0, 1.0), decode_s=0.1)
+    assert best_chunk_len([], 1.0, costs(curve), 6)[0] == 4
+
+
+def test_the_chunk_is_cut_before_an_unlikely_token():
+    # Two confident drafts, then one that will almost surely fail: ship the two.
+    assert best_chunk_len([0.99, 0.99, 0.05], 0.99, costs(FLAT, rtt_s=0.5), 16)[0] == 2
+    assert best_chunk_len([0.99, 0.99, 0.99], 0.99, costs(FLAT, rtt_s=0.5), 16)[0] > 3
+
+
+def test_a_slow_drafter_shortens_chunks():
+    fast = best_chunk_len([], 0.9, costs(FLAT, draft_s=0.001), 16)[0]
+    slow = best_chunk_len([], 0.9, costs(FLAT, draft_s=0.05), 16)[0]
+    assert slow < fast
+
+
+def test_replay_rate_is_the_fallback_rate_where_drafts_never_pass():
+    assert replay_rate([0.0] * 32, costs(LINEAR), 16) == pytest.approx(10.0)
+    assert replay_rate([1.0] * 32, costs(FLAT), 16) == pytest.approx(160.0)
+
+
+@pytest.mark.parametrize(
+    "verify_s, decode_s", [((), 0.1), ((math.nan,), 0.1), ((0.1, -0.1), 0.1), ((0.1,), 0.0), ((0.1,), math.inf), ((1e9,), 0.1)]
+)
+def test_a_nonsensical_cost_curve_is_refused(verify_s, decode_s):
+    with pytest.raises(InvalidInputError):
+        CostCurve(verify_s, decode_s)
+    welcome = pb.Welcome(protocol_version=PROTOCOL_VERSION, max_context=64, max_chunk_tokens=8,
+                         costs=pb.CostCurve(verify_s=list(verify_s), decode_s=decode_s))  # fmt: skip
+    with pytest.raises(ProtocolError, match="unusable cost curve"):
+        parse_welcome(welcome)
+
+
+def test_cost_tracker_follows_real_passes_and_extends_the_curve():
+    tracker = CostTracker(CostCurve((0.1, 0.2), 0.1), weight=0.5)
+    tracker.observe_verify(1, 0.3)
+    tracker.observe_verify(4, 0.4)
+    tracker.observe_verify(2, math.nan)  # ignored
+    curve = tracker.curve
+    assert curve.verify(1) == pytest.approx(0.2) and curve.verify(2) == pytest.approx(0.2)
+    # Sizes 3 and 4 were extended along the slope (flat by then) before size 4 moved halfway to 0.4.
+    assert curve.max_measured == 4 and curve.verify(4) == pytest.approx(0.3)
+
+
+def test_acceptance_model_learns_per_confidence_bin():
+    model = AcceptanceModel()
+    for _ in range(50):
+        model.observe(0.99, 1.0)
+        model.observe(0.3, 0.0)
+    assert model.estimate(0.995) > 0.95 and model.estimate(0.2) < 0.1
+    assert AcceptanceModel(by_confidence=False).estimate(0.2) == AcceptanceModel(by_confidence=False).mean
+
+
+def make_controller(curve: CostCurve, **config) -> Controller:
+    return Controller(ControllerConfig(**config), CostTracker(curve), draft_s=0.01, rtt_s=0.0)
+
+
+def test_speculation_that_earns_less_than_cloud_decoding_falls_back():
+    controller = make_controller(LINEAR, window=4)
+    controller.mode = Mode.SPECULATE
+    controller.mark(0.0, 100)
+    for i in range(1, 5):  # 2 tokens per second, against cloud decoding's 10
+        controller.observe_verdict([0.99, 0.99], accepted=0, verify_s=0.2, now_s=i * 0.5, committed=100 + i)
+    assert controller.decide() is Mode.FALLBACK
+
+
+def test_speculation_that_earns_more_stays():
+    controller = make_controller(FLAT, window=4)
+    controller.mode = Mode.SPECULATE
+    controller.mark(0.0, 100)
+    for i in range(1, 5):  # 16 tokens per 0.1 s
+        controller.observe_verdict([0.99] * 16, accepted=16, verify_s=0.1, now_s=i * 0.1, committed=100 + 16 * i)
+    assert controller.decide() is Mode.SPECULATE
+
+
+def test_fallback_resumes_speculation_only_where_the_drafts_would_pay():
+    # Where the drafter agrees with every token the cloud decodes and a pass is flat, speculate.
+    agreeing = make_controller(FLAT, window=4, probe_every=1000)
+    assert agreeing.mode is Mode.FALLBACK
+    for _ in range(4):
+        agreeing.observe_decoded(0.99, 1.0, step_s=0.1)
+    assert agreeing.decide() is Mode.SPECULATE
+    # Where it never agrees, stay with cloud decoding until the probe interval.
+    disagreeing = make_controller(LINEAR, window=4, probe_every=8)
+    for _ in range(7):
+        disagreeing.observe_decoded(0.3, 0.0, step_s=0.1)
+        assert disagreeing.decide() is Mode.FALLBACK
+    disagreeing.observe_decoded(0.3, 0.0, step_s=0.1)
+    assert disagreeing.decide() is Mode.SPECULATE  # the probe
+
+
+def test_without_fallback_the_controller_always_speculates():
+    controller = make_controller(LINEAR, fallback=False, window=2)
+    controller.mark(0.0, 0)
+    for i in range(1, 5):
+        controller.observe_verdict([0.5], accepted=0, verify_s=1.0, now_s=float(i), committed=i)
+    assert controller.decide() is Mode.SPECULATE
