@@ -6,6 +6,7 @@ import pytest
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.edge.client import CloudError, generate
 from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.controller import ControllerConfig
 from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
@@ -58,26 +59,39 @@ def local_cloud(target_path):
         yield cloud
 
 
-def run(cloud, draft, method, mode, params=GREEDY, seed=0, tokens=20):
-    config = EdgeConfig(method=method, params=params, verify=VerifyConfig(mode=mode, seed=seed), max_new_tokens=tokens)
+DEFAULT_CONTROLLER = ControllerConfig()
+# Speculates and falls back to cloud decoding every few tokens, whatever pays.
+SWITCHING = ControllerConfig(window=4, probe_every=4, max_probe_every=4)
+
+
+def run(cloud, draft, method, mode, params=GREEDY, seed=0, tokens=20, controller=DEFAULT_CONTROLLER):
+    config = EdgeConfig(method=method, params=params, verify=VerifyConfig(mode=mode, seed=seed), max_new_tokens=tokens,
+                        controller=controller)  # fmt: skip
     return generate(cloud.address, draft, draft.chat_tokens(PROMPTS[0]), config)
 
 
 def test_all_methods_give_the_same_greedy_tokens_across_processes(local_cloud, draft_runner):
+    """In the deterministic configuration: the controller (as it decides, and forced to switch),
+    the fixed pipeline and the stop-and-wait methods all give ar's greedy tokens."""
     reference = run(local_cloud, draft_runner, Method.AR, VerifyMode.EXACT)
     assert reference.new_tokens == 20
-    for method, mode in [(Method.PICOSPEC, VerifyMode.EXACT), (Method.PICOSPEC, VerifyMode.TOPK),
-                         (Method.SYNC, VerifyMode.EXACT), (Method.VANILLA, VerifyMode.FULL)]:  # fmt: skip
-        report = run(local_cloud, draft_runner, method, mode)
+    assert run(local_cloud, draft_runner, Method.PICOSPEC, VerifyMode.EXACT).token_ids == reference.token_ids
+    for method, mode, controller in [(Method.PICOSPEC, VerifyMode.EXACT, SWITCHING), (Method.PICOSPEC, VerifyMode.TOPK, SWITCHING),
+                                     (Method.PICOSPEC, VerifyMode.EXACT, None), (Method.SYNC, VerifyMode.EXACT, None),
+                                     (Method.VANILLA, VerifyMode.FULL, None)]:  # fmt: skip
+        report = run(local_cloud, draft_runner, method, mode, controller=controller)
         assert report.token_ids == reference.token_ids, (method, mode)
         assert report.rounds > 0 and report.bytes_up > 0
+        if controller is SWITCHING:
+            assert report.decoded > 1 and report.mode_switches >= 2
 
 
 def test_gumbel_equals_cloud_only_decoding_with_the_same_seed(local_cloud, draft_runner):
     params = SamplingParams(temperature=0.8)
     reference = run(local_cloud, draft_runner, Method.AR, VerifyMode.GUMBEL, params, seed=5)
-    report = run(local_cloud, draft_runner, Method.PICOSPEC, VerifyMode.GUMBEL, params, seed=5)
-    assert report.token_ids == reference.token_ids
+    for controller in (DEFAULT_CONTROLLER, SWITCHING, None):
+        report = run(local_cloud, draft_runner, Method.PICOSPEC, VerifyMode.GUMBEL, params, seed=5, controller=controller)
+        assert report.token_ids == reference.token_ids
     other = run(local_cloud, draft_runner, Method.AR, VerifyMode.GUMBEL, params, seed=6)
     assert other.token_ids != reference.token_ids  # the seed matters: the check above can fail
 

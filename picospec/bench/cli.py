@@ -71,7 +71,9 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
     run.add_argument("--chunk-len", metavar="N", type=int, help="most draft tokens per chunk")
     run.add_argument("--seed", metavar="S", type=int, help="prompt subsets, and base of the session seeds")
     run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                     help="batch-invariant llama.cpp on both sides (default: on)")  # fmt: skip
+                     help="batch-invariant llama.cpp on both sides (default: off, the fast configuration)")  # fmt: skip
+    run.add_argument("--policy", choices=["adaptive", "fixed"], default=None,
+                     help="picospec: the cost-model controller (default) or fixed chunks of --chunk-len")  # fmt: skip
     run.add_argument("--draft", metavar="MODEL", help="drafter: 'draft' or a GGUF path")
     run.add_argument("--target", metavar="MODEL", help="target: 'target' or a GGUF path")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its time estimate only")
@@ -112,7 +114,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The default (or --quick) config with the flags given on top."""
     fields = ("workloads", "n_prompts", "profiles", "methods", "temperatures", "repeats", "max_new_tokens",
-              "chunk_len", "seed", "deterministic", "draft", "target", "out")  # fmt: skip
+              "chunk_len", "policy", "seed", "deterministic", "draft", "target", "out")  # fmt: skip
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.verify is not None:
         overrides["verify"] = {method: args.verify for method in SPECULATIVE_WITH_MODES}

@@ -25,6 +25,7 @@ from picospec.bench.results import CellKey, RunRecord, append_records, load_reco
 from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.controller import ControllerConfig
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams
@@ -59,11 +60,13 @@ class BenchConfig:
     temperatures: tuple[float, ...] = (0.0,)
     repeats: int = 2  # medians and spread per cell; more to narrow them (each adds ~25 min)
     max_new_tokens: int = 48
-    chunk_len: int = 4
+    chunk_len: int = 4  # the fixed policy's (and sync's and vanilla's) chunk
     lookahead: int = 8
-    # Batch-invariant llama.cpp on both sides: at temperature 0 every method then yields the
-    # target's greedy tokens exactly. The models are loaded once, so it holds for all temperatures.
-    deterministic: bool = True
+    # picospec's policy: "adaptive" (the cost-model controller, the default everywhere) or "fixed".
+    policy: str = "adaptive"
+    # Batch-invariant llama.cpp on both sides (--deterministic): at temperature 0 every method then
+    # yields the target's greedy tokens exactly. Off by default: the fast configuration users run.
+    deterministic: bool = False
     draft: str = "draft"  # a default model name or a GGUF path
     target: str = "target"
     out: Path = Path("results/bench.jsonl")
@@ -76,6 +79,8 @@ class BenchConfig:
         unknown = set(self.workloads) - set(WORKLOADS)
         if unknown:
             raise InvalidInputError(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
+        if self.policy not in ("adaptive", "fixed"):
+            raise InvalidInputError(f"policy must be adaptive or fixed, got {self.policy!r}")
         if min(self.n_prompts, self.repeats, self.max_new_tokens, self.chunk_len) < 1:
             raise InvalidInputError("prompts, repeats, max tokens and chunk length must be >= 1")
         if not (self.workloads and self.methods and self.temperatures):
@@ -95,7 +100,7 @@ class BenchConfig:
         """What a record's CellKey leaves out but its numbers depend on (see RunRecord.settings)."""
         defaults = VerifyConfig()
         return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len, "lookahead": self.lookahead,
-                "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
+                "policy": self.policy, "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
                 "n_candidates": defaults.n_candidates, "draft": self.draft, "target": self.target}  # fmt: skip
 
     def variants(self) -> list[tuple[Method, VerifyMode]]:
@@ -245,6 +250,7 @@ def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = 
         max_new_tokens=max_new_tokens or config.max_new_tokens,
         chunk_len=config.chunk_len,
         max_lookahead=max(config.lookahead, config.chunk_len),
+        controller=ControllerConfig() if config.policy == "adaptive" else None,
     )
 
 
