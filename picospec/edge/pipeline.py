@@ -38,6 +38,9 @@ class CandidateReport:
     candidates: Candidates
 
 
+MIN_DECODE_AHEAD = 6  # tokens ordered ahead while the cloud decodes
+
+
 @dataclass
 class DecodeOrder:
     """Tokens the edge asked the cloud to decode itself, and how many have arrived."""
@@ -158,8 +161,9 @@ class SpeculativeEdge(EdgeLoop):
         before the cloud has decoded the ones before it, none beyond max_new_tokens."""
         produced, _, in_flight = self._counts()
         costs = self.controller.costs
-        # One step of margin for the edge's own work on each token (the drafter follows it).
-        keep = min(2 + math.ceil(costs.rtt_s / costs.curve.decode_s), self._max_chunk)
+        # Enough outstanding that the cloud never waits for an order, with margin for the edge's own
+        # work on each token (its drafter follows it); extra ordered tokens are never wasted.
+        keep = min(max(MIN_DECODE_AHEAD, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s)), self._max_chunk)
         return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
 
     # -- drafting and shipping ---------------------------------------------------------------
@@ -268,10 +272,10 @@ class SpeculativeEdge(EdgeLoop):
             raise ProtocolError(f"decoded tokens at {item.start} do not match the decode order in flight")
         self._cloud_reported(item.cloud_passes, item.compute_s, item.prefill_s)
         self.report.cloud_decode_s += item.compute_s
+        self._emit(item.tokens, "cloud")  # the user sees them at once; the drafter catches up after
         for token in item.tokens:
             confidence, passed = self.drafter.follow(token)
             self.controller.observe_decoded(confidence, passed, item.compute_s if not item.prefill_s else None)
-            self._emit([token], "cloud")
         order.received += len(item.tokens)
         self.report.decoded += len(item.tokens)
         if len(order) == 0:
