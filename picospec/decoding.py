@@ -101,25 +101,29 @@ class Drafter:
             self._next_logits = self.runner.extend([int(tokens[i])])[0]
         return DraftChunk(self.epoch, start, tokens, rows, confidences)
 
-    def follow(self, token: int) -> tuple[float, float]:
-        """Commit a token the cloud decoded itself (nothing may be drafted beyond the verified context).
+    def follow(self, tokens: Sequence[int]) -> list[tuple[float, float]]:
+        """Commit tokens the cloud decoded itself, in one pass (nothing may be drafted beyond the
+        verified context).
 
-        Returns how the drafter would have fared there: its confidence in the token it would have
-        drafted, and the chance that the draft would have been this token (0 or 1 under greedy and
-        gumbel, where the draft is determined; the draft probability of `token` otherwise).
+        Returns, per token, how the drafter would have fared there: its confidence in the token it
+        would have drafted, and the chance that the draft would have been this token (0 or 1 under
+        greedy and gumbel, where the draft is determined; the draft probability of it otherwise).
         """
         if self.drafted_until != self.committed:
-            raise ProtocolError("the cloud decoded a token while drafts were outstanding")
-        row = self._draft_distribution()  # (V,)
-        if self.config.mode is VerifyMode.GUMBEL:
-            would_be = draft_token(row, self.config.mode, self.config.seed, self.committed, self.rng)
-            passed = float(would_be == token)
-        else:
-            would_be, passed = int(np.argmax(row)), float(row[token])
-        sure = confidence(self._next_logits, would_be)
-        self._next_logits = self.runner.extend([int(token)])[0]
-        self.committed += 1
-        return sure, passed
+            raise ProtocolError("the cloud decoded tokens while drafts were outstanding")
+        rows = self.runner.extend([int(t) for t in tokens])  # (n, V): row i follows tokens[i]
+        shadow = []
+        for i, token in enumerate(tokens):
+            row = self._draft_distribution()  # (V,) at the position of tokens[i]
+            if self.config.mode is VerifyMode.GUMBEL:
+                would_be = draft_token(row, self.config.mode, self.config.seed, self.committed, self.rng)
+                passed = float(would_be == token)
+            else:
+                would_be, passed = int(np.argmax(row)), float(row[token])
+            shadow.append((confidence(self._next_logits, would_be), passed))
+            self._next_logits = rows[i]
+            self.committed += 1
+        return shadow
 
     def _draft_distribution(self) -> np.ndarray:
         probs = logits_to_probs(self._next_logits, self.params)  # (V,)

@@ -108,14 +108,14 @@ def test_fallback_resumes_speculation_only_where_the_drafts_would_pay():
     agreeing = make_controller(FLAT, window=4, probe_every=1000)
     assert agreeing.mode is Mode.FALLBACK
     for _ in range(4):
-        agreeing.observe_decoded(0.99, 1.0, step_s=0.1)
+        agreeing.observe_decoded(0.99, 1.0)
     assert agreeing.decide() is Mode.SPECULATE
     # Where it never agrees, stay with cloud decoding until the probe interval.
     disagreeing = make_controller(LINEAR, window=4, probe_every=8)
     for _ in range(7):
-        disagreeing.observe_decoded(0.3, 0.0, step_s=0.1)
+        disagreeing.observe_decoded(0.3, 0.0)
         assert disagreeing.decide() is Mode.FALLBACK
-    disagreeing.observe_decoded(0.3, 0.0, step_s=0.1)
+    disagreeing.observe_decoded(0.3, 0.0)
     assert disagreeing.decide() is Mode.SPECULATE  # the probe
 
 

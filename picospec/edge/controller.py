@@ -72,6 +72,11 @@ class ControllerConfig:
     fallback: bool = True  # switch to cloud-side decoding when speculation does not pay
     max_chunk: int = 16  # the longest chunk considered
     max_lookahead: int = 32  # most drafted-but-unverified tokens (the fixed policy has its own)
+    # While the cloud decodes, the drafter follows its tokens this many at a time, when the edge is
+    # idle: one pass instead of many, none at all for a generation the cloud decodes end to end (on
+    # one machine the two models share memory bandwidth, so the drafter's work slows the cloud too),
+    # and as many tokens are ordered ahead, so the cloud never waits while the drafter catches up.
+    follow_batch: int = 16
     margin: float = 0.05  # hysteresis: a mode must beat the other by this fraction to switch
     window: int = 16  # committed tokens over which speculation's measured rate is judged
     probe_every: int = 64  # fallback tokens before speculation is tried again regardless (doubles per failed try)
@@ -80,7 +85,7 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
             raise InvalidInputError("controller: max_chunk >= 1 and max_lookahead >= max_chunk")
-        if self.window < 2 or self.probe_every < 1 or self.margin < 0:
+        if self.window < 2 or self.probe_every < 1 or self.margin < 0 or self.follow_batch < 1:
             raise InvalidInputError("controller: window >= 2, probe_every >= 1 and margin >= 0")
 
 
@@ -151,14 +156,12 @@ class Controller:
         self._progress.append((now_s, committed))
         self._speculated_since_switch += accepted + (accepted < len(confidences))
 
-    def observe_decoded(self, confidence: float, passed: float, step_s: float | None) -> None:
+    def observe_decoded(self, confidence: float, passed: float) -> None:
         """The cloud decoded a token; the drafter would have drafted it with this confidence and
-        the chance `passed` that it would have passed. step_s: time since the previous one."""
+        the chance `passed` that it would have passed."""
         self.acceptance.observe(confidence, passed)
         self._shadow.append(self.acceptance.estimate(confidence))
         self._fallback_tokens += 1
-        if step_s is not None:
-            self.tracker.observe_decode(step_s)
 
     # -- decisions ------------------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ class CandidateReport:
     candidates: Candidates
 
 
-MIN_DECODE_AHEAD = 6  # tokens ordered ahead while the cloud decodes
 
 
 @dataclass
@@ -90,6 +89,9 @@ class SpeculativeEdge(EdgeLoop):
         self._correction_to_send: int | None = None
         self._stopped = False
         self._t0 = time.perf_counter()
+        self._prompt: list[int] = []
+        self._begun = False  # the drafter has evaluated the prompt
+        self._unfollowed: list[int] = []  # decoded by the cloud, not yet evaluated by the drafter
         self.controller: Controller | None = None
         if config.adaptive is not None:
             if cloud is None:
@@ -102,9 +104,11 @@ class SpeculativeEdge(EdgeLoop):
     def run(self, prompt: Sequence[int]) -> EdgeReport:
         """Generate after `prompt`; return the report once max_new_tokens or a stop token is committed."""
         self._t0 = time.perf_counter()
-        if self.controller is not None:
-            self._order_decode(1, start=len(prompt))  # the first token comes from the cloud's prompt pass, as for ar
-        self.drafter.begin(prompt)
+        self._prompt = list(prompt)
+        if self.controller is None:
+            self._catch_up()
+        else:
+            self._order_decode(1)  # the first token comes from the cloud's prompt pass, as for ar
         self.run_loop()
         self.send(pb.EdgeMessage(close=pb.Close()))
         self.report.wall_s = self._now()
@@ -161,14 +165,27 @@ class SpeculativeEdge(EdgeLoop):
         before the cloud has decoded the ones before it, none beyond max_new_tokens."""
         produced, _, in_flight = self._counts()
         costs = self.controller.costs
-        # Enough outstanding that the cloud never waits for an order, with margin for the edge's own
-        # work on each token (its drafter follows it); extra ordered tokens are never wasted.
-        keep = min(max(MIN_DECODE_AHEAD, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s)), self._max_chunk)
+        # Enough outstanding that the cloud never waits for an order, nor while the drafter catches
+        # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted.
+        ahead = max(self.controller.config.follow_batch, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s))
+        keep = min(ahead, self._max_chunk)
         return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
 
     # -- drafting and shipping ---------------------------------------------------------------
 
+    def _catch_up(self) -> None:
+        """Bring the drafter to the verified context: the prompt, then the tokens the cloud decoded."""
+        if not self._begun:
+            self.drafter.begin(self._prompt)
+            self._begun = True
+        if self._unfollowed:
+            shadow = self.drafter.follow(self._unfollowed)
+            self._unfollowed = []
+            for confidence, passed in shadow:
+                self.controller.observe_decoded(confidence, passed)
+
     def _draft_one(self) -> None:
+        self._catch_up()
         start = self._now()
         self._building.append(self.drafter.draft(1))
         self._event("draft", start)
@@ -195,9 +212,9 @@ class SpeculativeEdge(EdgeLoop):
         self._launch(chunk, message)
         self.report.chunks_sent += 1
 
-    def _order_decode(self, count: int, start: int | None = None) -> None:
+    def _order_decode(self, count: int) -> None:
         """Ask the cloud to decode `count` tokens after everything committed or already ordered."""
-        start = self.drafter.committed + sum(map(len, self._in_flight)) if start is None else start
+        start = len(self._prompt) + self.report.new_tokens + sum(map(len, self._in_flight))
         message = decode_message(self.drafter.epoch, start, count, self._correction_to_send)
         self._correction_to_send = None
         self._launch(DecodeOrder(start, count), message)
@@ -218,6 +235,10 @@ class SpeculativeEdge(EdgeLoop):
         self._apply_inbox(block=False)
 
     def _wait_for_verdict(self) -> None:
+        if self.controller is not None and len(self._unfollowed) >= self.controller.config.follow_batch:
+            self._catch_up()  # the edge would idle now: let the drafter follow the cloud's tokens
+            self._apply_inbox(block=False)
+            return
         self._apply_inbox(block=True)
 
     def _apply_inbox(self, block: bool) -> None:
@@ -272,10 +293,10 @@ class SpeculativeEdge(EdgeLoop):
             raise ProtocolError(f"decoded tokens at {item.start} do not match the decode order in flight")
         self._cloud_reported(item.cloud_passes, item.compute_s, item.prefill_s)
         self.report.cloud_decode_s += item.compute_s
-        self._emit(item.tokens, "cloud")  # the user sees them at once; the drafter catches up after
-        for token in item.tokens:
-            confidence, passed = self.drafter.follow(token)
-            self.controller.observe_decoded(confidence, passed, item.compute_s if not item.prefill_s else None)
+        if not item.prefill_s:
+            self.controller.tracker.observe_decode(item.compute_s / len(item.tokens))
+        self._emit(item.tokens, "cloud")
+        self._unfollowed += item.tokens
         order.received += len(item.tokens)
         self.report.decoded += len(item.tokens)
         if len(order) == 0:
