@@ -59,7 +59,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
         "computes it, but near-ties can flip between batchings",
     )  # fmt: skip
     parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
-    parser.add_argument("--draft", default="draft", help="drafter: 'draft' or a GGUF path")
+    parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path (default: draft-q4_0)")
     parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
 
 

@@ -74,7 +74,11 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
                      help="batch-invariant llama.cpp on both sides (default: off, the fast configuration)")  # fmt: skip
     run.add_argument("--policy", choices=["adaptive", "fixed"], default=None,
                      help="picospec: the cost-model controller (default) or fixed chunks of --chunk-len")  # fmt: skip
-    run.add_argument("--draft", metavar="MODEL", help="drafter: 'draft' or a GGUF path")
+    run.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                     help="adaptive: let the cloud decode where speculation does not pay (default: on)")  # fmt: skip
+    run.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=None,
+                     help="adaptive: cut chunks by the drafter's confidence (default: on)")  # fmt: skip
+    run.add_argument("--draft", metavar="MODEL", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path")
     run.add_argument("--target", metavar="MODEL", help="target: 'target' or a GGUF path")
     run.add_argument("--dry-run", action="store_true", help="print the plan and its time estimate only")
     run.set_defaults(func=_run)
@@ -114,7 +118,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The default (or --quick) config with the flags given on top."""
     fields = ("workloads", "n_prompts", "profiles", "methods", "temperatures", "repeats", "max_new_tokens",
-              "chunk_len", "policy", "seed", "deterministic", "draft", "target", "out")  # fmt: skip
+              "chunk_len", "policy", "fallback", "confidence", "seed", "deterministic", "draft", "target", "out")  # fmt: skip
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.verify is not None:
         overrides["verify"] = {method: args.verify for method in SPECULATIVE_WITH_MODES}

@@ -62,12 +62,15 @@ class BenchConfig:
     max_new_tokens: int = 48
     chunk_len: int = 4  # the fixed policy's (and sync's and vanilla's) chunk
     lookahead: int = 8
-    # picospec's policy: "adaptive" (the cost-model controller, the default everywhere) or "fixed".
+    # picospec's policy: "adaptive" (the cost-model controller, the default everywhere) or "fixed";
+    # the controller's two switches, for the ablation.
     policy: str = "adaptive"
+    fallback: bool = True
+    confidence: bool = True
     # Batch-invariant llama.cpp on both sides (--deterministic): at temperature 0 every method then
     # yields the target's greedy tokens exactly. Off by default: the fast configuration users run.
     deterministic: bool = False
-    draft: str = "draft"  # a default model name or a GGUF path
+    draft: str = "draft-q4_0"  # a default model name or a GGUF path
     target: str = "target"
     out: Path = Path("results/bench.jsonl")
 
@@ -100,7 +103,7 @@ class BenchConfig:
         """What a record's CellKey leaves out but its numbers depend on (see RunRecord.settings)."""
         defaults = VerifyConfig()
         return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len, "lookahead": self.lookahead,
-                "policy": self.policy, "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
+                "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence, "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
                 "n_candidates": defaults.n_candidates, "draft": self.draft, "target": self.target}  # fmt: skip
 
     def variants(self) -> list[tuple[Method, VerifyMode]]:
@@ -250,7 +253,7 @@ def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = 
         max_new_tokens=max_new_tokens or config.max_new_tokens,
         chunk_len=config.chunk_len,
         max_lookahead=max(config.lookahead, config.chunk_len),
-        controller=ControllerConfig() if config.policy == "adaptive" else None,
+        controller=ControllerConfig(fallback=config.fallback, confidence=config.confidence) if config.policy == "adaptive" else None,
     )
 
 
