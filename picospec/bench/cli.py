@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Collection, Iterator
 
+from picospec.bench import compare as compare_module
 from picospec.bench.profiles import PROFILES
 from picospec.bench.runner import BenchConfig, estimate_config_s, run_benchmark
 from picospec.bench.workloads import WORKLOADS
@@ -37,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_run_action(actions)
     _add_report_action(actions)
+    compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell)")
+    compare_module.add_arguments(compare)
+    compare.set_defaults(func=compare_module.main)
 
 
 def _describe(config: BenchConfig) -> str:
