@@ -105,9 +105,10 @@ class Drafter:
         """Commit tokens the cloud decoded itself, in one pass (nothing may be drafted beyond the
         verified context).
 
-        Returns, per token, how the drafter would have fared there: its confidence in the token it
-        would have drafted, and the chance that the draft would have been this token (0 or 1 under
-        greedy and gumbel, where the draft is determined; the draft probability of it otherwise).
+        Returns, per token, how the drafter would have fared there: its confidence in its most
+        likely token, and the chance that its draft would have been this token, i.e. the token's
+        draft probability (0 or 1 under greedy; in gumbel mode the chance over the shared noise,
+        which therefore need not be drawn here).
         """
         if self.drafted_until != self.committed:
             raise ProtocolError("the cloud decoded tokens while drafts were outstanding")
@@ -115,12 +116,8 @@ class Drafter:
         shadow = []
         for i, token in enumerate(tokens):
             row = self._draft_distribution()  # (V,) at the position of tokens[i]
-            if self.config.mode is VerifyMode.GUMBEL:
-                would_be = draft_token(row, self.config.mode, self.config.seed, self.committed, self.rng)
-                passed = float(would_be == token)
-            else:
-                would_be, passed = int(np.argmax(row)), float(row[token])
-            shadow.append((confidence(self._next_logits, would_be), passed))
+            top = int(np.argmax(self._next_logits))
+            shadow.append((confidence(self._next_logits, top), float(row[token])))
             self._next_logits = rows[i]
             self.committed += 1
         return shadow

@@ -146,9 +146,10 @@ class SpeculativeEdge(EdgeLoop):
             return building > 0 or (not self._chunks_in_flight() and self._decode_room() > 0)
         if building == 0 or self._decoding():
             return False
-        if self._chunk_target() <= building:
-            return True
-        return in_flight == 0 and not self._can_draft()
+        # An idle cloud gets what is drafted at once (latency-aware truncation: on a CPU the cloud
+        # is the bottleneck, and a pass over few tokens costs few steps); a busy one gets the
+        # chunk once it is as long as the cost model says pays, or cut before a doubtful draft.
+        return in_flight == 0 or self._chunk_target() <= building
 
     def _chunk_target(self) -> int:
         """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
