@@ -18,7 +18,6 @@ from picospec.edge.report import EdgeReport
 from picospec.errors import PicoSpecError, ProtocolError
 from picospec.runners.base import ModelRunner
 from picospec.wire import codec
-from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
