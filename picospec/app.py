@@ -171,6 +171,7 @@ def print_summary(console: Console, reports: list[EdgeReport]) -> None:
         "mean accepted length": lambda r: f"{r.mean_accepted:.2f}" if r.rounds else "-",
         "bytes up / down": lambda r: f"{r.bytes_up} / {r.bytes_down}",
         "cloud passes": lambda r: str(r.cloud_passes),
+        "tokens decoded by the cloud": lambda r: str(r.decoded) if r.method != "ar" else "all",
         "drafts thrown away": lambda r: str(r.discarded),
     }
     for name, cell in rows.items():
