@@ -60,7 +60,7 @@ def local_cloud(target_path):
 
 
 DEFAULT_CONTROLLER = ControllerConfig()
-# Speculates and falls back to cloud decoding every few tokens, whatever pays.
+# Probes speculation after 4 tokens of cloud decoding, and falls back as soon as 4 tokens of it earn less.
 SWITCHING = ControllerConfig(window=4, probe_every=4, max_probe_every=4, follow_batch=2)
 
 
@@ -83,7 +83,9 @@ def test_all_methods_give_the_same_greedy_tokens_across_processes(local_cloud, d
         assert report.token_ids == reference.token_ids, (method, mode)
         assert report.rounds > 0 and report.bytes_up > 0
         if controller is SWITCHING:
-            assert report.decoded > 1 and report.mode_switches >= 2
+            # It decoded on the cloud, then speculated (a probe after 4 tokens); whether it falls
+            # back again depends on timing here (the toy tests force both directions).
+            assert report.decoded > 1 and report.mode_switches >= 1
 
 
 def test_gumbel_equals_cloud_only_decoding_with_the_same_seed(local_cloud, draft_runner):
