@@ -11,11 +11,12 @@ and the edge's continuation is already drafted), and occupies the cloud for
 seconds in the steady state: the pass itself, or the drafting of the next chunk if that is longer;
 and after a rejection the bubble in which the verdict travels and the edge drafts the next chunk
 from the correction. On a CPU, where V(m) grows almost linearly up to 7 tokens and a pass over 16
-costs about what 8 do, only long chunks of confident drafts beat cloud-side decoding. The edge ships the length that
-maximises T(j) / cost(j), where the a_i of drafted tokens come from the drafter's own confidence
-and later ones from the mean. Cloud-side decoding (fallback) earns 1 / decode_s; the controller
-falls back when speculation measurably earns less, and tries speculation again when the acceptance
-it observes while following the cloud says it would pay, or after a probe interval.
+costs about what 8 do, only long chunks of confident drafts beat cloud-side decoding. The edge
+ships the length that maximises T(j) / cost(j), where the a_i of drafted tokens come from the
+drafter's own confidence and undrafted ones are planned as confident (picospec/edge/controller.py).
+Cloud-side decoding (fallback) earns 1 / decode_s; the controller falls back when speculation
+measurably earns less, and tries speculation again when the acceptance it observes while
+following the cloud says it would pay, or after a probe interval.
 """
 
 from __future__ import annotations

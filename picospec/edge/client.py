@@ -93,7 +93,8 @@ async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: Ed
         sent_at = time.perf_counter()
         try:
             welcome = await _expect_welcome(call)
-            # The cloud answers the hello before its prompt pass: the wait is one round trip.
+            # The cloud answers the hello before its prompt pass: the wait is a round trip plus the
+            # cloud's session set-up, a prior that the first measured round trip replaces.
             link = CloudLink(welcome.costs, welcome.max_chunk_tokens, rtt_s=time.perf_counter() - sent_at)
             if config.method is Method.AR:
                 return await _receive_autoregressive(call, runner, config, on_tokens)

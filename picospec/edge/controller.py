@@ -98,20 +98,21 @@ class Controller:
     tracker: CostTracker
     draft_s: float
     rtt_s: float
+    # State, not settings: set here and in __post_init__, changed only by the observations below.
     acceptance: AcceptanceModel = field(init=False)
-    mode: Mode = Mode.SPECULATE
-    switches: int = 0
+    mode: Mode = field(init=False)
+    switches: int = field(init=False, default=0)
     _progress: deque = field(init=False)  # (seconds, tokens committed) samples while speculating
     _shadow: deque = field(init=False)  # acceptance estimates of positions the cloud decoded
     _verified: deque = field(init=False)  # acceptance estimates of positions verified while speculating
     # Measured / replayed speculation rate, as of the last fall-back. The replay leaves out what the
     # model does not see (the edge applying verdicts between draft steps, the two sides competing
     # for memory bandwidth on one machine): measured 0.64-0.92 of it on the default pair here.
-    _bias: float = 0.8
-    _fallback_tokens: int = 0
-    _probe_every: int = 0
-    _speculated_since_switch: int = 0
-    _rtt_measured: bool = False
+    _bias: float = field(init=False, default=0.8)
+    _fallback_tokens: int = field(init=False, default=0)
+    _probe_every: int = field(init=False)
+    _speculated_since_switch: int = field(init=False, default=0)
+    _rtt_measured: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         # With fallback allowed a session starts by letting the cloud decode (from its prompt pass,
