@@ -13,7 +13,7 @@ from rich.table import Table
 
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.edge.controller import ControllerConfig
+from picospec.edge.controller import POLICIES, ControllerConfig
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
@@ -40,7 +40,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=int, default=16, help="K for --verify topk")
     parser.add_argument("--candidates", type=int, default=8, help="m for --verify exact")
     parser.add_argument(
-        "--policy", choices=["adaptive", "fixed"], default="adaptive",
+        "--policy", choices=POLICIES, default="adaptive",
         help="picospec: adaptive = the cost-model controller (chunks sized by the drafter's confidence, first token "
         "from the cloud's prompt pass, fallback to cloud decoding); fixed = chunks of --chunk-len",
     )  # fmt: skip
@@ -85,7 +85,7 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
         max_new_tokens=args.max_tokens,
         chunk_len=args.chunk_len,
         max_lookahead=max(args.lookahead, args.chunk_len),
-        controller=ControllerConfig(confidence=args.confidence, fallback=args.fallback) if args.policy == "adaptive" else None,
+        controller=ControllerConfig.for_policy(args.policy, args.fallback, args.confidence),
     )
 
 

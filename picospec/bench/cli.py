@@ -14,6 +14,7 @@ from picospec.bench.profiles import PROFILES
 from picospec.bench.runner import BenchConfig, estimate_config_s, run_benchmark
 from picospec.bench.workloads import WORKLOADS
 from picospec.edge.config import Method
+from picospec.edge.controller import POLICIES
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyMode
 
@@ -76,7 +77,7 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", metavar="S", type=int, help="prompt subsets, and base of the session seeds")
     run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                      help="batch-invariant llama.cpp on both sides (default: off, the fast configuration)")  # fmt: skip
-    run.add_argument("--policy", choices=["adaptive", "fixed"], default=None,
+    run.add_argument("--policy", choices=POLICIES, default=None,
                      help="picospec: the cost-model controller (default) or fixed chunks of --chunk-len")  # fmt: skip
     run.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
                      help="adaptive: let the cloud decode where speculation does not pay (default: on)")  # fmt: skip

@@ -82,8 +82,7 @@ class BenchConfig:
         unknown = set(self.workloads) - set(WORKLOADS)
         if unknown:
             raise InvalidInputError(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
-        if self.policy not in ("adaptive", "fixed"):
-            raise InvalidInputError(f"policy must be adaptive or fixed, got {self.policy!r}")
+        ControllerConfig.for_policy(self.policy)  # refuses an unknown policy before anything loads
         if min(self.n_prompts, self.repeats, self.max_new_tokens, self.chunk_len) < 1:
             raise InvalidInputError("prompts, repeats, max tokens and chunk length must be >= 1")
         if not (self.workloads and self.methods and self.temperatures):
@@ -103,7 +102,8 @@ class BenchConfig:
         """What a record's CellKey leaves out but its numbers depend on (see RunRecord.settings)."""
         defaults = VerifyConfig()
         return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len, "lookahead": self.lookahead,
-                "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence, "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
+                "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence,
+                "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
                 "n_candidates": defaults.n_candidates, "draft": self.draft, "target": self.target}  # fmt: skip
 
     def variants(self) -> list[tuple[Method, VerifyMode]]:
@@ -253,7 +253,7 @@ def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = 
         max_new_tokens=max_new_tokens or config.max_new_tokens,
         chunk_len=config.chunk_len,
         max_lookahead=max(config.lookahead, config.chunk_len),
-        controller=ControllerConfig(fallback=config.fallback, confidence=config.confidence) if config.policy == "adaptive" else None,
+        controller=ControllerConfig.for_policy(config.policy, config.fallback, config.confidence),
     )
 
 

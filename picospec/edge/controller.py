@@ -58,6 +58,9 @@ class AcceptanceModel:
         self._mean_seen += 1.0
 
 
+POLICIES = ("adaptive", "fixed")  # picospec's --policy choices
+
+
 class Mode(str, Enum):
     SPECULATE = "speculate"
     FALLBACK = "fallback"  # the cloud decodes; the edge follows and watches how its drafts would fare
@@ -81,6 +84,13 @@ class ControllerConfig:
     window: int = 16  # committed tokens over which speculation's measured rate is judged
     probe_every: int = 128  # fallback tokens before speculation is tried again regardless (doubles per failed try)
     max_probe_every: int = 512
+
+    @staticmethod
+    def for_policy(policy: str, fallback: bool = True, confidence: bool = True) -> "ControllerConfig | None":
+        """The controller of the CLI's --policy: "adaptive" runs one, "fixed" none (fixed chunks)."""
+        if policy not in POLICIES:
+            raise InvalidInputError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        return ControllerConfig(fallback=fallback, confidence=confidence) if policy == "adaptive" else None
 
     def __post_init__(self) -> None:
         if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
