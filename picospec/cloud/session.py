@@ -140,13 +140,9 @@ def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: Cloud
         raise ProtocolError(f"a session must open with a hello, got {got}")
     hello = message.hello
     # Checked before parsing: with another vocabulary, the prompt's ids would fail for a misleading reason.
-    if hello.vocab_fingerprint != vocab.fingerprint or hello.n_vocab != vocab.n_vocab:
-        raise SessionRefused(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"the vocabularies differ: the edge's drafter has {hello.n_vocab} tokens (fingerprint "
-            f"{hello.vocab_fingerprint[:16] or 'missing'}), the target {vocab.n_vocab} (fingerprint "
-            f"{vocab.fingerprint[:16]}); the drafter cannot draft for this target",
-        )
+    mismatch = vocab.mismatch(hello.n_vocab, hello.vocab_fingerprint)
+    if mismatch:
+        raise SessionRefused(grpc.StatusCode.FAILED_PRECONDITION, mismatch)
     spec = parse_hello(hello, vocab.n_vocab)
     needed = len(spec.prompt) + (spec.max_new_tokens if spec.autoregressive else 0)
     if needed > config.max_context:
