@@ -29,7 +29,6 @@ from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
-from picospec.wire.codec import as_sent_verdict
 
 V, TARGET_SEED = 5, 11
 VOCAB = ToyRunner.create(V, seed=TARGET_SEED).vocab_info()
@@ -125,7 +124,7 @@ class RecordingVerifier(TargetVerifier):
 
     def verify(self, *args, **kwargs):
         verdict = super().verify(*args, **kwargs)
-        self.verdicts.append(as_sent_verdict(verdict, V, self.config.sparse_format))
+        self.verdicts.append(verdict.as_sent(self.config.sparse_format))
         return verdict
 
 
