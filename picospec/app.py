@@ -18,7 +18,7 @@ from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.models.registry import model_path
-from picospec.runners.llama import LlamaRunner
+from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
@@ -97,7 +97,7 @@ def cloud_context(args: argparse.Namespace):
     return LocalCloud(CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic), profile)
 
 
-def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
+def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
     """One generation of `method` with the flags' settings."""
     prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
     report = generate(address, runner, prompt, edge_config(args, method), on_tokens)
@@ -105,7 +105,9 @@ def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_t
     return report
 
 
-def _load_drafter(args) -> LlamaRunner:
+def _load_drafter(args) -> ModelRunner:
+    from picospec.runners.llama import LlamaRunner  # imported here: only generating needs llama.cpp
+
     pin_to_cores({EDGE_CORE})
     return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
 
