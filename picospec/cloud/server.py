@@ -28,6 +28,7 @@ from picospec.cloud.pool import RunnerFactory, RunnerPool
 from picospec.cloud.session import (
     AutoregressiveSession,
     Inbox,
+    EdgeLost,
     SessionRefused,
     SessionStats,
     SpeculativeSession,
@@ -123,7 +124,11 @@ class CloudServer(pb_grpc.VerifierServicer):
             await context.abort(exc.code, exc.details)
         except (ProtocolError, InvalidInputError) as exc:
             stats.outcome = grpc.StatusCode.INVALID_ARGUMENT.name
+            logger.warning("session %d refused: %s", stats.session_id, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except EdgeLost as exc:
+            stats.outcome = "lost"  # nobody is left to tell
+            logger.warning("session %d: %s", stats.session_id, exc)
         except (asyncio.CancelledError, GeneratorExit):
             stats.outcome = "cancelled"
             raise
