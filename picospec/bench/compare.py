@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from picospec.bench.results import RunRecord, load_records
+from picospec.edge.config import Method
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def render(rows: list[RatioRow], baseline: str = "ar") -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
-    parser.add_argument("--baseline", default="ar", help="the method every other is paired with (default: ar)")
+    parser.add_argument("--baseline", default=Method.AR.value, help="the method every other is paired with")
 
 
 def main(args: argparse.Namespace) -> int:
