@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from picospec.cli import build_parser
-from picospec.cloud import CloudConfig, CloudServerThread
+from picospec.cloud import CloudConfig
 from picospec.affinity import parse_cores
 from picospec.cloud.server import _serve_command, _serve_until_signalled
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.runners.base import VocabInfo
+from picospec.runners.separate import SeparateRunners
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.verify import Candidates, VerifyConfig, VerifyMode
@@ -29,6 +30,7 @@ from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
+from toycloud import BATCHING, cloud_thread
 
 V, TARGET_SEED = 5, 11
 VOCAB = ToyRunner.create(V, seed=TARGET_SEED).vocab_info()
@@ -65,9 +67,15 @@ def make_drafter() -> ToyRunner:
     return ToyRunner.create(V, seed=TARGET_SEED).drafter(seed=5, noise=1.0)
 
 
+@pytest.fixture(params=BATCHING.values(), ids=BATCHING.keys())
+def batching(request) -> bool:
+    """Each test that takes it runs against a batching cloud and an unbatched one."""
+    return request.param
+
+
 @contextmanager
 def serve(factory=make_target, **limits):
-    with CloudServerThread(CloudConfig(port=0, **limits), factory) as cloud:
+    with cloud_thread(factory, **limits) as cloud:
         yield cloud
 
 
@@ -144,11 +152,11 @@ def run_speculative(verifier, params, config, max_new_tokens=24):
 
 
 @pytest.mark.parametrize("mode", list(VerifyMode))
-def test_speculative_session_gives_the_verdicts_of_an_in_process_verifier(mode):
+def test_speculative_session_gives_the_verdicts_of_an_in_process_verifier(mode, batching):
     params, config = SamplingParams(temperature=1.0), VerifyConfig(mode=mode, topk=3, n_candidates=2, seed=7)
     local = RecordingVerifier(make_target(ToyRunner), params, config, np.random.default_rng(config.seed))
     expected = run_speculative(local, params, config)
-    with serve() as cloud:
+    with serve(batching=batching) as cloud:
         remote = RemoteVerifier(cloud.port, params, config)
         result = run_speculative(remote, params, config)
         remote.close()
@@ -166,10 +174,10 @@ def read_tokens(port: int, spec: SessionSpec) -> list[int]:
 
 
 @pytest.mark.parametrize("mode", [VerifyMode.GUMBEL, VerifyMode.EXACT])
-def test_autoregressive_session_streams_the_tokens_of_generate_autoregressive(mode):
+def test_autoregressive_session_streams_the_tokens_of_generate_autoregressive(mode, batching):
     params, config = SamplingParams(temperature=1.0), VerifyConfig(mode=mode, seed=3)
     expected = generate_autoregressive(make_target(), [2], params, config, np.random.default_rng(3), 20).token_ids
-    with serve() as cloud:
+    with serve(batching=batching) as cloud:
         assert read_tokens(cloud.port, spec_for([2], params, config, autoregressive=True, max_new_tokens=20)) == expected
 
 
@@ -183,7 +191,7 @@ def test_autoregressive_session_ends_after_an_eos():
         assert read_tokens(cloud.port, spec) == expected
 
 
-def test_chunks_queued_behind_a_rejection_are_dropped_unverified():
+def test_chunks_queued_behind_a_rejection_are_dropped_unverified(batching):
     params, config = SamplingParams(temperature=0), VerifyConfig(mode="exact")
     target = make_target(ToyRunner)
     best = int(np.argmax(target.next_logits([0])))
@@ -201,7 +209,7 @@ def test_chunks_queued_behind_a_rejection_are_dropped_unverified():
         chunk(1, 2, [after_best]),
         pb.EdgeMessage(close=pb.Close()),
     ]
-    with serve() as cloud:
+    with serve(batching=batching) as cloud:
         with grpc.insecure_channel(f"127.0.0.1:{cloud.port}") as channel:
             replies = list(pb_grpc.VerifierStub(channel).Generate(iter(messages), timeout=CALL_TIMEOUT_S))
         stats = wait_for(lambda: cloud.server.finished and cloud.server.finished[-1])
@@ -363,8 +371,8 @@ def wait_for(condition, timeout_s: float = 10.0):
 
 
 @pytest.mark.parametrize("bad_edge", BAD_EDGES.values(), ids=BAD_EDGES.keys())
-def test_a_bad_edge_neither_disturbs_other_sessions_nor_keeps_a_runner(bad_edge):
-    with serve(max_sessions=2, max_context=64, max_message_bytes=4096) as cloud:
+def test_a_bad_edge_neither_disturbs_other_sessions_nor_keeps_a_runner(bad_edge, batching):
+    with serve(max_sessions=2, max_context=64, max_message_bytes=4096, batching=batching) as cloud:
         with healthy_session(cloud.port):
             bad_edge(cloud.port)
             wait_for(lambda: cloud.server.pool.in_use == 1)  # only the healthy session holds one
@@ -372,8 +380,8 @@ def test_a_bad_edge_neither_disturbs_other_sessions_nor_keeps_a_runner(bad_edge)
         assert cloud.server.pool.created <= 2
 
 
-def test_a_cancelled_session_frees_the_only_runner_for_the_next():
-    with serve(max_sessions=1) as cloud:
+def test_a_cancelled_session_frees_the_only_runner_for_the_next(batching):
+    with serve(max_sessions=1, batching=batching) as cloud:
         cancel_mid_round(cloud.port)
         wait_for(lambda: cloud.server.pool.in_use == 0)
         cancelled = cloud.server.finished[-1]
@@ -428,7 +436,8 @@ def test_cloud_command_refuses_a_bad_core_list(text, capsys):
 
 def test_cloud_serves_until_sigterm_and_says_where(capsys):
     async def main() -> int:
-        serving = asyncio.create_task(_serve_until_signalled(CloudConfig(port=0, model_name="toy"), make_target))
+        factory = functools.partial(SeparateRunners, make_target, seq_capacity=CloudConfig.max_context)
+        serving = asyncio.create_task(_serve_until_signalled(CloudConfig(port=0, model_name="toy"), factory))
         lines = ""
         while "serving" not in lines:  # printed once the signal handlers are in place
             assert not serving.done(), serving
