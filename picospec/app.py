@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from picospec.edge.client import generate
-from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.config import DrafterConfig, EdgeConfig, Method
 from picospec.edge.controller import ControllerConfig
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
@@ -76,7 +76,8 @@ def cloud_context(args: argparse.Namespace):
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
-    config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic,
+    config = CloudProcessConfig(model=str(model_path(args.target)), threads=args.target_threads,
+                                gpu_layers=args.target_gpu_layers, deterministic=args.deterministic,
                                 startup_timeout_s=args.startup_timeout)  # fmt: skip
     return LocalCloud(config, profile)
 
@@ -94,7 +95,9 @@ def _load_drafter(args) -> ModelRunner:
 
     if not args.cloud:  # the local cloud has core 1; a remote one leaves this machine's cores free
         pin_to_cores({EDGE_CORE})
-    return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
+    drafter = DrafterConfig(args.draft_threads, args.draft_gpu_layers)
+    return LlamaRunner(model_path(args.draft), n_threads=drafter.threads, deterministic=args.deterministic,
+                       gpu_layers=drafter.gpu_layers)  # fmt: skip
 
 
 def _run_generate(args: argparse.Namespace) -> int:
