@@ -32,6 +32,11 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by generate and demo."""
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
+    add_session_args(parser)
+
+
+def add_session_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of edge sessions against a cloud, whatever their prompts: generate, demo, loadtest."""
     parser.add_argument("--max-tokens", type=int, default=EDGE.max_new_tokens, help="most new tokens")
     parser.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0 is greedy")
     parser.add_argument("--seed", type=int, default=VERIFY.seed, help="the session seed (sampling, gumbel noise)")
@@ -71,13 +76,13 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
     )
 
 
-def cloud_context(args: argparse.Namespace):
+def cloud_context(args: argparse.Namespace, batching: bool = CLOUD_PROCESS.batching):
     """A LocalCloud behind the emulated link, or nothing when --cloud names one."""
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
     config = CloudProcessConfig(model=str(model_path(args.target)), threads=args.target_threads,
-                                gpu_layers=args.target_gpu_layers, deterministic=args.deterministic,
+                                gpu_layers=args.target_gpu_layers, batching=batching, deterministic=args.deterministic,
                                 startup_timeout_s=args.startup_timeout)  # fmt: skip
     return LocalCloud(config, profile)
 
@@ -90,7 +95,8 @@ def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_t
     return report
 
 
-def _load_drafter(args) -> ModelRunner:
+def load_drafter(args) -> ModelRunner:
+    """The drafter the flags name, pinned to the edge's core when the cloud is local."""
     from picospec.runners.llama import LlamaRunner  # imported here: only generating needs llama.cpp
 
     if not args.cloud:  # the local cloud has core 1; a remote one leaves this machine's cores free
@@ -103,7 +109,7 @@ def _load_drafter(args) -> ModelRunner:
 def _run_generate(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     with cloud_context(args) as local:
-        runner = _load_drafter(args)
+        runner = load_drafter(args)
         address = args.cloud or local.address
         printer = None if args.json else TokenPrinter(console, runner)
         report = run_one(args, runner, Method(args.method), address, printer)
@@ -123,7 +129,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                   "[bold yellow]yellow[/]: corrections sampled on the edge\n")  # fmt: skip
     reports = []
     with cloud_context(args) as local:
-        runner = _load_drafter(args)
+        runner = load_drafter(args)
         address = args.cloud or local.address
         for method in (Method.PICOSPEC, Method.AR):
             console.rule(f"{method.value}")

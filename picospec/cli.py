@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "picospec.app",
     "picospec.bench.cli",
     "picospec.bench.simulate",
+    "picospec.bench.loadtest",
 )
 
 

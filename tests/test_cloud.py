@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import queue
 import signal
@@ -19,7 +20,7 @@ import pytest
 from picospec.cli import build_parser
 from picospec.cloud import CloudConfig
 from picospec.affinity import parse_cores
-from picospec.cloud.server import _serve_command, _serve_until_signalled
+from picospec.cloud.server import STATS_LINE, _serve_command, _serve_until_signalled
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.runners.base import VocabInfo
 from picospec.runners.separate import SeparateRunners
@@ -447,6 +448,12 @@ def test_cloud_serves_until_sigterm_and_says_where(capsys):
             await asyncio.sleep(0.01)
             lines += capsys.readouterr().out
         assert lines.startswith("picospec cloud: serving toy on 127.0.0.1:")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        while STATS_LINE not in lines:
+            await asyncio.sleep(0.01)
+            lines += capsys.readouterr().out
+        stats = json.loads(lines.split(STATS_LINE)[1])
+        assert stats["passes"] > 0 and stats["busy_s"] > 0 and stats["sessions_open"] == 0  # calibration's passes
         os.kill(os.getpid(), signal.SIGTERM)
         return await asyncio.wait_for(serving, CALL_TIMEOUT_S)
 

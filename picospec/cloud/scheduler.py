@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from picospec.errors import InvalidInputError, PicoSpecError
-from picospec.runners.base import MultiSeqRunner, SeqEval, VocabInfo, check_rollback, check_token_ids
+from picospec.runners.base import MultiSeqRunner, SeqEval, TokenList, VocabInfo, check_rollback, check_token_ids
 
 logger = logging.getLogger("picospec.cloud")
 
@@ -214,7 +214,7 @@ class BatchScheduler:
         stats.most_sequences = max(stats.most_sequences, len(batch))
 
 
-class SequenceView:
+class SequenceView(TokenList):
     """A ModelRunner over one sequence of a scheduler's MultiSeqRunner: what a session's TargetVerifier
     runs on. Its evaluations block until the scheduler has run them in a shared pass."""
 
@@ -228,14 +228,6 @@ class SequenceView:
     @property
     def n_vocab(self) -> int:
         return self._runner.n_vocab
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def tokens(self) -> list[int]:
-        return list(self._tokens)
 
     def vocab_info(self) -> VocabInfo:
         return self._runner.vocab_info()

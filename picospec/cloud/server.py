@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import itertools
+import json
 import logging
 import signal
 import threading
@@ -50,6 +52,7 @@ logger = logging.getLogger("picospec.cloud")
 
 # Builds the target for n sequences (one per session); called once, off the event loop.
 RunnerFactory = Callable[[int], MultiSeqRunner]
+STATS_LINE = "picospec cloud: stats "  # then one JSON object: what `SIGUSR1` asks for (loadtest reads it)
 FINISHED_KEPT = 1000  # stats of the most recent finished sessions kept for inspection
 STOP_GRACE_S = 1.0  # how long stop() lets running sessions finish before cancelling them
 
@@ -164,6 +167,11 @@ class CloudServer(pb_grpc.VerifierServicer):
                 f"the cloud is serving its maximum of {self.config.max_sessions} sessions; try again later",
             )
         return lease
+
+    def stats(self) -> dict:
+        """The scheduler's counters since the start, and the sessions open and ended (JSON-ready)."""
+        return {**dataclasses.asdict(self.scheduler.stats), "sessions_open": self.pool.in_use,
+                "sessions_ended": self.sessions_ended}  # fmt: skip
 
     def _welcome(self) -> pb.CloudMessage:
         config = self.config
@@ -346,12 +354,13 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(config: CloudConfig, runner_factory: RunnerFactory) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    """Serve until SIGINT or SIGTERM, then shut down cleanly; on SIGUSR1 print the stats line."""
     server = await start_server(config, runner_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(STATS_LINE + json.dumps(server.stats()), flush=True))
     print(f"picospec cloud: serving {config.model_name} on {config.host}:{server.port}", flush=True)
     started = time.perf_counter()
     try:

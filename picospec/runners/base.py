@@ -137,6 +137,22 @@ class MultiSeqRunner(Protocol):
         ...
 
 
+class TokenList:
+    """n_tokens and tokens for a runner that keeps its context as the list `_tokens`."""
+
+    _tokens: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        """How many tokens the context holds now."""
+        return len(self._tokens)
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids in the context now (a copy)."""
+        return list(self._tokens)
+
+
 def check_token_ids(tokens: Sequence[int], n_vocab: int) -> np.ndarray:
     """Return `tokens` as an int64 array, or raise InvalidInputError if any id is outside the vocabulary."""
     ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # (n,)
