@@ -120,8 +120,10 @@ def run_load(
     config: LoadtestConfig,
     cloud_stats: Callable[[], dict] | None = None,
 ) -> dict:
-    """config.edges edges, each running generations (edge i starts at prompt i) until config.duration_s
-    have passed; summarize() of what they measured. runner_for(edge, prompt index) gives the drafter."""
+    """config.edges edges, each starting generations (edge i at prompt i) until config.duration_s have
+    passed; summarize() of what they measured in that window. runner_for(edge, prompt index) gives
+    the drafter. Choose a duration many generations long: the window counts only the tokens that
+    arrive in it."""
     samples: list[SessionSample] = []
     lock = threading.Lock()
     before = cloud_stats() if cloud_stats else None
@@ -148,9 +150,10 @@ def run_load(
     threads = [threading.Thread(target=edge, args=(i,), name=f"loadtest-edge{i}") for i in range(config.edges)]
     for thread in threads:
         thread.start()
+    time.sleep(max(0.0, deadline - time.perf_counter()))
+    after = cloud_stats() if cloud_stats else None  # at the window's end: generations still running finish after it
     for thread in threads:
         thread.join()
-    after = cloud_stats() if cloud_stats else None
     return summarize(samples, (start, deadline), (before, after) if cloud_stats else None)
 
 
