@@ -17,16 +17,9 @@ from picospec.bench.bound import (
     stop_and_wait_rate,
     stop_and_wait_round_s,
 )
-from picospec.bench.costs import (
-    CostProfile,
-    VerifyCost,
-    evaluated_tokens,
-    load_profile,
-    measure_costs,
-    run_costs,
-    window_costs,
-    wire_bytes,
-)
+from picospec.bench.assumed import load_profile, wire_bytes
+from picospec.bench.costs import CostProfile, VerifyCost
+from picospec.bench.measure import evaluated_tokens, measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord
 from picospec.bench.simulate import (
     AgreementTrace,

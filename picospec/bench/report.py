@@ -21,14 +21,9 @@ import numpy as np
 from picospec.bench import plots
 from picospec.bench.aggregate import METHOD_ORDER, VERIFY_ORDER, aggregate
 from picospec.bench.bound import Acceptance, ideal_tokens_per_s
-from picospec.bench.costs import (
-    LITERATURE_PROFILES,
-    CostProfile,
-    load_profile,
-    measure_costs,
-    prompt_key,
-    window_costs,
-)
+from picospec.bench.assumed import LITERATURE_PROFILES, load_profile
+from picospec.bench.costs import CostProfile, prompt_key
+from picospec.bench.measure import measure_costs, window_costs
 from picospec.bench.results import RunRecord, load_records
 from picospec.bench.runner import MODELESS_VERIFY, NO_NETWORK
 from picospec.bench.simulate import Prediction, SimConfig, SimResult, TraceSource, predict_cells, run_policy, simulate
@@ -570,7 +565,7 @@ def _accuracy(predictions: list[Prediction], error: Callable[[Prediction], float
 def _literature(ctx: Context) -> str:
     parts = [
         "## The paper's setups, simulated (assumed costs)",
-        "The paper gives no per-token timings, so picospec/bench/costs.py derives them from a memory-bandwidth "
+        "The paper gives no per-token timings, so picospec/bench/assumed.py derives them from a memory-bandwidth "
         "roofline of each device and model (sources and assumptions in its comments); message sizes come from "
         "our wire format with each vocabulary; acceptance is ours (this pair's recorded traces), not theirs. "
         "These are plausibility checks of the model, not reproductions.",

@@ -45,17 +45,9 @@ from rich.console import Console
 from rich.table import Table
 
 from picospec.bench.bound import Acceptance, Policy
-from picospec.bench.costs import (
-    LITERATURE_PROFILES,
-    SPECULATIVE,
-    STOP_AND_WAIT,
-    CostProfile,
-    load_profile,
-    measure_costs,
-    prompt_key,
-    run_costs,
-    window_costs,
-)
+from picospec.bench.assumed import LITERATURE_PROFILES, load_profile
+from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, CostProfile, prompt_key
+from picospec.bench.measure import measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord, load_records
 from picospec.bench.runner import MODELESS_VERIFY
 from picospec.edge.config import Method
