@@ -21,15 +21,9 @@ from picospec.bench.assumed import load_profile, wire_bytes
 from picospec.bench.costs import CostProfile, VerifyCost
 from picospec.bench.measure import evaluated_tokens, measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord
-from picospec.bench.simulate import (
-    AgreementTrace,
-    SimConfig,
-    TraceSource,
-    observed_agreement,
-    pooled_agreement,
-    predict_cells,
-    simulate,
-)
+from picospec.bench.predict import predict_cells
+from picospec.bench.simulator import SimConfig, simulate
+from picospec.bench.traces import AgreementTrace, TraceSource, observed_agreement, pooled_agreement
 from picospec.cli import main
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile

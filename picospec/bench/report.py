@@ -24,9 +24,10 @@ from picospec.bench.bound import Acceptance, ideal_tokens_per_s
 from picospec.bench.assumed import LITERATURE_PROFILES, load_profile
 from picospec.bench.costs import CostProfile, prompt_key
 from picospec.bench.measure import measure_costs, window_costs
-from picospec.bench.results import RunRecord, load_records
-from picospec.bench.runner import MODELESS_VERIFY, NO_NETWORK
-from picospec.bench.simulate import Prediction, SimConfig, SimResult, TraceSource, predict_cells, run_policy, simulate
+from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, RunRecord, load_records
+from picospec.bench.predict import Prediction, predict_cells, run_policy
+from picospec.bench.simulator import SimConfig, SimResult, simulate
+from picospec.bench.traces import TraceSource
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
@@ -536,7 +537,7 @@ def _simulator(ctx: Context, out: Path) -> str:
     headers = ["workload", "network", "method", "measured tok/s", "repeat spread", "predicted tok/s", "error",
                "replayed tok/s", "error"]  # fmt: skip
     return (
-        "## The simulator against measurement\n\npicospec/bench/simulate.py replays the edge's and the cloud's "
+        "## The simulator against measurement\n\npicospec/bench/simulator.py replays the edge's and the cloud's "
         "policies with each run's own acceptance trace and length. *Predicted*: with the costs measured from "
         "the runs of the same network profile and temperature (one cloud served them back to back, so they share "
         "the machine's state; the edge-only runs of that temperature are pooled in). *Replayed*: each run with its own compute costs (its "

@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Iterable
 
 from picospec.edge.report import EdgeReport
+from picospec.verify import VerifyMode
+
+NO_NETWORK = "none"  # the profile edge-only runs are filed under
+# The verify mode recorded for methods whose runs do not depend on it (ar, edge).
+MODELESS_VERIFY = VerifyMode.EXACT
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from picospec.bench.aggregate import aggregate, write_aggregates
 from picospec.bench.profiles import NamedProfile, parse_profile
-from picospec.bench.results import CellKey, RunRecord, append_records, load_records
+from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, CellKey, RunRecord, append_records, load_records
 from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
@@ -32,10 +32,7 @@ from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
-NO_NETWORK = "none"  # the profile edge-only runs are filed under
 WARMUP_TOKENS = 8
-# The verify mode recorded for methods whose runs do not depend on it (ar, edge).
-MODELESS_VERIFY = VerifyMode.EXACT
 
 # Opens a cloud behind the given link and yields the address edges connect to.
 CloudFactory = Callable[[LinkProfile], AbstractContextManager[str]]
