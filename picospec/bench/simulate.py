@@ -12,6 +12,8 @@ from picospec.bench.costs import CostProfile
 from picospec.bench.measure import measure_costs
 from picospec.bench.predict import predict_cells
 from picospec.bench.results import load_records
+from picospec.bench.text import label
+from picospec.bench.text import optional_number as _optional
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
@@ -72,7 +74,7 @@ def _simulate_command(args: argparse.Namespace) -> int:
         table.add_row(
             f"{p.workload} T={p.temperature:g}",
             p.profile,
-            p.method if p.method in MODELESS_METHODS else f"{p.method}/{p.verify}",
+            label((p.method, p.verify)),
             f"{p.predicted:.2f}",
             _optional(p.measured, ".2f"),
             _optional(p.error and 100 * p.error, "+.1f", "%"),
@@ -86,13 +88,6 @@ def _simulate_command(args: argparse.Namespace) -> int:
             "replayed: each run with its own compute costs (the protocol model alone)."
         )
     return 0
-
-
-MODELESS_METHODS = (Method.AR.value, Method.EDGE.value)
-
-
-def _optional(value: float | None, spec: str, unit: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def _custom_link(args: argparse.Namespace, costs: CostProfile) -> LinkProfile | None:
