@@ -16,7 +16,7 @@ import numpy as np
 from picospec.bench.aggregate import METHOD_ORDER, VERIFY_ORDER, aggregate
 from picospec.bench.assumed import LITERATURE_PROFILES, load_profile
 from picospec.bench.bound import Acceptance, ideal_tokens_per_s
-from picospec.bench.costs import CostProfile, prompt_key
+from picospec.bench.costs import CostProfile
 from picospec.bench.measure import measure_costs, window_costs
 from picospec.bench.predict import Prediction, predict_cells, run_policy
 from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, RunRecord
@@ -252,7 +252,7 @@ def timeline(a: Analysis) -> Timeline | None:
         policy,
         max_new_tokens,
         picospec.summary["new_tokens"],
-        prompt_key(picospec),
+        picospec.key.prompt,
     )
     traces = TraceSource(a.group_records((picospec.key.workload, picospec.key.temperature)), None, 0)
     simulated = simulate(sized, config, traces.trace(picospec))
@@ -364,7 +364,7 @@ def _ideal(a: Analysis, group: Group, net: Network, variant: Variant, acceptance
     ]
     sized = a.windows.get((net.profile, group[1]), a.costs).with_link(net.link)
     values = [
-        ideal_tokens_per_s(method, verify, sized, acceptance, run_policy(r)[0], r.summary["new_tokens"], prompt_key(r))
+        ideal_tokens_per_s(method, verify, sized, acceptance, run_policy(r)[0], r.summary["new_tokens"], r.key.prompt)
         for r in runs
         if r.summary["new_tokens"]
     ]

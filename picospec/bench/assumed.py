@@ -1,15 +1,18 @@
-"""Cost profiles that are assumed rather than measured: from a profile file, or the paper's setups
-(derived from a memory-bandwidth roofline), with message sizes from the wire format."""
+"""Cost profiles that are assumed rather than measured: from a profile file, the paper's setups
+(derived from a memory-bandwidth roofline), or the benchmark machine for planning; message sizes
+come from the wire format."""
 
 from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from picospec.bench.costs import CostProfile, VerifyCost
+from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
 from picospec.verify import ProbFormat, Verdict, VerifyMode
@@ -127,3 +130,37 @@ def load_profile(spec: str) -> CostProfile:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"{spec}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
     return profile_from_dict(data)
+
+
+# The benchmark machine with the default pair, for planning how long a benchmark takes (runner.py):
+# a 2-core CPU without AVX-512, one core and one llama.cpp thread per side, Qwen2.5-Coder 0.5B
+# drafting for 1.5B. Rough figures of the earlier benchmark (docs/benchmarks.md): decode steps of
+# 135 ms (1.5B) and 67 ms (0.5B), 80 ms for each token of a verified chunk beyond the first. The
+# link and the prompt passes are each run's own (planning_profile).
+BENCH_MACHINE = {
+    "name": "bench-machine",
+    "source": "assumed: the benchmark's 2-core CPU with Qwen2.5-Coder 0.5B drafting for 1.5B, for planning",
+    "draft_ms": 67.0,
+    "target_ms": 135.0,
+    "verify_intercept_ms": 55.0,
+    "verify_per_token_ms": 80.0,
+    "cloud_prefill_ms": 0.0,
+    "edge_prefill_ms": 0.0,
+    "rtt_ms": 20.0,
+    "bandwidth_mbps": 100.0,
+    "n_vocab": 151_936,
+}
+PREFILL_S_PER_TOKEN = 0.04  # the 1.5B's prompt pass per prompt token (5-10 s for 105-247 tokens); the 0.5B's is half
+VANILLA_ROW_S = 0.09  # what vanilla's edge adds to each draft: making, encoding and relaying its float16 row
+
+
+def planning_profile(prompt_tokens: dict[str, int]) -> CostProfile:
+    """BENCH_MACHINE with each prompt's passes ("workload:prompt_id" -> prompt tokens)."""
+    base = profile_from_dict(BENCH_MACHINE)
+    cloud = {prompt: n * PREFILL_S_PER_TOKEN for prompt, n in prompt_tokens.items()}
+    return replace(
+        base,
+        cloud_prefill_by_prompt=cloud,
+        edge_prefill_by_prompt={prompt: s / 2 for prompt, s in cloud.items()},
+        draft_s_by_method={Method.VANILLA.value: base.draft_s + VANILLA_ROW_S},
+    )

@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 
-from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
@@ -120,8 +119,3 @@ class CostProfile:
         if not self.sizes(mode):
             raise InvalidInputError(f"{self.name}: no message sizes for verify mode {mode!r} (no such runs measured)")
         return table[mode]
-
-
-def prompt_key(record: RunRecord) -> str:
-    """How per-prompt costs are keyed: prompt ids repeat across workloads."""
-    return f"{record.key.workload}:{record.key.prompt_id}"

@@ -42,7 +42,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Iterable
 
-from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, CostProfile, VerifyCost, prompt_key
+from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, CostProfile, VerifyCost
 from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
@@ -82,7 +82,7 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
         by_method[r.key.method] += draft_durations(r)
     verify = VerifyCost.fit([(m, s) for r in speculative for m, s in zip(evaluated_tokens(r), r.verify_times)])
     target = [s for r in ar for s in r.verify_times[1:]]
-    cloud_prefill = _median_by_prompt((prompt_key(r), s) for r in records if (s := cloud_prefill_s(r)) is not None)
+    cloud_prefill = _median_by_prompt((r.key.prompt, s) for r in records if (s := cloud_prefill_s(r)) is not None)
     edge_prefill = _median_by_prompt(_edge_prefills(records))
     if link is None:
         link = next(
@@ -138,7 +138,7 @@ def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:
     """`base` with the compute costs that `record` itself measured: its drafter step, its
     verification passes (per evaluated length; base's for lengths it never verified), its decode
     step (ar), and its prompt passes. Link, message sizes and round overheads stay base's."""
-    method, prompt = record.key.method, prompt_key(record)
+    method, prompt = record.key.method, record.key.prompt
     changes: dict = {}
     if drafts := draft_durations(record):
         changes["draft_s_by_method"] = {**base.draft_s_by_method, method: statistics.fmean(drafts)}
@@ -174,9 +174,9 @@ def _edge_prefills(records: Iterable[RunRecord]) -> Iterable[tuple[str, float]]:
         if r.key.method in SPECULATIVE:
             starts = [e["start"] for e in r.timeline if e["kind"] == "draft"]
             if starts:
-                yield prompt_key(r), starts[0]
+                yield r.key.prompt, starts[0]
         elif r.key.method == Method.EDGE.value and r.summary.get("ttft_s") is not None:
-            yield prompt_key(r), r.summary["ttft_s"]
+            yield r.key.prompt, r.summary["ttft_s"]
 
 
 def _message_bytes(speculative: list[RunRecord]) -> tuple[dict[str, float], dict[str, float]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from picospec.bench.bound import Policy
-from picospec.bench.costs import CostProfile, prompt_key
+from picospec.bench.costs import CostProfile
 from picospec.bench.measure import measure_costs, run_costs, window_costs
 from picospec.bench.results import MODELESS_VERIFY, RunRecord
 from picospec.bench.simulator import SimConfig, simulate
@@ -148,4 +148,4 @@ def _cell_runs(group: Sequence[RunRecord], method: str, mode: str, link: LinkPro
 
 def _config(record: RunRecord, method: str, mode: str) -> SimConfig:
     policy, max_new_tokens = run_policy(record)
-    return SimConfig(method, mode, policy, max_new_tokens, record.summary["new_tokens"], prompt_key(record))
+    return SimConfig(method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt)

@@ -33,6 +33,11 @@ class CellKey:
     temperature: float
     repeat: int
 
+    @property
+    def prompt(self) -> str:
+        """"workload:prompt_id": how per-prompt costs are keyed (prompt ids repeat across workloads)."""
+        return f"{self.workload}:{self.prompt_id}"
+
     def cell(self) -> tuple:
         """The key without prompt and repeat: runs of one cell are aggregated together."""
         return (self.workload, self.method, self.verify, self.profile, self.rtt_ms, self.bandwidth_mbps, self.temperature)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from picospec.bench.bound import Acceptance
-from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, prompt_key
+from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT
 from picospec.bench.results import RunRecord
 
 
@@ -73,13 +73,13 @@ class TraceSource:
         self.greedy = all(record.key.temperature == 0 for record in group)
         self.by_prompt: dict[str, list[RunRecord]] = defaultdict(list)
         for record in group:
-            self.by_prompt[prompt_key(record)].append(record)
+            self.by_prompt[record.key.prompt].append(record)
 
     def trace(self, record: RunRecord) -> AgreementTrace:
-        seed = zlib.crc32(f"{self.seed}:{prompt_key(record)}:{record.key.repeat}".encode())  # hash() is salted
+        seed = zlib.crc32(f"{self.seed}:{record.key.prompt}:{record.key.repeat}".encode())  # hash() is salted
         if self.override is not None:
             return AgreementTrace({}, self.override, seed)
-        known = pooled_agreement(self.by_prompt[prompt_key(record)]) if self.greedy else {}
+        known = pooled_agreement(self.by_prompt[record.key.prompt]) if self.greedy else {}
         if record.key.method in SPECULATIVE:
             known.update(observed_agreement(record))
         return AgreementTrace(known, self.alpha, seed)
