@@ -24,11 +24,12 @@ from picospec.bench.simulator import SimConfig, SimResult, simulate
 from picospec.bench.traces import TraceSource
 from picospec.edge.config import Method
 from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyMode
 
-Variant = tuple[str, str]  # (method, verify)
+Variant = tuple[Method, VerifyMode]
 Group = tuple[str, float]  # (workload, temperature)
-AR: Variant = (Method.AR.value, MODELESS_VERIFY.value)
-VANILLA: Variant = (Method.VANILLA.value, Method.VANILLA.default_mode.value)
+AR: Variant = (Method.AR, MODELESS_VERIFY)
+VANILLA: Variant = (Method.VANILLA, Method.VANILLA.default_mode)
 SWEEP_POINTS = 16
 
 
@@ -76,7 +77,7 @@ class Analysis:
     @property
     def networked(self) -> list[Variant]:
         """The variants that use the network (all but edge)."""
-        return [v for v in self.variants if v[0] != Method.EDGE.value]
+        return [v for v in self.variants if v[0] is not Method.EDGE]
 
     def group_records(self, group: Group) -> list[RunRecord]:
         """The runs of one (workload, temperature) group."""
@@ -84,7 +85,7 @@ class Analysis:
 
     def row(self, group: Group, network: Network, variant: Variant) -> dict | None:
         """The aggregate row of a cell (edge-only runs: the ones without a network)."""
-        profile = NO_NETWORK if variant[0] == Method.EDGE.value else network.profile
+        profile = NO_NETWORK if variant[0] is Method.EDGE else network.profile
         return self.rows.get((*group, profile, *variant))
 
     def tokens_per_s(self, group: Group, network: Network, variant: Variant) -> float | None:
@@ -129,7 +130,7 @@ class Gain:
 
 def pipeline_gains(a: Analysis) -> list[Gain]:
     """picospec against sync (stop-and-wait) in the same verify mode: what the pipeline gains."""
-    sync, picospec = Method.SYNC.value, Method.PICOSPEC.value
+    sync, picospec = Method.SYNC, Method.PICOSPEC
     modes = [mode for method, mode in a.variants if method == picospec and (sync, mode) in a.variants]
     return [
         Gain(g, n, a.tokens_per_s(g, n, (sync, mode)), (picospec, mode), a.tokens_per_s(g, n, (picospec, mode)))
@@ -140,7 +141,7 @@ def pipeline_gains(a: Analysis) -> list[Gain]:
 
 def separation_gains(a: Analysis) -> list[Gain]:
     """sync and picospec in each verify mode against vanilla (whole draft distributions uplinked)."""
-    separate = [v for v in a.variants if v[0] in (Method.SYNC.value, Method.PICOSPEC.value)]
+    separate = [v for v in a.variants if v[0] in (Method.SYNC, Method.PICOSPEC)]
     return [
         Gain(g, n, a.tokens_per_s(g, n, VANILLA), v, a.tokens_per_s(g, n, v)) for g, n in a.cells() for v in separate
     ]
@@ -183,7 +184,7 @@ def speedup_sweeps(a: Analysis, group: Group) -> list[NetworkSweep]:
     records, nets = a.group_records(group), a.columns(group)
     if not nets:
         return []
-    networked = [v for v in a.variants if v[0] not in (Method.AR.value, Method.EDGE.value)]
+    networked = [v for v in a.variants if v[0] not in (Method.AR, Method.EDGE)]
     max_rtt = max(n.rtt_ms for n in nets)
     rtts = sorted({*np.linspace(0.0, 1.5 * max(max_rtt, 10.0), SWEEP_POINTS).tolist(), *(n.rtt_ms for n in nets)})
     bandwidths = sorted({*np.geomspace(0.05, 1000.0, SWEEP_POINTS).tolist(), *(n.bandwidth_mbps for n in nets)})
@@ -205,7 +206,7 @@ def _speedups(
 ) -> dict[Variant, list[float]]:
     """Simulated speedup over ar of each variant on each link."""
     curves: dict[Variant, list[float]] = {v: [] for v in variants}
-    methods = sorted({v[0] for v in variants} | {Method.AR.value}, key=METHOD_ORDER.index)
+    methods = sorted({v[0] for v in variants} | {Method.AR}, key=METHOD_ORDER.index)
     for link in links:
         predicted = {(p.method, p.verify): p.predicted for p in predict_cells(records, a.costs, methods, link)}
         ar = predicted[AR]
@@ -263,7 +264,7 @@ def timeline(a: Analysis) -> Timeline | None:
 def _timeline_pair(a: Analysis) -> tuple[RunRecord, RunRecord] | None:
     """A vanilla and a picospec run (exact preferred) of one prompt on one network, the middle one by RTT."""
 
-    def find(method: str, verify: str | None, key) -> RunRecord | None:
+    def find(method: Method, verify: VerifyMode | None, key) -> RunRecord | None:
         return next(
             (
                 r
@@ -277,10 +278,10 @@ def _timeline_pair(a: Analysis) -> tuple[RunRecord, RunRecord] | None:
 
     for net in a.networks[len(a.networks) // 2 :] + a.networks[: len(a.networks) // 2]:
         for r in a.records:
-            if r.key.method != Method.VANILLA.value or r.key.profile != net.profile:
+            if r.key.method is not Method.VANILLA or r.key.profile != net.profile:
                 continue
             key = (r.key.workload, r.key.prompt_id, r.key.profile, r.key.temperature, r.key.repeat)
-            picospec = find(Method.PICOSPEC.value, "exact", key) or find(Method.PICOSPEC.value, None, key)
+            picospec = find(Method.PICOSPEC, VerifyMode.EXACT, key) or find(Method.PICOSPEC, None, key)
             if picospec is not None:
                 return r, picospec
     return None
@@ -360,7 +361,7 @@ def _ideal(a: Analysis, group: Group, net: Network, variant: Variant, acceptance
     runs = [
         r
         for r in a.group_records(group)
-        if (r.key.method, r.key.verify) == variant and (method == Method.EDGE.value or r.key.profile == net.profile)
+        if (r.key.method, r.key.verify) == variant and (method is Method.EDGE or r.key.profile == net.profile)
     ]
     sized = a.windows.get((net.profile, group[1]), a.costs).with_link(net.link)
     values = [
@@ -387,14 +388,14 @@ def measured_predictions(a: Analysis) -> list[Prediction]:
     """The predictions of measured cells (edge-only cells, which have no network, once)."""
 
     def shown(p: Prediction) -> bool:
-        return p.measured is not None and (p.method != Method.EDGE.value or p.profile == a.networks[0].profile)
+        return p.measured is not None and (p.method is not Method.EDGE or p.profile == a.networks[0].profile)
 
     return [p for p in a.predictions.values() if shown(p)]
 
 
 def prediction_profile(p: Prediction) -> str:
     """The network profile the runs of a predicted cell are filed under."""
-    return p.profile if p.method != Method.EDGE.value else NO_NETWORK
+    return p.profile if p.method is not Method.EDGE else NO_NETWORK
 
 
 def prediction_spread(a: Analysis, p: Prediction) -> float | None:
@@ -447,13 +448,13 @@ class IdentityCheck:
 def token_identity(records: Sequence[RunRecord]) -> IdentityCheck:
     """Compare every temperature-0 run (edge-only ones, the drafter's own output, left out) with
     its prompt's reference run: the ar run, else the first."""
-    greedy = [r for r in records if r.key.temperature == 0 and r.key.method != Method.EDGE.value]
+    greedy = [r for r in records if r.key.temperature == 0 and r.key.method is not Method.EDGE]
     by_prompt: dict[tuple, list[RunRecord]] = {}
     for r in greedy:
         by_prompt.setdefault((r.key.workload, r.key.prompt_id), []).append(r)
     mismatches = []
     for (workload, prompt), runs in sorted(by_prompt.items()):
-        reference = next((r for r in runs if r.key.method == Method.AR.value), runs[0])
+        reference = next((r for r in runs if r.key.method is Method.AR), runs[0])
         for r in runs:
             if r.token_ids != reference.token_ids:
                 at = next(
@@ -470,7 +471,7 @@ def token_identity(records: Sequence[RunRecord]) -> IdentityCheck:
 
 def topk_rows(a: Analysis) -> list[tuple[tuple, dict]]:
     """(cell key, aggregate row) of every topk cell."""
-    return [(k, r) for k, r in a.rows.items() if k[4] == "topk"]
+    return [(k, r) for k, r in a.rows.items() if k[4] is VerifyMode.TOPK]
 
 
 def group_alphas(a: Analysis) -> list[tuple[Group, float]]:

@@ -19,7 +19,7 @@ from picospec.verify import ProbFormat, Verdict, VerifyMode
 from picospec.wire.messages import chunk_message, verdict_message
 
 
-def wire_bytes(n_vocab: int, chunk_len: int) -> tuple[dict[str, float], dict[str, float]]:
+def wire_bytes(n_vocab: int, chunk_len: int) -> tuple[dict[VerifyMode, float], dict[VerifyMode, float]]:
     """Uplink bytes per draft token and downlink bytes per round of each verify mode, as the
     protocol encodes them for a vocabulary of n_vocab. Verdicts are counted as greedy ones (one
     token); the material of a sampled rejection (topk: K ids and probs, exact: m candidates) adds
@@ -28,8 +28,8 @@ def wire_bytes(n_vocab: int, chunk_len: int) -> tuple[dict[str, float], dict[str
     probs = np.full((chunk_len, n_vocab), 1.0 / n_vocab)  # (k, V)
     start = 10_000  # a typical position: the varint width of `start` counts
     verdict = verdict_message(1, start, Verdict(chunk_len - 1, True, token=n_vocab - 1), ProbFormat.F16, 0.05, 100)
-    up = {mode.value: chunk_message(mode, 1, start, tokens, probs, None).ByteSize() / chunk_len for mode in VerifyMode}
-    return up, {mode.value: float(verdict.ByteSize()) for mode in VerifyMode}
+    up = {mode: chunk_message(mode, 1, start, tokens, probs, None).ByteSize() / chunk_len for mode in VerifyMode}
+    return up, {mode: float(verdict.ByteSize()) for mode in VerifyMode}
 
 
 FILE_FIELDS = {
@@ -68,7 +68,7 @@ def profile_from_dict(data: dict) -> CostProfile:
             link=link,
             bytes_up_per_draft_token=up,
             bytes_down_per_round=down,
-            bytes_down_per_ar_token=down[VerifyMode.EXACT.value],
+            bytes_down_per_ar_token=down[VerifyMode.EXACT],
             round_overhead_s=ms.get("round_overhead_ms", 0.0),
             source=str(data.get("source", "a profile file")),
         )
@@ -162,5 +162,5 @@ def planning_profile(prompt_tokens: dict[str, int]) -> CostProfile:
         base,
         cloud_prefill_by_prompt=cloud,
         edge_prefill_by_prompt={prompt: s / 2 for prompt, s in cloud.items()},
-        draft_s_by_method={Method.VANILLA.value: base.draft_s + VANILLA_ROW_S},
+        draft_s_by_method={Method.VANILLA: base.draft_s + VANILLA_ROW_S},
     )

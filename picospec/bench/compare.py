@@ -47,7 +47,8 @@ def compare(records: list[RunRecord], baseline: str = "ar") -> list[RatioRow]:
         if record.key.method == baseline or other is None:
             continue
         s, b = record.summary, other.summary
-        cell = (record.key.workload, record.key.profile, record.key.temperature, f"{record.key.method}/{record.key.verify}")
+        variant = f"{record.key.method.value}/{record.key.verify.value}"
+        cell = (record.key.workload, record.key.profile, record.key.temperature, variant)
         cells.setdefault(cell, []).append((
             s["tokens_per_s"] / b["tokens_per_s"],
             after_first_token_rate(record) / after_first_token_rate(other),

@@ -18,9 +18,10 @@ import numpy as np
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyMode
 
-STOP_AND_WAIT = (Method.VANILLA.value, Method.SYNC.value)
-SPECULATIVE = (Method.VANILLA.value, Method.SYNC.value, Method.PICOSPEC.value)
+STOP_AND_WAIT = (Method.VANILLA, Method.SYNC)
+SPECULATIVE = tuple(m for m in Method if m.speculative)
 
 
 @dataclass(frozen=True)
@@ -68,24 +69,24 @@ class CostProfile:
     cloud_prefill_s: float
     edge_prefill_s: float
     link: LinkProfile
-    bytes_up_per_draft_token: dict[str, float]  # by verify mode
-    bytes_down_per_round: dict[str, float]  # by verify mode
+    bytes_up_per_draft_token: dict[VerifyMode, float]
+    bytes_down_per_round: dict[VerifyMode, float]
     bytes_down_per_ar_token: float
     round_overhead_s: float = 0.0
-    round_overhead_by_mode: dict[str, float] = field(default_factory=dict)
+    round_overhead_by_mode: dict[VerifyMode, float] = field(default_factory=dict)
     cloud_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
     edge_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
-    draft_s_by_method: dict[str, float] = field(default_factory=dict)
+    draft_s_by_method: dict[Method, float] = field(default_factory=dict)
     source: str = "measured from the benchmark's runs"
 
     def with_link(self, link: LinkProfile) -> "CostProfile":
         return replace(self, link=link)
 
-    def draft(self, method: str) -> float:
+    def draft(self, method: Method) -> float:
         """Seconds of one drafter step as `method`'s edge takes it (default: draft_s)."""
         return self.draft_s_by_method.get(method, self.draft_s)
 
-    def overhead(self, mode: str) -> float:
+    def overhead(self, mode: VerifyMode) -> float:
         """Seconds a verdict takes beyond the cloud's compute and the link model, in `mode`."""
         return self.round_overhead_by_mode.get(mode, self.round_overhead_s)
 
@@ -95,27 +96,27 @@ class CostProfile:
     def edge_prefill(self, prompt: str | None = None) -> float:
         return self.edge_prefill_by_prompt.get(prompt, self.edge_prefill_s)
 
-    def sizes(self, mode: str) -> bool:
+    def sizes(self, mode: VerifyMode) -> bool:
         """Whether this profile knows the message sizes of `mode`."""
         return mode in self.bytes_up_per_draft_token and mode in self.bytes_down_per_round
 
-    def up_bytes(self, mode: str) -> float:
+    def up_bytes(self, mode: VerifyMode) -> float:
         """Uplink bytes per draft token in `mode`."""
         return self._bytes(self.bytes_up_per_draft_token, mode)
 
-    def down_bytes(self, mode: str) -> float:
+    def down_bytes(self, mode: VerifyMode) -> float:
         """Downlink bytes per verdict in `mode`."""
         return self._bytes(self.bytes_down_per_round, mode)
 
-    def uplink_s(self, mode: str, n_tokens: int) -> float:
+    def uplink_s(self, mode: VerifyMode, n_tokens: int) -> float:
         """Serialisation of a chunk of n draft tokens (propagation excluded)."""
         return self.link.serialisation_s(n_tokens * self.up_bytes(mode))
 
-    def downlink_s(self, mode: str) -> float:
+    def downlink_s(self, mode: VerifyMode) -> float:
         """Serialisation of one verdict (propagation excluded)."""
         return self.link.serialisation_s(self.down_bytes(mode))
 
-    def _bytes(self, table: dict[str, float], mode: str) -> float:
+    def _bytes(self, table: dict[VerifyMode, float], mode: VerifyMode) -> float:
         if not self.sizes(mode):
-            raise InvalidInputError(f"{self.name}: no message sizes for verify mode {mode!r} (no such runs measured)")
+            raise InvalidInputError(f"{self.name}: no message sizes for verify mode {VerifyMode(mode).value!r} (no such runs measured)")
         return table[mode]

@@ -47,6 +47,7 @@ from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyMode
 
 
 def evaluated_tokens(record: RunRecord) -> list[int]:
@@ -63,7 +64,7 @@ def evaluated_tokens(record: RunRecord) -> list[int]:
 def draft_durations(record: RunRecord) -> list[float]:
     """Seconds of each drafter step of a run: its draft events, or an edge-only run's mean step
     after the prompt pass (which yields its first token), once per step."""
-    if record.key.method == Method.EDGE.value:
+    if record.key.method == Method.EDGE:
         n, ttft = record.summary["new_tokens"], record.summary.get("ttft_s")
         return [(record.summary["wall_s"] - ttft) / (n - 1)] * (n - 1) if n > 1 and ttft is not None else []
     return [e["end"] - e["start"] for e in record.timeline if e["kind"] == "draft"]
@@ -73,11 +74,11 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
     """A CostProfile from benchmark runs; `link` defaults to the first networked run's."""
     records = list(records)
     speculative = [r for r in records if r.key.method in SPECULATIVE]
-    ar = [r for r in records if r.key.method == Method.AR.value and r.verify_times]
+    ar = [r for r in records if r.key.method == Method.AR and r.verify_times]
     drafts = [d for r in speculative for d in draft_durations(r)]
     if not drafts:
         raise InvalidInputError("the results hold no speculative runs with draft events to measure costs from")
-    by_method: dict[str, list[float]] = defaultdict(list)
+    by_method: dict[Method, list[float]] = defaultdict(list)
     for r in records:
         by_method[r.key.method] += draft_durations(r)
     verify = VerifyCost.fit([(m, s) for r in speculative for m, s in zip(evaluated_tokens(r), r.verify_times)])
@@ -145,7 +146,7 @@ def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:
     if method in SPECULATIVE and record.verify_times:
         own = VerifyCost.fit(list(zip(evaluated_tokens(record), record.verify_times)))
         changes["verify"] = replace(base.verify, medians={**base.verify.medians, **own.medians})
-    if method == Method.AR.value and len(record.verify_times) > 1:
+    if method == Method.AR and len(record.verify_times) > 1:
         changes["target_s"] = statistics.fmean(record.verify_times[1:])
     if (prefill := cloud_prefill_s(record)) is not None:
         changes["cloud_prefill_by_prompt"] = {**base.cloud_prefill_by_prompt, prompt: prefill}
@@ -157,7 +158,7 @@ def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:
 def cloud_prefill_s(record: RunRecord) -> float | None:
     """The cloud's prompt pass in a run, where it reported one."""
     reported = record.summary.get("cloud_prefill_s")
-    if reported is None and record.key.method == Method.AR.value and record.verify_times:
+    if reported is None and record.key.method == Method.AR and record.verify_times:
         return record.verify_times[0]  # results from before protocol v2
     return reported
 
@@ -175,14 +176,14 @@ def _edge_prefills(records: Iterable[RunRecord]) -> Iterable[tuple[str, float]]:
             starts = [e["start"] for e in r.timeline if e["kind"] == "draft"]
             if starts:
                 yield r.key.prompt, starts[0]
-        elif r.key.method == Method.EDGE.value and r.summary.get("ttft_s") is not None:
+        elif r.key.method == Method.EDGE and r.summary.get("ttft_s") is not None:
             yield r.key.prompt, r.summary["ttft_s"]
 
 
-def _message_bytes(speculative: list[RunRecord]) -> tuple[dict[str, float], dict[str, float]]:
+def _message_bytes(speculative: list[RunRecord]) -> tuple[dict[VerifyMode, float], dict[VerifyMode, float]]:
     """Mean uplink bytes per draft token and downlink bytes per round, by verify mode."""
-    up: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    down: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    up: dict[VerifyMode, list[int]] = defaultdict(lambda: [0, 0])
+    down: dict[VerifyMode, list[int]] = defaultdict(lambda: [0, 0])
     for r in speculative:
         s = r.summary
         up[r.key.verify][0] += s["bytes_up"]
@@ -195,7 +196,7 @@ def _message_bytes(speculative: list[RunRecord]) -> tuple[dict[str, float], dict
     )
 
 
-def _round_overheads(speculative: list[RunRecord], costs: CostProfile) -> tuple[float, dict[str, float]]:
+def _round_overheads(speculative: list[RunRecord], costs: CostProfile) -> tuple[float, dict[VerifyMode, float]]:
     """Median latency of stop-and-wait rounds beyond the modelled parts (never below zero):
     over all rounds, and per verify mode.
 
@@ -203,7 +204,7 @@ def _round_overheads(speculative: list[RunRecord], costs: CostProfile) -> tuple[
     so each round's ship time and verdict arrival are on the edge's timeline. Round 0 is left
     out: it may also wait for the cloud's prefill.
     """
-    excess: dict[str, list[float]] = defaultdict(list)
+    excess: dict[VerifyMode, list[float]] = defaultdict(list)
     for r in speculative:
         if r.key.method not in STOP_AND_WAIT or r.key.bandwidth_mbps <= 0:
             continue

@@ -21,6 +21,7 @@ from picospec.bench.simulator import SimConfig, simulate
 from picospec.bench.traces import TraceSource
 from picospec.edge.config import Method
 from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyMode
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Prediction:
     profile: str
     rtt_ms: float
     bandwidth_mbps: float
-    method: str
-    verify: str
+    method: Method
+    verify: VerifyMode
     predicted: float
     measured: float | None
     replayed: float | None = None  # each measured run simulated with its own compute costs
@@ -62,16 +63,18 @@ def run_policy(record: RunRecord) -> tuple[Policy, int]:
     return Policy(chunk_len, lookahead), int(s.get("max_new_tokens", record.summary["new_tokens"]))
 
 
-def _variants(records: Sequence[RunRecord], methods: Sequence[str], costs: CostProfile) -> list[tuple[str, str]]:
+def _variants(
+    records: Sequence[RunRecord], methods: Sequence[Method], costs: CostProfile
+) -> list[tuple[Method, VerifyMode]]:
     """(method, verify mode) pairs to predict: the modes the results ran, or else each method's
     default mode if the costs know its message sizes."""
     present = {(r.key.method, r.key.verify) for r in records}
     variants = []
     for method in methods:
         modes = sorted({mode for m, mode in present if m == method})
-        if not Method(method).speculative:
-            variants.append((method, MODELESS_VERIFY.value))
-        elif modes or costs.sizes(default := Method(method).default_mode.value):
+        if not method.speculative:
+            variants.append((method, MODELESS_VERIFY))
+        elif modes or costs.sizes(default := method.default_mode):
             variants += [(method, mode) for mode in modes or [default]]
     return variants
 
@@ -79,7 +82,7 @@ def _variants(records: Sequence[RunRecord], methods: Sequence[str], costs: CostP
 def predict_cells(
     records: Sequence[RunRecord],
     costs: CostProfile | None = None,
-    methods: Sequence[str] | None = None,
+    methods: Sequence[Method] | None = None,
     link: LinkProfile | None = None,
     alpha: float | None = None,
     seed: int = 0,
@@ -96,7 +99,7 @@ def predict_cells(
     compare = costs is None
     windows = window_costs(records) if compare else {}
     costs = costs or measure_costs(records)
-    methods = list(methods or [m.value for m in Method])
+    methods = [Method(m) for m in methods] if methods else list(Method)
     if link is not None:
         networks = [(f"{link.rtt_ms:g}/{link.bandwidth_mbps:g}", link)]
     else:
@@ -134,9 +137,9 @@ def predict_cells(
     return predictions
 
 
-def _cell_runs(group: Sequence[RunRecord], method: str, mode: str, link: LinkProfile) -> list[RunRecord]:
+def _cell_runs(group: Sequence[RunRecord], method: Method, mode: VerifyMode, link: LinkProfile) -> list[RunRecord]:
     """The group's runs of one cell; edge-only runs, which use no network, belong to every link's."""
-    if method == Method.EDGE.value:
+    if method is Method.EDGE:
         return [r for r in group if r.key.method == method]
     return [
         r
@@ -146,6 +149,6 @@ def _cell_runs(group: Sequence[RunRecord], method: str, mode: str, link: LinkPro
     ]
 
 
-def _config(record: RunRecord, method: str, mode: str) -> SimConfig:
+def _config(record: RunRecord, method: Method, mode: VerifyMode) -> SimConfig:
     policy, max_new_tokens = run_policy(record)
     return SimConfig(method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt)

@@ -141,7 +141,7 @@ def _throughput(a: Analysis, out: Path) -> str:
 
 def _ablations(a: Analysis) -> str:
     rows = [
-        [_group(x.group), x.network.profile, x.variant[1], _num(x.baseline), _num(x.value), _num(x.gain, ".2f", "x")]
+        [_group(x.group), x.network.profile, x.variant[1].value, _num(x.baseline), _num(x.value), _num(x.gain, ".2f", "x")]
         for x in pipeline_gains(a)
     ]
     pipeline = "### Without the pipeline: sync (stop-and-wait) against picospec, same verify mode\n\n" + (
@@ -340,7 +340,7 @@ def _literature(a: Analysis) -> str:
         "These are plausibility checks of the model, not reproductions.",
     ]
     for name, costs, predictions in literature_predictions(a):
-        ar = {(p.workload, p.temperature): p.predicted for p in predictions if p.method == Method.AR.value}
+        ar = {(p.workload, p.temperature): p.predicted for p in predictions if p.method is Method.AR}
         rows = [
             [
                 f"{p.workload} T={p.temperature:g}",
@@ -403,11 +403,11 @@ def _costs(a: Analysis) -> str:
     modes = sorted(c.bytes_up_per_draft_token, key=VERIFY_ORDER.index)
     sizes = _table(
         ["verify mode", "uplink B / draft token", "downlink B / verdict"],
-        [[m, _num(c.bytes_up_per_draft_token[m], ".1f"), _num(c.bytes_down_per_round.get(m), ".1f")] for m in modes],
+        [[m.value, _num(c.bytes_up_per_draft_token[m], ".1f"), _num(c.bytes_down_per_round.get(m), ".1f")] for m in modes],
     )
-    overheads = ", ".join(f"{m} {1000 * s:.1f} ms" for m, s in c.round_overhead_by_mode.items())
+    overheads = ", ".join(f"{m.value} {1000 * s:.1f} ms" for m, s in c.round_overhead_by_mode.items())
     drafts = ", ".join(
-        f"{m} {1000 * c.draft_s_by_method[m]:.1f} ms" for m in METHOD_ORDER if m in c.draft_s_by_method
+        f"{m.value} {1000 * c.draft_s_by_method[m]:.1f} ms" for m in METHOD_ORDER if m in c.draft_s_by_method
     )
     alphas = ", ".join(f"{_group(g)}: {alpha:.3f}" for g, alpha in group_alphas(a))
     return (
@@ -429,7 +429,7 @@ def _costs(a: Analysis) -> str:
 
 def _window_costs(a: Analysis) -> str:
     """The costs of each network profile's stretch of the run: how far the machine drifted."""
-    methods = [m.value for m in (Method.EDGE, Method.VANILLA, Method.SYNC, Method.PICOSPEC)]
+    methods = (Method.EDGE, Method.VANILLA, Method.SYNC, Method.PICOSPEC)
     rows = [
         [profile, f"{temperature:g}"]
         + [_num(1000 * w.draft_s_by_method[m] if m in w.draft_s_by_method else None, ".1f") for m in methods]
@@ -437,7 +437,7 @@ def _window_costs(a: Analysis) -> str:
            _num(w.cloud_prefill_s, ".2f")]  # fmt: skip
         for (profile, temperature), w in sorted_windows(a)
     ]
-    headers = ["network", "T", *(f"t_d {m} ms" for m in methods), "t_t ms", "V(4) ms", "V(5) ms", "cloud prefill s"]
+    headers = ["network", "T", *(f"t_d {m.value} ms" for m in methods), "t_t ms", "V(4) ms", "V(5) ms", "cloud prefill s"]
     return (
         "Per network profile and temperature (each network served by its own cloud, one stretch of time; "
         "what the predictions and the ideal bound use), with the edge-only runs of that temperature:\n\n"

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from picospec.edge.config import Method
 from picospec.edge.report import EdgeReport
 from picospec.verify import VerifyMode
 
@@ -25,13 +26,18 @@ class CellKey:
 
     workload: str  # humaneval | mtbench
     prompt_id: str
-    method: str  # ar | edge | vanilla | sync | picospec
-    verify: str  # full | topk | exact | gumbel
+    method: Method
+    verify: VerifyMode
     profile: str  # lan | wan | cellular | constrained | extreme | custom name
     rtt_ms: float
     bandwidth_mbps: float
     temperature: float
     repeat: int
+
+    def __post_init__(self) -> None:
+        # Results files hold the enums' values; keys hold the enums.
+        object.__setattr__(self, "method", Method(self.method))
+        object.__setattr__(self, "verify", VerifyMode(self.verify))
 
     @property
     def prompt(self) -> str:

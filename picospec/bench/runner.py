@@ -145,7 +145,7 @@ def plan_runs(config: BenchConfig, prompts: Sequence[Prompt]) -> list[PlannedRun
         for prompt, temperature, repeat, (method, mode) in itertools.product(
             prompts, config.temperatures, range(config.repeats), group_variants
         ):
-            key = CellKey(prompt.workload, prompt.prompt_id, method.value, mode.value, profile,
+            key = CellKey(prompt.workload, prompt.prompt_id, method, mode, profile,
                           rtt, bandwidth, float(temperature), repeat)  # fmt: skip
             runs.append(PlannedRun(key, prompt))
     return runs
@@ -191,7 +191,7 @@ MEDIAN_PROMPT_CHARS = {"humaneval": 451, "mtbench": 185}  # for estimates before
 def estimate_run_s(run: PlannedRun, config: BenchConfig, costs: CostProfile) -> float:
     """Seconds one run should take on `costs` (planning_profile of the run's prompt)."""
     key = run.key
-    link = costs.link if key.method == Method.EDGE.value else LinkProfile(key.rtt_ms, key.bandwidth_mbps)
+    link = costs.link if key.method is Method.EDGE else LinkProfile(key.rtt_ms, key.bandwidth_mbps)
     return ideal_wall_s(key.method, key.verify, costs.with_link(link), PLANNING_ACCEPTANCE, config.chunking(),
                         config.max_new_tokens, key.prompt)  # fmt: skip
 
@@ -231,9 +231,9 @@ def print_plan(console: Console, plan: Sequence[PlannedRun], todo: Sequence[Plan
 def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = None) -> EdgeConfig:
     """The EdgeConfig of the run `key`."""
     return EdgeConfig(
-        method=Method(key.method),
+        method=key.method,
         params=SamplingParams(temperature=key.temperature),
-        verify=VerifyConfig(mode=VerifyMode(key.verify), seed=config.seed + key.repeat),
+        verify=VerifyConfig(mode=key.verify, seed=config.seed + key.repeat),
         max_new_tokens=max_new_tokens or config.max_new_tokens,
         chunk_len=config.chunking().chunk_len,
         max_lookahead=config.chunking().max_lookahead,
@@ -294,13 +294,13 @@ def _execute(config: BenchConfig, todo: list[PlannedRun], drafter: ModelRunner, 
 def _warm_up(config: BenchConfig, drafter: ModelRunner, address: str | None, first: PlannedRun, prompt_tokens: dict) -> None:
     """A short unrecorded generation: loads the cloud's runner and touches both models' pages."""
     method = Method.EDGE if address is None else Method.SYNC
-    key = CellKey(first.key.workload, first.key.prompt_id, method.value, MODELESS_VERIFY.value,
+    key = CellKey(first.key.workload, first.key.prompt_id, method, MODELESS_VERIFY,
                   first.key.profile, first.key.rtt_ms, first.key.bandwidth_mbps, 0.0, 0)  # fmt: skip
     generate(address, drafter, prompt_tokens[first.prompt], edge_config(config, key, WARMUP_TOKENS))
 
 
 def _describe(key: CellKey) -> str:
-    return (f"{key.profile} {key.workload}:{key.prompt_id} {key.method}/{key.verify} "
+    return (f"{key.profile} {key.workload}:{key.prompt_id} {key.method.value}/{key.verify.value} "
             f"T={key.temperature:g} #{key.repeat}")  # fmt: skip
 
 

@@ -39,12 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_simulate_command)
 
 
-def _methods(text: str) -> list[str]:
+def _methods(text: str) -> list[Method]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     allowed = [m.value for m in Method]
     if not names or any(n not in allowed for n in names):
         raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
-    return names
+    return [Method(n) for n in names]
 
 
 def _probability(text: str) -> float:

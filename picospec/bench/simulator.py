@@ -38,6 +38,7 @@ from picospec.edge.policy import ChunkPolicy, EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkSchedule
+from picospec.verify import VerifyMode
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,16 @@ class SimResult:
 class SimConfig:
     """One generation to simulate: the edge's settings and where the output ends."""
 
-    method: str
-    mode: str = MODELESS_VERIFY.value
+    method: Method
+    mode: VerifyMode = MODELESS_VERIFY
     policy: Policy = Policy()
     max_new_tokens: int = 128
     stop_after: int | None = None  # an end-of-sequence token after this many tokens
     prompt: str | None = None  # "workload:prompt_id", for per-prompt prefill times
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "method", Method(self.method))
+        object.__setattr__(self, "mode", VerifyMode(self.mode))
         if self.n_tokens < 1 or self.policy.max_lookahead < self.policy.chunk_len:
             raise InvalidInputError("a simulated generation needs >= 1 token and max_lookahead >= chunk_len")
 
@@ -144,13 +147,13 @@ class _Edge(EdgeLoop):
 
     def __init__(self, costs: CostProfile, config: SimConfig, trace: AgreementTrace) -> None:
         self.costs, self.config = costs, config
-        self.pipelined = config.method == Method.PICOSPEC.value
+        self.pipelined = config.method.pipelined
         # The very policy the real edge runs (picospec/edge/policy.py).
         self.policy = ChunkPolicy(
             self.pipelined, config.policy.chunk_len, config.policy.max_lookahead, config.max_new_tokens
         )
         self.draft_s = costs.draft(config.method)
-        self.result = SimResult(EdgeReport(method=config.method, verify=config.mode))
+        self.result = SimResult(EdgeReport(method=config.method.value, verify=config.mode.value))
         self.report = self.result.report
         self.cloud = _Cloud(costs, config, trace, self.result)
         self.uplink = LinkSchedule(costs.link, random.Random(0))
@@ -244,7 +247,7 @@ def _emit(report: EdgeReport, now: float, n: int, limit: int) -> None:
 
 def _simulate_ar(costs: CostProfile, config: SimConfig) -> SimResult:
     """The cloud decodes alone and streams each token: prompt pass (token 1), then t_t per token."""
-    result = SimResult(EdgeReport(method=config.method, verify=config.mode))
+    result = SimResult(EdgeReport(method=config.method.value, verify=config.mode.value))
     report = result.report
     downlink = LinkSchedule(costs.link, random.Random(1))
     start = -costs.link.one_way_s
@@ -270,7 +273,7 @@ def _simulate_ar(costs: CostProfile, config: SimConfig) -> SimResult:
 def _simulate_edge(costs: CostProfile, config: SimConfig) -> SimResult:
     """The drafter decodes alone: its prompt pass yields token 1, then t_d per token."""
     prefill = costs.edge_prefill(config.prompt)
-    report = EdgeReport(method=config.method, verify=config.mode)
+    report = EdgeReport(method=config.method.value, verify=config.mode.value)
     _emit(report, prefill, config.n_tokens, config.n_tokens)
     report.wall_s = report.edge_busy_s = prefill + (config.n_tokens - 1) * costs.draft(config.method)
     return SimResult(
@@ -280,9 +283,9 @@ def _simulate_edge(costs: CostProfile, config: SimConfig) -> SimResult:
 
 def simulate(costs: CostProfile, config: SimConfig, trace: AgreementTrace | None = None) -> SimResult:
     """One simulated generation (trace: the acceptance of each output position; speculative only)."""
-    if config.method == Method.AR.value:
+    if config.method is Method.AR:
         return _simulate_ar(costs, config)
-    if config.method == Method.EDGE.value:
+    if config.method is Method.EDGE:
         return _simulate_edge(costs, config)
     if trace is None:
         raise InvalidInputError("a speculative method needs an acceptance trace")

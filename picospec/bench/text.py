@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from picospec.edge.config import Method
+from picospec.verify import VerifyMode
 
 
-def label(variant: tuple[str, str]) -> str:
+def label(variant: tuple[Method, VerifyMode]) -> str:
     """A (method, verify mode) as tables name it: the method alone where the mode means nothing."""
     method, verify = variant
-    return method if method in (Method.AR.value, Method.EDGE.value) else f"{method}/{verify}"
+    return method.value if method in (Method.AR, Method.EDGE) else f"{method.value}/{verify.value}"
 
 
 def optional_number(value: float | None, spec: str = ".2f", unit: str = "") -> str:

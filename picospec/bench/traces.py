@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 from picospec.bench.bound import Acceptance
 from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT
 from picospec.bench.results import RunRecord
+from picospec.verify import VerifyMode
 
 
 class AgreementTrace:
@@ -84,7 +85,7 @@ class TraceSource:
             known.update(observed_agreement(record))
         return AgreementTrace(known, self.alpha, seed)
 
-    def representatives(self, mode: str | None = None) -> list[RunRecord]:
+    def representatives(self, mode: VerifyMode | None = None) -> list[RunRecord]:
         """The runs standing in for a cell that was not measured: at temperature 0 one per prompt
         (its longest, whose trace is the prompt's); above it every speculative run in verify
         `mode` (each trace is one sampled text, and modes accept differently), else in any mode,
