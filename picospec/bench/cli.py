@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Collection, Iterator
 
-from picospec.bench import compare as compare_module
+from picospec.bench.compare import compare, render
 from picospec.bench.profiles import PROFILES
 from picospec.bench.results import load_records
 from picospec.bench.runner import BenchConfig, estimate_config_s, run_benchmark
@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_action(actions)
     _add_report_action(actions)
     compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell)")
-    compare_module.add_arguments(compare)
-    compare.set_defaults(func=compare_module.main)
+    compare.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
+    compare.add_argument("--baseline", default="ar", help="the method every other is paired with (default: ar)")
+    compare.set_defaults(func=_compare)
 
 
 def _describe(config: BenchConfig) -> str:
@@ -107,6 +108,12 @@ def _report(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{args.results} holds no runs")
     path = write_report(records, args.out, str(args.results))
     print(f"wrote {path} and {len(list(args.out.glob('*.png')))} figures")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    for path in args.results:
+        print(f"## {path}\n\n{render(compare(load_records(path), args.baseline), args.baseline)}\n")
     return 0
 
 

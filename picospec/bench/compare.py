@@ -8,12 +8,10 @@ Three ratios per pair: tokens/s including the time to first token, tokens/s afte
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
-from picospec.bench.results import RunRecord, load_records
+from picospec.bench.results import RunRecord
 
 
 @dataclass(frozen=True)
@@ -77,13 +75,3 @@ def render(rows: list[RatioRow], baseline: str = "ar") -> str:
                      f"{r.after_first:.2f}x | {r.ttft:.2f} | {r.decoded_share:.0%} |")  # fmt: skip
     return "\n".join(lines)
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
-    parser.add_argument("--baseline", default="ar", help="the method every other is paired with (default: ar)")
-
-
-def main(args: argparse.Namespace) -> int:
-    for path in args.results:
-        print(f"## {path}\n\n{render(compare(load_records(path), args.baseline), args.baseline)}\n")
-    return 0

@@ -4,6 +4,13 @@ One CostProfile feeds the ideal bound (bound.py), the simulator (simulator.py) a
 benchmark's time estimate (runner.py). Profiles come from the benchmark's own runs
 (measure.py) or are assumed: read from a file, the paper's setups, the benchmark machine for
 planning (assumed.py).
+
+picospec/costmodel.py is the controller's own, online view of the cloud (a per-m table it refines
+from live passes, and what a chunk earns); this is the benchmark's offline one, with the link,
+message sizes, prompt passes and overheads besides. They share no code: verify(m) here is the
+measured median, or a least-squares line over all passes where m was never measured (the
+committed predictions rest on that), where CostCurve extrapolates along its last slope; and the
+simulator runs the fixed ChunkPolicy, not the controller, so nothing here needs a chunk's rate.
 """
 
 from __future__ import annotations
