@@ -12,8 +12,7 @@ from picospec.bench.costs import CostProfile
 from picospec.bench.measure import measure_costs
 from picospec.bench.predict import predict_cells
 from picospec.bench.results import load_records
-from picospec.bench.text import label
-from picospec.bench.text import optional_number as _optional
+from picospec.bench.text import label, optional_number
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
@@ -76,10 +75,10 @@ def _simulate_command(args: argparse.Namespace) -> int:
             p.profile,
             label((p.method, p.verify)),
             f"{p.predicted:.2f}",
-            _optional(p.measured, ".2f"),
-            _optional(p.error and 100 * p.error, "+.1f", "%"),
-            _optional(p.replayed, ".2f"),
-            _optional(p.replay_error and 100 * p.replay_error, "+.1f", "%"),
+            optional_number(p.measured, ".2f"),
+            optional_number(p.error and 100 * p.error, "+.1f", "%"),
+            optional_number(p.replayed, ".2f"),
+            optional_number(p.replay_error and 100 * p.replay_error, "+.1f", "%"),
         )
     Console().print(table)
     if any(p.measured is not None for p in predictions):

@@ -1,6 +1,6 @@
 """Acceptance traces: which draft tokens the simulator (simulator.py) sees accepted.
 
-Acceptance: whether the draft at output position p is accepted depends, for greedy decoding with
+Whether the draft at output position p is accepted depends, for greedy decoding with
 batch-invariant numerics, only on p (the context before p is the target's own output). Traces
 come from the recorded rounds: accepted_lengths and chunk_lengths say which positions were
 agreements and where a disagreement fell; positions never drafted are filled by a Bernoulli with
