@@ -74,4 +74,3 @@ def render(rows: list[RatioRow], baseline: str = "ar") -> str:
         lines.append(f"| {r.workload} | {r.profile} | {r.temperature:g} | {r.variant} | {r.pairs} | {r.with_ttft:.2f}x | "
                      f"{r.after_first:.2f}x | {r.ttft:.2f} | {r.decoded_share:.0%} |")  # fmt: skip
     return "\n".join(lines)
-

@@ -28,7 +28,9 @@ from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, CellKey, RunReco
 from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.edge.controller import ControllerConfig
+from picospec.edge.controller import DEFAULT_POLICY, ControllerConfig
+from picospec.launch import CloudProcessConfig
+from picospec.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams
@@ -36,6 +38,10 @@ from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
 WARMUP_TOKENS = 8
+
+# The BenchConfig fields that picospec.options.add_edge_options sets (each flag's dest is the field's name).
+EDGE_OPTION_FIELDS = ("top_k", "top_p", "topk_entries", "candidates", "chunk_len", "lookahead", "policy",
+                      "fallback", "confidence", "deterministic", "draft", "target")  # fmt: skip
 
 # Opens a cloud behind the given link and yields the address edges connect to.
 CloudFactory = Callable[[LinkProfile], AbstractContextManager[str]]
@@ -60,18 +66,23 @@ class BenchConfig:
     temperatures: tuple[float, ...] = (0.0,)
     repeats: int = 2  # medians and spread per cell; more to narrow them (each adds ~25 min)
     max_new_tokens: int = 48
-    chunk_len: int = 4  # the fixed policy's (and sync's and vanilla's) chunk
-    lookahead: int = 8
-    # picospec's policy: "adaptive" (the cost-model controller, the default everywhere) or "fixed";
-    # the controller's two switches, for the ablation.
-    policy: str = "adaptive"
-    fallback: bool = True
-    confidence: bool = True
+    # The edge settings `generate` takes, with its defaults (picospec.options.add_edge_options):
+    top_k: int = SamplingParams.top_k
+    top_p: float = SamplingParams.top_p
+    topk_entries: int = VerifyConfig.topk
+    candidates: int = VerifyConfig.n_candidates
+    chunk_len: int = EdgeConfig.chunk_len  # the fixed policy's (and sync's and vanilla's) chunk
+    lookahead: int | None = None  # the fixed policy's; None: EdgeConfig's (twice chunk_len)
+    # picospec's policy: "adaptive" (the cost-model controller) or "fixed"; the controller's two
+    # switches, for the ablation.
+    policy: str = DEFAULT_POLICY
+    fallback: bool = ControllerConfig.fallback
+    confidence: bool = ControllerConfig.confidence
     # Batch-invariant llama.cpp on both sides (--deterministic): at temperature 0 every method then
     # yields the target's greedy tokens exactly. Off by default: the fast configuration users run.
-    deterministic: bool = False
-    draft: str = "draft-q4_0"  # a default model name or a GGUF path
-    target: str = "target"
+    deterministic: bool = CloudProcessConfig.deterministic
+    draft: str = DEFAULT_DRAFT  # a default model name or a GGUF path
+    target: str = DEFAULT_TARGET
     out: Path = Path("results/bench.jsonl")
 
     def __post_init__(self) -> None:
@@ -82,9 +93,12 @@ class BenchConfig:
         unknown = set(self.workloads) - set(WORKLOADS)
         if unknown:
             raise InvalidInputError(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
-        ControllerConfig.for_policy(self.policy)  # refuses an unknown policy before anything loads
-        if min(self.n_prompts, self.repeats, self.max_new_tokens, self.chunk_len) < 1:
-            raise InvalidInputError("prompts, repeats, max tokens and chunk length must be >= 1")
+        ControllerConfig.for_policy(self.policy)  # refuses bad edge settings before anything loads
+        SamplingParams(top_k=self.top_k, top_p=self.top_p)
+        VerifyConfig(topk=self.topk_entries, n_candidates=self.candidates)
+        EdgeConfig(chunk_len=self.chunk_len, max_lookahead=self.lookahead)
+        if min(self.n_prompts, self.repeats, self.max_new_tokens) < 1:
+            raise InvalidInputError("prompts, repeats and max tokens must be >= 1")
         if not (self.workloads and self.methods and self.temperatures):
             raise InvalidInputError("the benchmark needs at least one workload, method and temperature")
         for temperature in self.temperatures:
@@ -100,15 +114,17 @@ class BenchConfig:
 
     def settings(self) -> dict:
         """What a record's CellKey leaves out but its numbers depend on (see RunRecord.settings)."""
-        defaults = VerifyConfig()
-        return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len, "lookahead": self.lookahead,
+        return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len,
+                "lookahead": self.chunking().max_lookahead,
                 "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence,
-                "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
-                "n_candidates": defaults.n_candidates, "draft": self.draft, "target": self.target}  # fmt: skip
+                "deterministic": self.deterministic, "seed": self.seed, "top_k": self.top_k, "top_p": self.top_p,
+                "topk": self.topk_entries, "n_candidates": self.candidates, "draft": self.draft,
+                "target": self.target}  # fmt: skip
 
     def chunking(self) -> Policy:
-        """The fixed chunking of the runs (the lookahead holds at least one chunk)."""
-        return Policy(self.chunk_len, max(self.lookahead, self.chunk_len))
+        """The fixed chunking of the runs, the lookahead as EdgeConfig resolves it."""
+        edge = EdgeConfig(chunk_len=self.chunk_len, max_lookahead=self.lookahead)
+        return Policy(edge.chunk_len, edge.max_lookahead)
 
     def variants(self) -> list[tuple[Method, VerifyMode]]:
         """Each (method, verify mode) the matrix runs, in the order of `methods`."""
@@ -232,11 +248,12 @@ def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = 
     """The EdgeConfig of the run `key`."""
     return EdgeConfig(
         method=key.method,
-        params=SamplingParams(temperature=key.temperature),
-        verify=VerifyConfig(mode=key.verify, seed=config.seed + key.repeat),
+        params=SamplingParams(key.temperature, config.top_k, config.top_p),
+        verify=VerifyConfig(mode=key.verify, topk=config.topk_entries, n_candidates=config.candidates,
+                            seed=config.seed + key.repeat),  # fmt: skip
         max_new_tokens=max_new_tokens or config.max_new_tokens,
-        chunk_len=config.chunking().chunk_len,
-        max_lookahead=config.chunking().max_lookahead,
+        chunk_len=config.chunk_len,
+        max_lookahead=config.lookahead,
         controller=ControllerConfig.for_policy(config.policy, config.fallback, config.confidence),
     )
 
