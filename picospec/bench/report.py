@@ -291,7 +291,7 @@ def _simulator(a: Analysis, out: Path) -> str:
     predictions = measured_predictions(a)
     rows = [
         [
-            f"{p.workload} T={p.temperature:g}",
+            _group((p.workload, p.temperature)),
             prediction_profile(p),
             label((p.method, p.verify)),
             _num(p.measured),
@@ -343,7 +343,7 @@ def _literature(a: Analysis) -> str:
         ar = {(p.workload, p.temperature): p.predicted for p in predictions if p.method is Method.AR}
         rows = [
             [
-                f"{p.workload} T={p.temperature:g}",
+                _group((p.workload, p.temperature)),
                 label((p.method, p.verify)),
                 _num(p.predicted),
                 _num(p.predicted / ar[(p.workload, p.temperature)], ".2f", "x"),
@@ -384,7 +384,7 @@ def _identity(records: list[RunRecord]) -> str:
 
 def _topk(a: Analysis) -> str:
     rows = [
-        [f"{k[0]} T={k[1]:g}", k[2], _num(r["topk_tail_mass_mean_median"], ".2e"),
+        [_group(k[:2]), k[2], _num(r["topk_tail_mass_mean_median"], ".2e"),
          _num(r["topk_tail_mass_mean_max"], ".2e")]  # fmt: skip
         for k, r in topk_rows(a)
     ]
