@@ -85,8 +85,15 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
 def _add_report_action(actions: argparse._SubParsersAction) -> None:
     parser = actions.add_parser("report", help="tables and figures from benchmark results")
     parser.add_argument("results", type=Path, help="a results JSONL file written by `picospec bench run`")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="where README.md and the PNGs go")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="where README.md and the PNGs go (None: RESULTS' folder/<RESULTS' name>-report, so the "
+                        "committed docs/benchmarks is written only when named)")  # fmt: skip
     parser.set_defaults(func=_report)
+
+
+def report_folder(results: Path) -> Path:
+    """Where `bench report` writes unless told: beside the results, never over the committed docs."""
+    return results.with_name(f"{results.stem}-report")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -96,8 +103,9 @@ def _report(args: argparse.Namespace) -> int:
     records = load_records(args.results)
     if not records:
         raise InvalidInputError(f"{args.results} holds no runs")
-    path = write_report(records, args.out, str(args.results))
-    print(f"wrote {path} and {len(list(args.out.glob('*.png')))} figures")
+    out = args.out or report_folder(args.results)
+    path = write_report(records, out, str(args.results))
+    print(f"wrote {path} and {len(list(out.glob('*.png')))} figures")
     return 0
 
 
