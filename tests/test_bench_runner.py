@@ -17,9 +17,8 @@ from rich.console import Console
 from picospec.bench.aggregate import aggregate
 from picospec.bench.cli import QUICK, config_from_args
 from picospec.bench.profiles import PROFILES, parse_profile
-from picospec.bench.results import CellKey, RunRecord, append_records, load_records
+from picospec.bench.results import NO_NETWORK, CellKey, RunRecord, append_records, load_records
 from picospec.bench.runner import (
-    NO_NETWORK,
     BenchConfig,
     aggregate_paths,
     estimate_config_s,

@@ -145,3 +145,11 @@ def test_a_local_cloud_that_never_serves_fails_generate_within_its_timeout(tmp_p
     assert result.returncode == 2, result.stderr
     assert "the cloud process was not serving after 3 s" in result.stderr
     assert 3 <= elapsed < 20
+
+
+def test_bench_report_writes_beside_its_results_unless_told(tmp_path: Path) -> None:
+    results = tmp_path / "runs.jsonl"
+    results.write_bytes(RESULTS.read_bytes())
+    written = run_without_llama("bench", "report", str(results))
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / "runs-report" / "README.md").is_file()

@@ -1,19 +1,21 @@
-"""`picospec bench run` (the benchmark matrix on the real default pair) and `picospec bench report`."""
+"""`picospec bench run` (the benchmark matrix on the real default pair), `picospec bench report` and
+`picospec bench compare`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Collection, Iterator
 
-from picospec.bench import compare as compare_module
+from picospec.bench.compare import compare, render
 from picospec.bench.profiles import PROFILES
+from picospec.bench.results import load_records
 from picospec.bench.runner import EDGE_OPTION_FIELDS, BenchConfig, estimate_config_s, run_benchmark
 from picospec.bench.workloads import WORKLOADS
 from picospec.edge.config import Method
+from picospec.errors import InvalidInputError
 from picospec.options import HelpFormatter, add_edge_options
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyMode
@@ -34,14 +36,15 @@ SPECULATIVE_WITH_MODES = (Method.SYNC, Method.PICOSPEC)  # vanilla always runs f
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `bench` with its actions `run` and `report`."""
+    """Add `bench` with its actions `run`, `report` and `compare`."""
     bench = subparsers.add_parser("bench", help="the benchmark: run the matrix, report on the results")
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_run_action(actions)
     _add_report_action(actions)
     compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell)")
-    compare_module.add_arguments(compare)
-    compare.set_defaults(func=compare_module.main)
+    compare.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
+    compare.add_argument("--baseline", default=Method.AR.value, help="the method every other is paired with")
+    compare.set_defaults(func=_compare)
 
 
 def _describe(config: BenchConfig) -> str:
@@ -80,15 +83,36 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
 
 
 def _add_report_action(actions: argparse._SubParsersAction) -> None:
-    try:
-        report = importlib.import_module("picospec.bench.report")
-    except ModuleNotFoundError as exc:
-        if exc.name != "picospec.bench.report":
-            raise
-        return  # the report is written separately; `bench report` appears once it exists
     parser = actions.add_parser("report", help="tables and figures from benchmark results")
-    report.add_arguments(parser)
-    parser.set_defaults(func=report.main)
+    parser.add_argument("results", type=Path, help="a results JSONL file written by `picospec bench run`")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="where README.md and the PNGs go (None: RESULTS' folder/<RESULTS' name>-report, so the "
+                        "committed docs/benchmarks is written only when named)")  # fmt: skip
+    parser.set_defaults(func=_report)
+
+
+def report_folder(results: Path) -> Path:
+    """Where `bench report` writes unless told: beside the results, never over the committed docs."""
+    return results.with_name(f"{results.stem}-report")
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write the report; print where it went."""
+    from picospec.bench.report import write_report  # imported here: only the report needs matplotlib
+
+    records = load_records(args.results)
+    if not records:
+        raise InvalidInputError(f"{args.results} holds no runs")
+    out = args.out or report_folder(args.results)
+    path = write_report(records, out, str(args.results))
+    print(f"wrote {path} and {len(list(out.glob('*.png')))} figures")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    for path in args.results:
+        print(f"## {path}\n\n{render(compare(load_records(path), args.baseline), args.baseline)}\n")
+    return 0
 
 
 def _names(allowed: Collection[str] | None) -> Callable[[str], tuple[str, ...]]:
