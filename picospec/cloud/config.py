@@ -28,6 +28,8 @@ class CloudConfig:
     # Off: one context per session and one session's work per pass, in arrival order.
     batching: bool = True
     step_tokens: int = 32  # on CPU a pass over 32 tokens costs ~16 decode steps, over 16 ~10
+    # One KV buffer for all sessions' sequences instead of a stream each (LlamaRunner's kv_unified).
+    kv_unified: bool = False
 
     @property
     def step_policy(self) -> StepPolicy:

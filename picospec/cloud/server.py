@@ -305,6 +305,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "turns it off")  # fmt: skip
     parser.add_argument("--step-tokens", type=int, default=defaults.step_tokens, metavar="N",
                         help="batching: most tokens per pass; longer work (a prompt) is cut into pieces")  # fmt: skip
+    parser.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=defaults.kv_unified,
+                        help="batching: one KV buffer for all sessions instead of a stream each (llama.cpp then "
+                        "evaluates a pass in one sub-batch even when sessions bring different token counts)")  # fmt: skip
     parser.add_argument("--max-context", type=int, default=defaults.max_context,
                         help="tokens per session, prompt included")  # fmt: skip
     parser.add_argument("--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens, help="draft tokens per chunk")
@@ -341,13 +344,14 @@ def _serve_command(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         batching=batching,
         step_tokens=args.step_tokens,
+        kv_unified=args.kv_unified,
     )
     llama = functools.partial(
         LlamaRunner, path, n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,
         gpu_layers=config.gpu_layers,
     )  # fmt: skip
     if batching:  # one context with a sequence per session, whose decode holds a whole pass
-        factory = lambda n_seq: llama(n_seq=n_seq, n_batch=config.step_tokens)  # noqa: E731
+        factory = lambda n_seq: llama(n_seq=n_seq, n_batch=config.step_tokens, kv_unified=config.kv_unified)  # noqa: E731
     else:
         factory = functools.partial(SeparateRunners, llama, seq_capacity=config.max_context)
     return asyncio.run(_serve_until_signalled(config, factory))

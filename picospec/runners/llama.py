@@ -96,7 +96,10 @@ class LlamaRunner:
     ) -> None:
         """Load the model and create an empty context.
 
-        n_ctx is per sequence. n_batch bounds the tokens per llama.cpp decode call (all sequences
+        n_ctx is per sequence. kv_unified keeps every sequence's KV cells in one buffer (a token then
+        attends over all sequences' cells, masked) instead of a stream per sequence; llama.cpp splits
+        a pass over streams into sub-batches with as many tokens of each sequence, which costs extra
+        passes when sequences bring different counts. n_batch bounds the tokens per llama.cpp decode call (all sequences
         together), and with it llama.cpp's logits buffer (n_batch x n_vocab float32: 39 MB at 64
         for Qwen2.5). gpu_layers offloads that many layers (-1: all) to a GPU, which needs a
         llama-cpp-python built with a GPU backend (CUDA, Metal, Vulkan, ...).
