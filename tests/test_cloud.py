@@ -458,3 +458,28 @@ def test_cloud_serves_until_sigterm_and_says_where(capsys):
         return await asyncio.wait_for(serving, CALL_TIMEOUT_S)
 
     assert asyncio.run(main()) == 0
+
+
+def test_on_sigterm_the_cloud_refuses_new_sessions_and_lets_running_ones_finish(capsys):
+    def drain_beside_a_running_session(port: int) -> grpc.StatusCode:
+        with healthy_session(port):  # paused after its first verdict; on leaving, it must finish exactly
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + CALL_TIMEOUT_S
+            while (code := status_of(port, [hello()])[0]) is grpc.StatusCode.OK:  # until the signal is handled
+                assert time.monotonic() < deadline
+            return code
+
+    async def main() -> tuple[grpc.StatusCode, int]:
+        factory = functools.partial(SeparateRunners, make_target, seq_capacity=CloudConfig.max_context)
+        config = CloudConfig(port=0, model_name="toy", drain_s=CALL_TIMEOUT_S)
+        serving = asyncio.create_task(_serve_until_signalled(config, factory))
+        lines = ""
+        while "serving" not in lines:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+            lines += capsys.readouterr().out
+        port = int(lines.strip().rsplit(":", 1)[1])
+        code = await asyncio.to_thread(drain_beside_a_running_session, port)
+        return code, await asyncio.wait_for(serving, CALL_TIMEOUT_S)
+
+    assert asyncio.run(main()) == (grpc.StatusCode.UNAVAILABLE, 0)

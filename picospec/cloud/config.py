@@ -20,6 +20,9 @@ class CloudConfig:
     max_chunk_tokens: int = 64  # draft tokens per chunk
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # gRPC send and receive limit
     idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
+    # On SIGTERM the cloud drains: new sessions are refused (UNAVAILABLE, so a balancer sends them to
+    # another replica) and running ones may finish for this long before they are cancelled.
+    drain_s: float = 30.0
     model_name: str = "target"  # what the welcome message names
     threads: int = 1  # llama.cpp threads of the target
     gpu_layers: int = 0  # target layers offloaded to a GPU (-1: all); needs a llama.cpp built with one
@@ -44,5 +47,7 @@ class CloudConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.gpu_layers < -1:
             raise InvalidInputError(f"gpu_layers must be -1 (all), 0 or a count, got {self.gpu_layers}")
+        if not self.drain_s >= 0:
+            raise InvalidInputError(f"drain_s must be >= 0, got {self.drain_s}")
         if not self.idle_timeout_s > 0:
             raise InvalidInputError(f"idle_timeout_s must be positive, got {self.idle_timeout_s}")

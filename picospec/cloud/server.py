@@ -55,6 +55,7 @@ RunnerFactory = Callable[[int], MultiSeqRunner]
 STATS_LINE = "picospec cloud: stats "  # then one JSON object: what `SIGUSR1` asks for (loadtest reads it)
 FINISHED_KEPT = 1000  # stats of the most recent finished sessions kept for inspection
 STOP_GRACE_S = 1.0  # how long stop() lets running sessions finish before cancelling them
+DRAIN_POLL_S = 0.1  # how often drain() looks whether the running sessions have ended
 
 
 class CloudServer(pb_grpc.VerifierServicer):
@@ -72,6 +73,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._session_ids = itertools.count(1)
+        self.draining = False
 
     async def start(self) -> None:
         """Load the target (learning its vocabulary and measuring its cost curve), then listen."""
@@ -99,6 +101,14 @@ class CloudServer(pb_grpc.VerifierServicer):
             raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
         await self._server.start()
 
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new sessions with UNAVAILABLE (a balancer then sends them to another replica) and wait
+        up to timeout_s for the running ones to end."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.pool.in_use and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop listening, cancel sessions still running after grace_s, and finish the compute in flight."""
         if self._server is not None:
@@ -123,6 +133,8 @@ class CloudServer(pb_grpc.VerifierServicer):
         inbox = Inbox(request_iterator, self.config.idle_timeout_s)
         lease: Lease | None = None
         try:
+            if self.draining:
+                raise SessionRefused(grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; connect to another")
             spec = accept_hello(await inbox.get(), self.vocab, self.config)
             stats.kind = session_kind(spec)
             lease = self._lease()
@@ -315,6 +327,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest message in MiB, either way")  # fmt: skip
     parser.add_argument("--deterministic", action="store_true",
                         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
+    parser.add_argument("--drain-timeout", type=float, default=defaults.drain_s, metavar="S",
+                        help="on SIGTERM: refuse new sessions (UNAVAILABLE) and let running ones finish for up to S s")  # fmt: skip
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     parser.set_defaults(func=_serve_command)
 
@@ -345,6 +359,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         batching=batching,
         step_tokens=args.step_tokens,
         kv_unified=args.kv_unified,
+        drain_s=args.drain_timeout,
     )
     llama = functools.partial(
         LlamaRunner, path, n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,
@@ -358,7 +373,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(config: CloudConfig, runner_factory: RunnerFactory) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly; on SIGUSR1 print the stats line."""
+    """Serve until SIGINT or SIGTERM, then drain (config.drain_s) and shut down; on SIGUSR1 print the stats line."""
     server = await start_server(config, runner_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -369,6 +384,8 @@ async def _serve_until_signalled(config: CloudConfig, runner_factory: RunnerFact
     started = time.perf_counter()
     try:
         await stop.wait()
+        logger.info("draining: %d sessions may run for up to %g s; new ones are refused", server.pool.in_use, config.drain_s)
+        await server.drain(config.drain_s)
     finally:
         await server.stop()
     logger.info("stopped after %.1f s and %d sessions", time.perf_counter() - started, server.sessions_ended)
