@@ -46,7 +46,9 @@ def record_drafts(drafter: ModelRunner, prompt: Sequence[int], continuation: Seq
         raise InvalidInputError("a recording needs a prompt")
     path = [*prompt, *continuation]
     drafter.rollback(0)
-    rows = drafter.extend(path)[len(prompt) - 1 :]  # (n_cont + 1, V)
+    if len(prompt) > 1:
+        drafter.prefill(prompt[:-1])  # rows are needed from the prompt's last token on only
+    rows = drafter.extend(path[len(prompt) - 1 :])  # (n_cont + 1, V)
     kept = min(KEPT_ENTRIES, rows.shape[1])
     top_ids = np.argpartition(rows, -kept, axis=1)[:, -kept:]  # (n, K)
     top_logits = np.take_along_axis(rows, top_ids, axis=1)  # (n, K)
