@@ -15,11 +15,12 @@ own drafter, all on the edge's cores.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import itertools
 import json
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -28,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from picospec.app import add_session_args, cloud_context, edge_config, load_drafter
-from picospec.edge.client import generate
+from picospec.edge.client import generate, generate_with_cloud
 from picospec.edge.config import EdgeConfig, Method
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner
@@ -124,13 +125,20 @@ def run_load(
     passed; summarize() of what they measured in that window. runner_for(edge, prompt index) gives
     the drafter. Choose a duration many generations long: the window counts only the tokens that
     arrive in it."""
+    return asyncio.run(_run_load(address, runner_for, prompts, edge_config, config, cloud_stats))
+
+
+async def _run_load(address, runner_for, prompts, edge_config, config, cloud_stats) -> dict:
+    # Every edge on this one event loop; each speculative session drafts on a thread of its own, and
+    # one more thread reads the cloud's counters at the window's end whatever the edges do.
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.edges + 1, thread_name_prefix="loadtest"))
     samples: list[SessionSample] = []
-    lock = threading.Lock()
-    before = cloud_stats() if cloud_stats else None
+    before = await asyncio.to_thread(cloud_stats) if cloud_stats else None
     start = time.perf_counter()
     deadline = start + config.duration_s
 
-    def edge(index: int) -> None:
+    async def edge(index: int) -> None:
         for count in itertools.count():
             if time.perf_counter() >= deadline:
                 return
@@ -139,21 +147,19 @@ def run_load(
             sample = SessionSample(time.perf_counter())
             sink = lambda tokens, _source: sample.arrivals.append((time.perf_counter(), len(tokens)))  # noqa: E731
             session_config = dataclasses.replace(edge_config, verify=dataclasses.replace(edge_config.verify, seed=seed))
+            runner = runner_for(index, prompt_index)
             try:
-                report = generate(address, runner_for(index, prompt_index), prompts[prompt_index], session_config, sink)
+                report = await generate_with_cloud(address, runner, prompts[prompt_index], session_config, sink)
                 sample.ttft_s, sample.wall_s = report.ttft_s, report.wall_s
             except Exception as exc:  # noqa: BLE001 (an edge's failure is a measured error, not the test's end)
                 sample.error = f"{type(exc).__name__}: {exc}"
-            with lock:
-                samples.append(sample)
+            samples.append(sample)
 
-    threads = [threading.Thread(target=edge, args=(i,), name=f"loadtest-edge{i}") for i in range(config.edges)]
-    for thread in threads:
-        thread.start()
-    time.sleep(max(0.0, deadline - time.perf_counter()))
-    after = cloud_stats() if cloud_stats else None  # at the window's end: generations still running finish after it
-    for thread in threads:
-        thread.join()
+    edges = asyncio.gather(*(edge(i) for i in range(config.edges)))
+    await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+    # Read at the window's end: generations still running finish after it.
+    after = await asyncio.to_thread(cloud_stats) if cloud_stats else None
+    await edges
     return summarize(samples, (start, deadline), (before, after) if cloud_stats else None)
 
 

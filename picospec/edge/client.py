@@ -47,7 +47,7 @@ def generate(
         return _generate_on_edge(runner, prompt, config, on_tokens)
     if cloud is None:
         raise PicoSpecError(f"method {config.method.value} needs a cloud address")
-    return asyncio.run(_generate_with_cloud(cloud, runner, list(prompt), config, on_tokens))
+    return asyncio.run(generate_with_cloud(cloud, runner, list(prompt), config, on_tokens))
 
 
 def _generate_on_edge(runner: ModelRunner, prompt: Sequence[int], config: EdgeConfig, on_tokens) -> EdgeReport:
@@ -83,7 +83,12 @@ def _session_spec(runner: ModelRunner, prompt: list[int], config: EdgeConfig) ->
     )
 
 
-async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: EdgeConfig, on_tokens) -> EdgeReport:
+async def generate_with_cloud(
+    cloud: str, runner: ModelRunner, prompt: list[int], config: EdgeConfig, on_tokens: TokenSink | None = None
+) -> EdgeReport:
+    """generate() for the methods that need a cloud, on the running event loop: many edges can share one
+    loop (gRPC's asyncio support does not extend to a loop per thread). A speculative session drafts
+    on a thread of the loop's default executor."""
     limit = DEFAULT_MAX_MESSAGE_BYTES
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
     async with grpc.aio.insecure_channel(cloud, options=options) as channel:
