@@ -40,12 +40,14 @@ def test_figures_from_known_samples():
     one = SessionSample(started=0.0, arrivals=[(1.0, 1), (2.0, 2), (2.5, 1)], ttft_s=1.0, wall_s=2.5)
     two = SessionSample(started=0.0, arrivals=[(3.0, 1), (5.0, 1)], ttft_s=3.0, wall_s=6.0)
     failed = SessionSample(started=4.0, arrivals=[(4.5, 1)], error="CloudError: gone")
+    warmup = SessionSample(started=-2.0, arrivals=[(-1.0, 1), (0.5, 3)], ttft_s=1.0, wall_s=2.6)  # before the window
     stats = (
         {"passes": 10, "tokens": 40, "busy_s": 1.0, "most_sequences": 1, "longest_wait_s": 0.1},
         {"passes": 14, "tokens": 60, "busy_s": 3.0, "most_sequences": 2, "longest_wait_s": 0.3},
     )
-    result = summarize([one, two, failed], (0.0, 4.0), stats)
-    assert result["aggregate_tokens_per_s"] == pytest.approx(5 / 4)  # 4 + 1 tokens arrived by t=4 (not 5.0, 4.5 is in)
+    result = summarize([one, two, failed, warmup], (0.0, 4.0), stats)
+    # 4 + 1 tokens of sessions in the window arrived by t=4 (not 5.0; 4.5 is in), and 3 of the warm-up's.
+    assert result["aggregate_tokens_per_s"] == pytest.approx(8 / 4)
     assert (result["sessions"], result["errors"], result["first_errors"]) == (3, 1, ["CloudError: gone"])
     # Gaps after the first token: 0.5, 0.5 (two tokens after 1 s), 0.5, then 2.0.
     assert result["time_per_token_s"]["p50"] == pytest.approx(0.5)
@@ -79,7 +81,7 @@ def test_replayed_drafts_give_the_target_greedy_output_and_mostly_pass():
 def test_a_short_load_runs_without_errors_and_reports_the_cloud(batching):
     recordings = [record_drafts(drafter(), p, greedy_continuation(p, 20)) for p in PROMPTS]
     vocab = target().vocab_info()
-    config = LoadtestConfig(edges=3, duration_s=1.0, n_prompts=len(PROMPTS))
+    config = LoadtestConfig(edges=3, duration_s=1.0, warmup_s=0.2, n_prompts=len(PROMPTS))
     with cloud_thread(target, batching=batching) as cloud:
         result = run_load(f"127.0.0.1:{cloud.port}", lambda edge, prompt: ReplayRunner(recordings[prompt], vocab),
                           PROMPTS, GREEDY, config, cloud.server.stats)  # fmt: skip

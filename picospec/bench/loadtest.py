@@ -47,14 +47,17 @@ class LoadtestConfig:
 
     edges: int = 4
     duration_s: float = 60.0
+    # Load before the window opens: the first generations all start at once, their prompts queue,
+    # and the window should see the cloud in its steady state.
+    warmup_s: float = 30.0
     edge_mode: str = "replay"
     workload: str = "humaneval"
     n_prompts: int = 8
     seed: int = 0  # picks the prompts; base of the session seeds
 
     def __post_init__(self) -> None:
-        if self.edges < 1 or self.n_prompts < 1 or not self.duration_s > 0:
-            raise InvalidInputError("edges, prompts and the duration must be positive")
+        if self.edges < 1 or self.n_prompts < 1 or not self.duration_s > 0 or not self.warmup_s >= 0:
+            raise InvalidInputError("edges, prompts and the duration must be positive, the warm-up not negative")
         if self.edge_mode not in EDGE_MODES:
             raise InvalidInputError(f"edge mode must be one of {', '.join(EDGE_MODES)}, got {self.edge_mode!r}")
 
@@ -86,14 +89,16 @@ def _percentiles(values: Sequence[float], *qs: float) -> dict[str, float | None]
 
 
 def summarize(samples: Sequence[SessionSample], window: tuple[float, float], cloud: tuple[dict, dict] | None) -> dict:
-    """The load test's figures for one cloud: tokens that arrived in the window per second, per-session
-    and per-token times, and, given the cloud's counters at the window's two ends, its busy fraction."""
+    """The load test's figures for one cloud: tokens that arrived in the window per second, the times
+    of the sessions that started in it, errors of all, and, given the cloud's counters at the window's
+    two ends, its busy fraction."""
     start, end = window
     in_window = sum(n for s in samples for at, n in s.arrivals if start <= at <= end)
-    finished = [s for s in samples if s.error is None and s.wall_s > 0]
+    started = [s for s in samples if start <= s.started <= end]
+    finished = [s for s in started if s.error is None and s.wall_s > 0]
     result = {
         "aggregate_tokens_per_s": in_window / (end - start),
-        "sessions": len(samples),
+        "sessions": len(started),
         "errors": sum(s.error is not None for s in samples),
         "first_errors": sorted({s.error for s in samples if s.error})[:3],
         "session_tokens_per_s": _percentiles([s.tokens / s.wall_s for s in finished], 50, 95),
@@ -121,10 +126,10 @@ def run_load(
     config: LoadtestConfig,
     cloud_stats: Callable[[], dict] | None = None,
 ) -> dict:
-    """config.edges edges, each starting generations (edge i at prompt i) until config.duration_s have
-    passed; summarize() of what they measured in that window. runner_for(edge, prompt index) gives
-    the drafter. Choose a duration many generations long: the window counts only the tokens that
-    arrive in it."""
+    """config.edges edges, each starting generations (edge i at prompt i) until the window of
+    config.duration_s after config.warmup_s closes; summarize() of what they measured in the window.
+    runner_for(edge, prompt index) gives the drafter. Choose a duration many generations long: the
+    window counts only the tokens that arrive in it."""
     return asyncio.run(_run_load(address, runner_for, prompts, edge_config, config, cloud_stats))
 
 
@@ -134,8 +139,7 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=config.edges + 1, thread_name_prefix="loadtest"))
     samples: list[SessionSample] = []
-    before = await asyncio.to_thread(cloud_stats) if cloud_stats else None
-    start = time.perf_counter()
+    start = time.perf_counter() + config.warmup_s
     deadline = start + config.duration_s
 
     async def edge(index: int) -> None:
@@ -156,6 +160,8 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
             samples.append(sample)
 
     edges = asyncio.gather(*(edge(i) for i in range(config.edges)))
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    before = await asyncio.to_thread(cloud_stats) if cloud_stats else None
     await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
     # Read at the window's end: generations still running finish after it.
     after = await asyncio.to_thread(cloud_stats) if cloud_stats else None
@@ -175,6 +181,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--edges", type=int, default=defaults.edges, metavar="N", help="concurrent edge sessions")
     parser.add_argument("--duration", type=float, default=defaults.duration_s, metavar="S",
                         help="seconds of load per cloud")  # fmt: skip
+    parser.add_argument("--warmup", type=float, default=defaults.warmup_s, metavar="S",
+                        help="seconds of load before the window opens (the first prompts all queue at once)")  # fmt: skip
     parser.add_argument("--edge-mode", choices=list(EDGE_MODES), default=defaults.edge_mode,
                         help="; ".join(f"{k}: {v}" for k, v in EDGE_MODES.items()))  # fmt: skip
     parser.add_argument("--workload", default=defaults.workload, help="prompts: humaneval or mtbench")
@@ -190,7 +198,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from picospec.bench.workloads import select_prompts
     from picospec.runners.replay import ReplayRunner, record_drafts
 
-    load = LoadtestConfig(args.edges, args.duration, args.edge_mode, args.workload, args.n_prompts, args.seed)
+    load = LoadtestConfig(args.edges, args.duration, args.warmup, args.edge_mode, args.workload, args.n_prompts, args.seed)
     config = edge_config(args, Method(args.method))
     if load.edge_mode == "replay" and config.params.temperature != 0:
         raise InvalidInputError("replayed drafts follow the target's greedy path: use --temperature 0 or --edge-mode live")
@@ -200,7 +208,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     prompts = [drafter.chat_tokens(p.text) for p in select_prompts([load.workload], load.n_prompts, load.seed)]
     live = [drafter] + [load_drafter(args) for _ in range(load.edges - 1)] if load.edge_mode == "live" else []
     recordings: list = []
-    results: dict = {"edges": load.edges, "duration_s": load.duration_s, "edge_mode": EDGE_MODES[load.edge_mode]}
+    results: dict = {"edges": load.edges, "duration_s": load.duration_s, "warmup_s": load.warmup_s,
+                     "edge_mode": EDGE_MODES[load.edge_mode]}  # fmt: skip
     clouds = {"cloud": None} if args.cloud else {"batched": True, "unbatched": False}
     console = Console(stderr=True, highlight=False)
     for name, batching in clouds.items():
