@@ -196,7 +196,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_loadtest(args: argparse.Namespace) -> int:
     from picospec.bench.workloads import select_prompts
-    from picospec.runners.replay import ReplayRunner, record_drafts
+    from picospec.runners.replay import DraftRecording, ReplayRunner, record_drafts
 
     load = LoadtestConfig(args.edges, args.duration, args.warmup, args.edge_mode, args.workload, args.n_prompts, args.seed)
     config = edge_config(args, Method(args.method))
@@ -207,7 +207,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     drafter = load_drafter(args)
     prompts = [drafter.chat_tokens(p.text) for p in select_prompts([load.workload], load.n_prompts, load.seed)]
     live = [drafter] + [load_drafter(args) for _ in range(load.edges - 1)] if load.edge_mode == "live" else []
-    recordings: list = []
+    recordings: list[DraftRecording] = []
     results: dict = {"edges": load.edges, "duration_s": load.duration_s, "warmup_s": load.warmup_s,
                      "edge_mode": EDGE_MODES[load.edge_mode]}  # fmt: skip
     clouds = {"cloud": None} if args.cloud else {"batched": True, "unbatched": False}
@@ -224,8 +224,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
             def runner_for(edge: int, prompt: int) -> ModelRunner:
                 return ReplayRunner(recordings[prompt], vocab) if recordings else live[edge]
 
-            generate(address, runner_for(0, 0), prompts[0], dataclasses.replace(config, max_new_tokens=8))  # warm-up
-            console.print(f"{name}: {load.edges} edges for {load.duration_s:g} s ...")
+            console.print(f"{name}: {load.edges} edges, {load.warmup_s:g} s of warm-up, then {load.duration_s:g} s measured ...")
             results[name] = run_load(address, runner_for, prompts, config, load, local.stats if local else None)
     if not args.cloud:
         results["gain"] = results["batched"]["aggregate_tokens_per_s"] / max(results["unbatched"]["aggregate_tokens_per_s"], 1e-9)
