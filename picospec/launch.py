@@ -29,6 +29,7 @@ class CloudProcessConfig:
     threads: int = CloudConfig.threads
     gpu_layers: int = CloudConfig.gpu_layers
     batching: bool = CloudConfig.batching
+    max_sessions: int = CloudConfig.max_sessions
     deterministic: bool = False
     core: int | None = CLOUD_CORE
     # Loading the model and measuring its cost curve take ~10 s here; a cloud silent for this long is hung.
@@ -82,7 +83,8 @@ class LocalCloud:
     def _start_cloud(self) -> int:
         command = [sys.executable, "-m", "picospec.cli", "cloud", "--model", self.config.model, "--port", "0",
                    "--threads", str(self.config.threads), "--gpu-layers", str(self.config.gpu_layers),
-                   "--batching", "on" if self.config.batching else "off"]  # fmt: skip
+                   "--batching", "on" if self.config.batching else "off",
+                   "--max-sessions", str(self.config.max_sessions)]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
         if self.config.core is not None:

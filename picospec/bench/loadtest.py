@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from picospec.app import add_session_args, cloud_context, edge_config, load_drafter
+from picospec.options import CLOUD_PROCESS
 from picospec.edge.client import generate, generate_with_cloud
 from picospec.edge.config import EdgeConfig, Method
 from picospec.errors import InvalidInputError
@@ -213,7 +214,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     clouds = {"cloud": None} if args.cloud else {"batched": True, "unbatched": False}
     console = Console(stderr=True, highlight=False)
     for name, batching in clouds.items():
-        with cloud_context(args, bool(batching)) as local:
+        with cloud_context(args, bool(batching), max(load.edges, CLOUD_PROCESS.max_sessions)) as local:
             address = args.cloud or local.address
             if load.edge_mode == "replay" and not recordings:
                 console.print(f"recording the drafter on {len(prompts)} prompts ...")
