@@ -114,9 +114,12 @@ def test_a_long_prompt_is_evaluated_in_pieces_between_other_sessions_steps():
     with BatchScheduler(runner, StepPolicy(8, None)) as scheduler:
         long_thread, long_result = run_in_thread(scheduler.view(0).prefill, prompt)
         assert runner.first_pass.wait(TIMEOUT_S)  # the prompt's first piece is being evaluated
-        short_thread, short_result = run_in_thread(scheduler.view(1).extend, [1, 2])
+        short_view = scheduler.view(1)
+        short_thread, short_result = run_in_thread(short_view.extend, [1, 2])
         while not scheduler._queue:  # the short request waits for the next pass  # noqa: SLF001
             threading.Event().wait(0.001)
+        waited = 0.3
+        threading.Event().wait(waited)
         runner.gate.set()
         long_thread.join(TIMEOUT_S)
         short_thread.join(TIMEOUT_S)
@@ -129,7 +132,9 @@ def test_a_long_prompt_is_evaluated_in_pieces_between_other_sessions_steps():
     assert prompt_rows[-1] == 1 and not any(prompt_rows[:-1])  # only the prompt's last row is computed
     np.testing.assert_array_equal(long_result["value"], toy().prefill(prompt))
     np.testing.assert_array_equal(short_result["value"], toy().extend([1, 2]))
-    assert scheduler.stats.longest_wait_s > 0 and scheduler.stats.most_sequences == 2
+    assert scheduler.stats.longest_wait_s >= waited and scheduler.stats.most_sequences == 2
+    # The short request's compute is its one pass, not its wait behind the held first pass.
+    assert 0 < short_view.compute_clock() < waited / 3
 
 
 def test_a_bad_request_fails_alone_and_a_failed_pass_does_not_stop_the_scheduler():

@@ -97,6 +97,7 @@ class _Request:
     future: Future = field(default_factory=Future)
     done: int = 0  # tokens evaluated so far
     rows: list[np.ndarray] = field(default_factory=list)
+    compute_s: float = 0.0  # the time of the passes its pieces were in
 
     def piece(self, n: int) -> SeqEval:
         """The next n tokens, with the rows among them that the request wants."""
@@ -144,15 +145,16 @@ class BatchScheduler:
         """A ModelRunner over sequence `seq`; the caller gives each session its own sequence."""
         return SequenceView(self, seq)
 
-    def evaluate(self, seq: int, start: int, tokens: Sequence[int], n_rows: int) -> np.ndarray:
-        """Queue tokens of sequence `seq` and block until a pass has evaluated them; their rows (n_rows, V)."""
+    def evaluate(self, seq: int, start: int, tokens: Sequence[int], n_rows: int) -> tuple[np.ndarray, float]:
+        """Queue tokens of sequence `seq` and block until passes have evaluated them; their rows
+        (n_rows, V), and the seconds of those passes (waits left out)."""
         request = _Request(seq, start, tuple(tokens), n_rows, time.perf_counter())
         with self._cond:
             if self._closed:
                 raise SchedulerClosed("the cloud's scheduler has stopped")
             self._queue.append(request)
             self._cond.notify()
-        return request.future.result()
+        return request.future.result(), request.compute_s
 
     def rollback(self, seq: int, n: int) -> None:
         """Truncate sequence `seq` to n tokens before its next evaluation (on the scheduler's thread,
@@ -195,6 +197,7 @@ class BatchScheduler:
         requeue = []
         for (request, n), rows in zip(batch, results):
             request.done += n
+            request.compute_s += finished - started
             request.rows.append(rows)
             if request.done < len(request.tokens):
                 request.waiting_since = finished
@@ -224,6 +227,7 @@ class SequenceView(TokenList):
         self.scheduler, self.seq = scheduler, seq
         self._runner = scheduler.runner
         self._tokens: list[int] = []
+        self._compute_s = 0.0
 
     @property
     def n_vocab(self) -> int:
@@ -253,6 +257,11 @@ class SequenceView(TokenList):
             raise InvalidInputError("prefill needs at least one token")
         return self._evaluate(ids, 1)[0]
 
+    def compute_clock(self) -> float:
+        """Seconds of the passes that evaluated this sequence's work so far: a clock that runs only
+        while the model computes for it (shared passes count whole, waits for a pass not at all)."""
+        return self._compute_s
+
     def rollback(self, n: int) -> None:
         """Truncate the sequence (and, before its next evaluation, its KV range) to n tokens."""
         check_rollback(n, self.n_tokens)
@@ -271,6 +280,7 @@ class SequenceView(TokenList):
     def _evaluate(self, ids: list[int], n_rows: int) -> np.ndarray:
         if not ids:
             return np.empty((0, self.n_vocab), dtype=np.float32)
-        rows = self.scheduler.evaluate(self.seq, self.n_tokens, ids, n_rows)
+        rows, seconds = self.scheduler.evaluate(self.seq, self.n_tokens, ids, n_rows)
         self._tokens.extend(ids)
+        self._compute_s += seconds
         return rows

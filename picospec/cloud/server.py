@@ -193,7 +193,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Answer each current chunk with a verdict, drop stale ones, decode when asked, until close."""
-        session = SpeculativeSession(spec, lease.view, self.config, stats, self.costs)
+        session = SpeculativeSession(spec, lease.view, self.config, stats, self.costs, lease.view.compute_clock)
         await lease.run(session.begin)
         while (message := await inbox.get()) is not None:
             kind = kind_of(message)
@@ -215,7 +215,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
-        session = AutoregressiveSession(spec, lease.view, stats)
+        session = AutoregressiveSession(spec, lease.view, stats, lease.view.compute_clock)
         while not session.done:
             yield await lease.run(session.next_message)
             message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say
