@@ -173,6 +173,7 @@ def print_summary(console: Console, reports: list[EdgeReport]) -> None:
         "cloud passes": lambda r: str(r.cloud_passes),
         "tokens decoded by the cloud": lambda r: str(r.decoded) if r.method != "ar" else "all",
         "drafts thrown away": lambda r: str(r.discarded),
+        "finish reason": lambda r: r.finish_reason,
     }
     for name, cell in rows.items():
         table.add_row(name, *(cell(r) for r in reports))

@@ -345,7 +345,9 @@ BAD_EDGES = {
     ),  # fmt: skip
     "second hello": expect(INVALID, hello(), hello(), says="unexpected hello"),
     "wrong vocabulary": expect(grpc.StatusCode.FAILED_PRECONDITION, hello(vocab=OTHER_VOCAB_INFO), says="vocabularies differ"),
-    "prompt past the context": expect(INVALID, hello(prompt=[0] * 65), says="exceeds the context limit of 64"),
+    "prompt past the context": expect(
+        grpc.StatusCode.OUT_OF_RANGE, hello(prompt=[0] * 64), says="prompt (64 tokens) does not fit the context limit of 64"
+    ),
     "chunk past the context": expect(INVALID, hello(prompt=[0] * 60), chunk(start=60, tokens=(1,) * 5), says="context limit"),
     "message over the size limit": expect(grpc.StatusCode.RESOURCE_EXHAUSTED, hello(prompt=[0] * 2000)),
     "cancel mid-round": cancel_mid_round,

@@ -180,7 +180,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
-        session = AutoregressiveSession(spec, runner, stats)
+        session = AutoregressiveSession(spec, runner, self.config, stats)
         while not session.done:
             yield await self._compute(session.next_message)
             message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say

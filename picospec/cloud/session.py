@@ -148,10 +148,15 @@ def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: Cloud
             f"{vocab.fingerprint[:16]}); the drafter cannot draft for this target",
         )
     spec = parse_hello(hello, vocab.n_vocab)
-    needed = len(spec.prompt) + (spec.max_new_tokens if spec.autoregressive else 0)
-    if needed > config.max_context:
-        what = "prompt plus max_new_tokens" if spec.autoregressive else "prompt"
-        raise ProtocolError(f"the {what} ({needed} tokens) exceeds the context limit of {config.max_context} tokens")
+    # Refused here, before any model work, and with both numbers: a prompt that fills the context
+    # leaves no room for even one new token. Anything shorter is served; the edge learns the
+    # limit from the welcome and ends the generation there with finish reason "length".
+    if len(spec.prompt) >= config.max_context:
+        raise SessionRefused(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"the prompt ({len(spec.prompt)} tokens) does not fit the context limit of {config.max_context} "
+            f"tokens (prompt plus at least one new token)",
+        )
     return spec
 
 
@@ -263,14 +268,16 @@ class SpeculativeSession:
 
 
 class AutoregressiveSession:
-    """The `ar` baseline: the target alone samples max_new_tokens, ending early after an EOS. It
+    """The `ar` baseline: the target alone samples max_new_tokens (fewer where the context limit
+    comes first), ending early after an EOS. It
     decodes through the same TargetVerifier.decode that a speculative session falls back to."""
 
-    def __init__(self, spec: SessionSpec, runner: ModelRunner, stats: SessionStats) -> None:
+    def __init__(self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats) -> None:
         self.spec, self.stats = spec, stats
         self.verifier = TargetVerifier(runner, spec.params, spec.config, np.random.default_rng(spec.config.seed))
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
-        self._remaining = spec.max_new_tokens
+        # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
+        self._remaining = min(spec.max_new_tokens, config.max_context - len(spec.prompt))
 
     @property
     def done(self) -> bool:

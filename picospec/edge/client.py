@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import grpc
@@ -14,7 +15,7 @@ import numpy as np
 from picospec.decoding import Drafter, generate_autoregressive
 from picospec.edge.config import EdgeConfig, Method
 from picospec.edge.pipeline import CandidateReport, CloudLink, SpeculativeEdge, TokenSink
-from picospec.edge.report import EdgeReport
+from picospec.edge.report import EdgeReport, finish_reason
 from picospec.errors import PicoSpecError, ProtocolError
 from picospec.runners.base import ModelRunner
 from picospec.wire import codec
@@ -44,10 +45,13 @@ def generate(
 ) -> EdgeReport:
     """Run one generation with `config.method`; `cloud` is HOST:PORT (unused for the edge method)."""
     if config.method is Method.EDGE:
-        return _generate_on_edge(runner, prompt, config, on_tokens)
-    if cloud is None:
+        report = _generate_on_edge(runner, prompt, config, on_tokens)
+    elif cloud is None:
         raise PicoSpecError(f"method {config.method.value} needs a cloud address")
-    return asyncio.run(_generate_with_cloud(cloud, runner, list(prompt), config, on_tokens))
+    else:
+        report = asyncio.run(_generate_with_cloud(cloud, runner, list(prompt), config, on_tokens))
+    report.finish_reason = finish_reason(report.token_ids, frozenset(runner.vocab_info().eos_ids))
+    return report
 
 
 def _generate_on_edge(runner: ModelRunner, prompt: Sequence[int], config: EdgeConfig, on_tokens) -> EdgeReport:
@@ -96,6 +100,7 @@ async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: Ed
             # The cloud answers the hello before its prompt pass: the wait is a round trip plus the
             # cloud's session set-up, a prior that the first measured round trip replaces.
             link = CloudLink(welcome.costs, welcome.max_chunk_tokens, rtt_s=time.perf_counter() - sent_at)
+            config = within_context(config, len(prompt), welcome.max_context)
             if config.method is Method.AR:
                 return await _receive_autoregressive(call, runner, config, on_tokens)
             return await _run_speculative(call, outbox, runner, prompt, config, on_tokens, link)
@@ -104,6 +109,15 @@ async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: Ed
         finally:
             outbox.put_nowait(None)
             call.cancel()
+
+
+def within_context(config: EdgeConfig, prompt_tokens: int, max_context: int) -> EdgeConfig:
+    """`config` with max_new_tokens cut to what the cloud's context holds after the prompt, so the
+    edge never drafts (nor asks the cloud to decode) past the limit and ends there with "length"."""
+    room = max_context - prompt_tokens
+    if room < 1:  # the cloud refuses such a hello itself; this guards against one that does not
+        raise ProtocolError(f"the cloud's context limit of {max_context} tokens leaves no room after a {prompt_tokens}-token prompt")
+    return config if room >= config.max_new_tokens else replace(config, max_new_tokens=room)
 
 
 async def _requests(outbox: asyncio.Queue):

@@ -42,6 +42,9 @@ class EdgeReport:
     cloud_prefill_s: float | None = None  # the cloud's prompt pass (compute only)
     cloud_decode_s: float = 0.0  # the cloud's compute for the tokens it decoded itself (`decoded`)
     edge_busy_s: float = 0.0
+    # "stop" after a stop token, "length" at max_new_tokens or the cloud's context limit (as the
+    # OpenAI API reports it); set once the generation ends.
+    finish_reason: str = ""
     timeline: list[TimelineEvent] = field(default_factory=list)
 
     @property
@@ -73,3 +76,8 @@ class EdgeReport:
             bytes_down_per_token=self.bytes_down / max(1, self.new_tokens),
         )
         return data
+
+
+def finish_reason(token_ids: list[int], stop_ids: frozenset[int] | set[int]) -> str:
+    """Why a generation ended: "stop" when its last token is a stop token, else "length"."""
+    return "stop" if token_ids and token_ids[-1] in stop_ids else "length"
