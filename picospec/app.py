@@ -20,6 +20,7 @@ from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.models.registry import model_path
 from picospec.runners.llama import LlamaRunner
 from picospec.sampling import SamplingParams
+from picospec.security import ChannelSecurity, add_edge_arguments
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
@@ -59,6 +60,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
         "computes it, but near-ties can flip between batchings",
     )  # fmt: skip
     parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
+    add_edge_arguments(parser)
     parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path (default: draft-q4_0)")
     parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
 
@@ -100,7 +102,9 @@ def cloud_context(args: argparse.Namespace):
 def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
     """One generation of `method` with the flags' settings."""
     prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
-    report = generate(address, runner, prompt, edge_config(args, method), on_tokens)
+    # The security flags are for --cloud; the local cloud listens on loopback without them.
+    security = ChannelSecurity.from_args(args) if args.cloud else ChannelSecurity()
+    report = generate(address, runner, prompt, edge_config(args, method), on_tokens, security)
     report.text = runner.detokenize(report.token_ids)
     return report
 

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "picospec.app",
     "picospec.bench.cli",
     "picospec.bench.simulate",
+    "picospec.certs",
 )
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from picospec.errors import InvalidInputError
+from picospec.security import ServerSecurity
 from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
 class CloudConfig:
-    """Where the cloud listens, what it serves, and how much one edge may ask of it."""
+    """Where the cloud listens, whom it serves, what it serves, and how much one edge may ask of it."""
 
     host: str = "127.0.0.1"
     port: int = 50051  # 0 picks a free port
@@ -20,6 +21,7 @@ class CloudConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # gRPC send and receive limit
     idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
     model_name: str = "target"  # what the welcome message names
+    security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS, token; loopback-only without them
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -38,6 +38,7 @@ from picospec.cloud.session import (
 from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, welcome_message
@@ -70,6 +71,9 @@ class CloudServer(pb_grpc.VerifierServicer):
 
     async def start(self) -> None:
         """Load the first runner (learning the target's vocabulary and measuring its cost curve), then listen."""
+        security = self.config.security
+        if warning := security.check_listen(self.config.host):  # refuses before any model is loaded
+            logger.warning(warning)
         runner = await self.pool.acquire()
         try:
             self.vocab = await self._compute(runner.vocab_info)
@@ -79,12 +83,17 @@ class CloudServer(pb_grpc.VerifierServicer):
             self.pool.release(runner)
         limits = self.config.max_message_bytes
         self._server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits)]
+            interceptors=security.interceptors(),
+            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits)],
         )
         pb_grpc.add_VerifierServicer_to_server(self, self._server)
         address = f"{self.config.host}:{self.config.port}"
+        credentials = security.credentials()
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise InvalidInputError(f"cannot listen on {address}: {exc}") from None
         if self.port == 0:  # older gRPC reports a failed bind this way
@@ -292,6 +301,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)",
     )  # fmt: skip
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
+    add_server_arguments(parser)
     parser.set_defaults(func=_serve_command)
 
 
@@ -311,6 +321,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_chunk_tokens=args.max_chunk_tokens,
         max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
+        security=ServerSecurity.from_args(args),
     )
     factory = functools.partial(
         LlamaRunner, path, n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic

@@ -18,6 +18,7 @@ from picospec.edge.pipeline import CandidateReport, CloudLink, SpeculativeEdge, 
 from picospec.edge.report import EdgeReport, finish_reason
 from picospec.errors import PicoSpecError, ProtocolError
 from picospec.runners.base import ModelRunner
+from picospec.security import ChannelSecurity
 from picospec.wire import codec
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import (
@@ -42,14 +43,16 @@ def generate(
     prompt: Sequence[int],
     config: EdgeConfig,
     on_tokens: TokenSink | None = None,
+    security: ChannelSecurity = ChannelSecurity(),
 ) -> EdgeReport:
-    """Run one generation with `config.method`; `cloud` is HOST:PORT (unused for the edge method)."""
+    """Run one generation with `config.method`; `cloud` is HOST:PORT (unused for the edge method),
+    reached with `security` (TLS, token)."""
     if config.method is Method.EDGE:
         report = _generate_on_edge(runner, prompt, config, on_tokens)
     elif cloud is None:
         raise PicoSpecError(f"method {config.method.value} needs a cloud address")
     else:
-        report = asyncio.run(_generate_with_cloud(cloud, runner, list(prompt), config, on_tokens))
+        report = asyncio.run(_generate_with_cloud(cloud, security, runner, list(prompt), config, on_tokens))
     report.finish_reason = finish_reason(report.token_ids, frozenset(runner.vocab_info().eos_ids))
     return report
 
@@ -87,12 +90,22 @@ def _session_spec(runner: ModelRunner, prompt: list[int], config: EdgeConfig) ->
     )
 
 
-async def _generate_with_cloud(cloud: str, runner, prompt: list[int], config: EdgeConfig, on_tokens) -> EdgeReport:
+def open_channel(cloud: str, security: ChannelSecurity) -> grpc.aio.Channel:
+    """A channel to the cloud at HOST:PORT: TLS when `security` says so, plaintext otherwise."""
     limit = DEFAULT_MAX_MESSAGE_BYTES
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    async with grpc.aio.insecure_channel(cloud, options=options) as channel:
+    credentials = security.credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(cloud, options=options)
+    return grpc.aio.secure_channel(cloud, credentials, options=options)
+
+
+async def _generate_with_cloud(
+    cloud: str, security: ChannelSecurity, runner, prompt: list[int], config: EdgeConfig, on_tokens
+) -> EdgeReport:
+    async with open_channel(cloud, security) as channel:
         outbox: asyncio.Queue = asyncio.Queue()
-        call = pb_grpc.VerifierStub(channel).Generate(_requests(outbox))
+        call = pb_grpc.VerifierStub(channel).Generate(_requests(outbox), metadata=security.metadata())
         outbox.put_nowait(hello_message(_session_spec(runner, prompt, config)))
         sent_at = time.perf_counter()
         try:
