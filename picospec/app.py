@@ -11,8 +11,9 @@ from contextlib import nullcontext
 from rich.console import Console
 from rich.table import Table
 
-from picospec.edge.client import generate
-from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.client import CloudError, generate
+from picospec.edge.config import CloudLoss, EdgeConfig, Method, Recovery
+from picospec.edge.pipeline import EDGE_ONLY
 from picospec.edge.controller import POLICIES, ControllerConfig
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
@@ -25,7 +26,7 @@ from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
 DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number iteratively."
-SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow"}
+SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow", EDGE_ONLY: "dim italic"}
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +62,14 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
     add_edge_arguments(parser)
+    parser.add_argument(
+        "--on-cloud-loss", choices=[c.value for c in CloudLoss], default=CloudLoss.RESUME.value,
+        help="when the cloud is lost mid-generation: fail; resume (reconnect with backoff, continue from the verified "
+        "tokens, exactly); local (resume, and once the retries run out finish with the drafter alone, marking those "
+        "tokens edge-only) (default: resume)",
+    )  # fmt: skip
+    parser.add_argument("--retries", type=int, default=Recovery.retries,
+                        help=f"reconnection attempts in a row that commit nothing (default: {Recovery.retries})")  # fmt: skip
     parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path (default: draft-q4_0)")
     parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
 
@@ -88,6 +97,7 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
         chunk_len=args.chunk_len,
         max_lookahead=max(args.lookahead, args.chunk_len),
         controller=ControllerConfig.for_policy(args.policy, args.fallback, args.confidence),
+        recovery=Recovery(on_loss=args.on_cloud_loss, retries=args.retries),
     )
 
 
@@ -120,14 +130,25 @@ def _run_generate(args: argparse.Namespace) -> int:
     with cloud_context(args) as local:
         address = args.cloud or local.address
         printer = None if args.json else TokenPrinter(console, runner)
-        report = run_one(args, runner, Method(args.method), address, printer)
+        try:
+            report = run_one(args, runner, Method(args.method), address, printer)
+        except CloudError as exc:
+            if args.json and exc.report is not None:  # the verified tokens are not lost with the cloud
+                exc.report.text = runner.detokenize(exc.report.token_ids)
+                print(json.dumps({**report_json(exc.report), "error": str(exc)}))
+            raise
     if args.json:
-        print(json.dumps({"method": report.method, "verify": report.verify, "text": report.text,
-                          "token_ids": report.token_ids, **report.summary()}))  # fmt: skip
+        print(json.dumps(report_json(report)))
     else:
         console.print()
         print_summary(console, [report])
     return 0
+
+
+def report_json(report: EdgeReport) -> dict:
+    """The object `generate --json` prints."""
+    return {"method": report.method, "verify": report.verify, "text": report.text, "token_ids": report.token_ids,
+            **report.summary()}  # fmt: skip
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -178,6 +199,8 @@ def print_summary(console: Console, reports: list[EdgeReport]) -> None:
         "tokens decoded by the cloud": lambda r: str(r.decoded) if r.method != "ar" else "all",
         "drafts thrown away": lambda r: str(r.discarded),
         "finish reason": lambda r: r.finish_reason,
+        "sessions resumed after losing the cloud": lambda r: str(r.resumes),
+        "edge-only tokens (drafter alone, not the target's)": lambda r: str(r.edge_only),
     }
     for name, cell in rows.items():
         table.add_row(name, *(cell(r) for r in reports))

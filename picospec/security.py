@@ -9,6 +9,7 @@ no session, no runner and no model work. See docs/reliability.md for the threat 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import ipaddress
 import os
@@ -197,8 +198,18 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
+REFUSAL_READ_S = 5.0  # how long a refused call may take to send its first message
+
+
 def _refusal(message: str) -> grpc.RpcMethodHandler:
     async def refuse(request_iterator, context: grpc.aio.ServicerContext) -> None:
+        # Wait for the caller's first message (the hello; it is parsed by nobody) before ending the
+        # call: a grpc.aio client whose write races an immediate abort reports INTERNAL ("Internal
+        # error from Core") instead of the status sent, and the edge would not learn why.
+        try:
+            await asyncio.wait_for(anext(aiter(request_iterator), None), REFUSAL_READ_S)
+        except (TimeoutError, grpc.RpcError):
+            pass
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     # Generate, the only RPC, is stream-stream; the refusal takes the same shape.

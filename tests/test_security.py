@@ -12,14 +12,16 @@ from picospec.cli import build_parser
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.edge.client import CloudError, generate
-from picospec.edge.config import EdgeConfig
+from picospec.edge.config import EdgeConfig, Recovery
 from picospec.errors import InvalidInputError
 from picospec.sampling import SamplingParams
 from picospec.security import TOKEN_ENV, ChannelSecurity, ServerSecurity, read_token
 from picospec.verify import VerifyConfig
 from test_edge import PROMPT, reference, toy_drafter, toy_target
 
-CONFIG = EdgeConfig(params=SamplingParams(temperature=0), verify=VerifyConfig(mode="exact"), max_new_tokens=12)
+# Failing at once, not after reconnection attempts: a handshake the edge refuses would fail again.
+CONFIG = EdgeConfig(params=SamplingParams(temperature=0), verify=VerifyConfig(mode="exact"), max_new_tokens=12,
+                    recovery=Recovery(on_loss="fail"))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

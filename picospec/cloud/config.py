@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from picospec.errors import InvalidInputError
 from picospec.security import ServerSecurity
+from picospec.wire.liveness import Liveness
 from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 
@@ -22,6 +23,7 @@ class CloudConfig:
     idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
     model_name: str = "target"  # what the welcome message names
     security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS, token; loopback-only without them
+    liveness: Liveness = field(default_factory=Liveness)  # keepalive: a vanished edge's session is freed within its bound
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

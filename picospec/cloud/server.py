@@ -84,7 +84,8 @@ class CloudServer(pb_grpc.VerifierServicer):
         limits = self.config.max_message_bytes
         self._server = grpc.aio.server(
             interceptors=security.interceptors(),
-            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits)],
+            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits),
+                     *self.config.liveness.server_options()],  # fmt: skip
         )
         pb_grpc.add_VerifierServicer_to_server(self, self._server)
         address = f"{self.config.host}:{self.config.port}"

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import grpc
-import numpy as np
 
 from picospec.cloud.config import CloudConfig
 from picospec.costmodel import CostTracker
@@ -176,8 +175,7 @@ class SpeculativeSession:
         self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, costs: CostTracker
     ) -> None:
         self.spec, self.config, self.stats, self.costs = spec, config, stats, costs
-        rng = np.random.default_rng(spec.config.seed)
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, rng)
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
         self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
@@ -274,7 +272,7 @@ class AutoregressiveSession:
 
     def __init__(self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats) -> None:
         self.spec, self.stats = spec, stats
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, np.random.default_rng(spec.config.seed))
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
         # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
         self._remaining = min(spec.max_new_tokens, config.max_context - len(spec.prompt))
