@@ -41,7 +41,7 @@ from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
-from picospec.wire.messages import SessionSpec, welcome_message
+from picospec.wire.messages import SessionSpec, parse_edge_frame, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
 
@@ -87,7 +87,7 @@ class CloudServer(pb_grpc.VerifierServicer):
             options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits),
                      *self.config.liveness.server_options()],  # fmt: skip
         )
-        pb_grpc.add_VerifierServicer_to_server(self, self._server)
+        self._server.add_generic_rpc_handlers((self._handlers(),))
         address = f"{self.config.host}:{self.config.port}"
         credentials = security.credentials()
         try:
@@ -100,6 +100,15 @@ class CloudServer(pb_grpc.VerifierServicer):
         if self.port == 0:  # older gRPC reports a failed bind this way
             raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
         await self._server.start()
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        """The Verifier service, as the generated add_VerifierServicer_to_server registers it but
+        with a deserializer that hands a malformed frame to the session (parse_edge_frame), which
+        then ends with INVALID_ARGUMENT naming it, instead of gRPC dropping the stream silently."""
+        generate = grpc.stream_stream_rpc_method_handler(
+            self.Generate, request_deserializer=parse_edge_frame, response_serializer=pb.CloudMessage.SerializeToString
+        )
+        return grpc.method_handlers_generic_handler("picospec.v1.Verifier", {"Generate": generate})
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop listening, cancel sessions still running after grace_s, and finish the compute in flight."""

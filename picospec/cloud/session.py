@@ -21,6 +21,7 @@ from picospec.errors import ProtocolError
 from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import (
+    Unparseable,
     SessionSpec,
     DecodeRequest,
     candidates_message,
@@ -119,6 +120,8 @@ class Inbox:
         if item is self._END:
             self._queue.put_nowait(item)  # every later get() sees the end too
             return None
+        if isinstance(item, Unparseable):
+            raise ProtocolError(item.reason)
         reject_unknown_fields(item)
         return item
 
