@@ -153,6 +153,11 @@ class ServerSecurity:
             )
         return f"WARNING: serving on {host} without {missing} (--insecure): anyone who can reach it can use this cloud"
 
+    def describe(self) -> str:
+        """One line for the log, e.g. 'mutual TLS, token required'."""
+        tls = "mutual TLS" if self.tls_client_ca else "TLS" if self.tls else "plaintext"
+        return f"{tls}, {'token required' if self.token else 'no token'}"
+
     def credentials(self) -> grpc.ServerCredentials | None:
         """TLS credentials for the listening port, or None for plaintext."""
         if not self.tls:

@@ -11,7 +11,7 @@ from picospec.certs import make_test_certs
 from picospec.cli import build_parser
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
-from picospec.edge.client import CloudError, generate
+from picospec.edge.client import CloudError, CloudGeneration, generate
 from picospec.edge.config import EdgeConfig, Recovery
 from picospec.errors import InvalidInputError
 from picospec.sampling import SamplingParams
@@ -162,3 +162,12 @@ def test_certs_command_writes_everything(tmp_path, capsys):
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["localhost", "edge.example.com"]
     assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "10.0.0.5"]
+
+
+def test_an_edge_warns_before_sending_a_token_without_tls_beyond_loopback(caplog):
+    for address, warns in (("10.0.0.1:50051", True), ("127.0.0.1:50051", False)):
+        caplog.clear()
+        CloudGeneration(address, ChannelSecurity(token="t"), toy_drafter(), PROMPT, CONFIG, None)
+        assert ("without TLS" in caplog.text) == warns
+    CloudGeneration("10.0.0.1:50051", ChannelSecurity(tls=True, token="t"), toy_drafter(), PROMPT, CONFIG, None)
+    assert "without TLS" not in caplog.text

@@ -74,6 +74,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         security = self.config.security
         if warning := security.check_listen(self.config.host):  # refuses before any model is loaded
             logger.warning(warning)
+        logger.info("security: %s", security.describe())
         runner = await self.pool.acquire()
         try:
             self.vocab = await self._compute(runner.vocab_info)

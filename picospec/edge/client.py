@@ -19,7 +19,7 @@ from picospec.edge.pipeline import EDGE_ONLY, CandidateReport, CloudLink, Specul
 from picospec.edge.report import EdgeReport, finish_reason
 from picospec.errors import PicoSpecError, ProtocolError
 from picospec.runners.base import ModelRunner
-from picospec.security import ChannelSecurity
+from picospec.security import ChannelSecurity, is_loopback
 from picospec.wire import codec
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.liveness import Liveness
@@ -139,6 +139,9 @@ class CloudGeneration:
         self.report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         self.stop_ids = frozenset(runner.vocab_info().eos_ids)
         self.drafter = Drafter(runner, config.params, config.verify, np.random.default_rng([config.verify.seed, DRAFTER_STREAM]))
+        host = cloud.rpartition(":")[0] or cloud
+        if security.token and not security.tls and not is_loopback(host):
+            logger.warning("sending the token to %s without TLS: anyone on the path can read it (add --tls-ca or --tls)", cloud)
 
     async def run(self) -> EdgeReport:
         """Generate; on losing the cloud, reconnect with backoff and resume (or fail, or finish locally)."""
