@@ -271,7 +271,9 @@ def test_a_cloud_killed_mid_generation_and_restarted_loses_no_generation_of_8_ed
     killed = threading.Event()
 
     def edge(seed: int) -> None:
-        config = config_for(Method.PICOSPEC, VerifyMode.GUMBEL, 1.0, n_tokens, ControllerConfig(), seed=seed)
+        # Patient enough (about 40 s) for a restart on a loaded 2-core machine.
+        patient = replace(RECOVERY, retries=50, max_backoff_s=1.0)
+        config = config_for(Method.PICOSPEC, VerifyMode.GUMBEL, 1.0, n_tokens, ControllerConfig(), seed=seed, recovery=patient)
         try:
             results[seed] = generate(f"127.0.0.1:{port}", toy_drafter(noise=1.5), PROMPT, config,
                                      on_tokens=FaultAfter(10, lambda: killed.wait(30)))  # fmt: skip

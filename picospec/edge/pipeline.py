@@ -282,10 +282,12 @@ class SpeculativeEdge(EdgeLoop):
         shipped_at = self._shipped_at.popleft()
         self._cloud_reported(item.cloud_passes, item.verify_s, item.prefill_s)
         self._event("verdict", self._now())
+        # The accepted drafts are verified: commit them before fetching more candidates can fail,
+        # so a generation that loses its cloud then resumes after them.
+        self._emit([int(t) for t in chunk.tokens[: verdict.accepted]], "draft")
         token = None
         if verdict.rejected or verdict.token is not None:
             token = resolve_correction(verdict, chunk, self.drafter.rng, lambda: self._fetch_candidates(chunk.epoch + 1))
-        self._emit([int(t) for t in chunk.tokens[: verdict.accepted]], "draft")
         if token is not None:
             self._emit([token], "edge" if verdict.needs_edge_sampling else "cloud")
         self.report.accepted_lengths.append(verdict.accepted)
