@@ -21,12 +21,16 @@ import pytest
 
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
+from picospec.cloud.session import AutoregressiveSession, SessionStats, SpeculativeSession
+from picospec.costmodel import CostCurve, CostTracker
 from picospec.edge.client import CloudError, generate
 from picospec.edge.config import EdgeConfig, Method, Recovery
 from picospec.edge.controller import ControllerConfig
+from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
+from picospec.wire.messages import SessionSpec
 from stats import ALPHA, sequence_distribution, sequence_pvalue
 from test_edge import PROMPT, SPECULATIVE, SWITCHING, TARGET_SEED, V, reference, toy_drafter, toy_target
 from toy_cloud import FAST_LIVENESS, SlowToy
@@ -106,6 +110,42 @@ def test_resumed_sequences_converge_on_the_target_distribution(mode="exact"):
             resumed = report.resumes
     assert resumed >= 1
     assert sequence_pvalue(counts, sequence_distribution(toy_target(), PROMPT, params, length)) > ALPHA
+
+
+class RecordingToy(ToyRunner):
+    """The toy target, recording which tokens went through the prompt pass and which were extended."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.calls: list[tuple[str, list[int]]] = []
+        self._prefilling = False
+
+    def prefill(self, tokens):
+        self.calls.append(("prefill", list(tokens)))
+        self._prefilling = True
+        try:
+            return super().prefill(tokens)
+        finally:
+            self._prefilling = False
+
+    def extend(self, tokens):
+        if not self._prefilling:
+            self.calls.append(("extend", list(tokens)))
+        return super().extend(tokens)
+
+
+@pytest.mark.parametrize("autoregressive", [False, True])
+def test_a_resumed_session_evaluates_the_committed_tokens_as_a_continuation(autoregressive):
+    """Not in the prompt pass: llama.cpp's deterministic configuration is batch-invariant for
+    extend, not for a prompt pass, so only this keeps a resumed run bitwise on the uninterrupted one."""
+    target = toy_target()
+    runner = RecordingToy(target._table, target.order)
+    spec = SessionSpec(PROMPT + [3, 4, 0], SamplingParams(temperature=0), VerifyConfig(), autoregressive=autoregressive,
+                       max_new_tokens=4, resumed=1, committed=3)  # fmt: skip
+    session = (AutoregressiveSession(spec, runner, CloudConfig(), SessionStats(1)) if autoregressive
+               else SpeculativeSession(spec, runner, CloudConfig(), SessionStats(1), CostTracker(CostCurve((0.1,), 0.1))))  # fmt: skip
+    session.next_message() if autoregressive else session.begin()
+    assert runner.calls[:2] == [("prefill", PROMPT), ("extend", [3, 4, 0])]
 
 
 # -------------------------------------------------------------------------------------------------

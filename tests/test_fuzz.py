@@ -86,13 +86,14 @@ def _ids_ok(tokens) -> bool:
                  verify=st.builds(pb.VerifySettings, mode=st.sampled_from(["full", "topk", "exact", "gumbel", "", "?"]),
                                   topk=u32, n_candidates=u32, seed=st.integers(0, 2**64 - 1),
                                   sparse_format=st.sampled_from(["f32", "f16", "q8", "", "x"])),
-                 prompt_tokens=blobs, method=st.integers(0, 3), max_new_tokens=u32, bonus=st.booleans(), resumed=u32))  # fmt: skip
+                 prompt_tokens=blobs, method=st.integers(0, 3), max_new_tokens=u32, bonus=st.booleans(), resumed=u32,
+                 committed_tokens=st.one_of(st.integers(0, 20), u32)))  # fmt: skip
 def test_parse_hello_accepts_only_sane_sessions(hello):
     try:
         spec = parse_hello(hello, N_VOCAB)
     except ProtocolError:
         return
-    assert spec.prompt and _ids_ok(spec.prompt)
+    assert spec.prompt and _ids_ok(spec.prompt) and spec.original_prompt and 0 <= spec.committed < len(spec.prompt)
     assert spec.params.temperature >= 0 and 0 < spec.params.top_p <= 1
 
 

@@ -184,7 +184,7 @@ class SpeculativeSession:
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
         started = time.perf_counter()
-        self.verifier.begin(self.spec.prompt)
+        self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         self._unreported_prefill_s = time.perf_counter() - started
         self._account(self._unreported_prefill_s)
 
@@ -289,7 +289,7 @@ class AutoregressiveSession:
         is the prompt pass."""
         started = time.perf_counter()
         if self.verifier.passes == 0:
-            self.verifier.begin(self.spec.prompt)
+            self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         start = self.verifier.committed
         token = self.verifier.decode()
         compute_s = time.perf_counter() - started

@@ -225,6 +225,7 @@ class CloudGeneration:
             vocab_fingerprint=vocab.fingerprint,
             n_vocab=vocab.n_vocab,
             resumed=self.report.resumes,
+            committed=self.report.new_tokens,
         )
 
     async def _run_speculative(self, call, outbox: asyncio.Queue, link: CloudLink) -> None:

@@ -88,7 +88,7 @@ class SpeculativeEdge(EdgeLoop):
         self.policy = config.policy
         # A resumed session continues the report of the generation: its tokens are the context
         # after the prompt, and the counts add up over sessions.
-        self.report = report or EdgeReport(method=config.method.value, verify=config.verify.mode.value)
+        self.report = report if report is not None else EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         self._passes_before = self.report.cloud_passes
         self._building: list[DraftChunk] = []  # drafted, not yet shipped
         self._in_flight: deque[DraftChunk | DecodeOrder] = deque()  # shipped, awaiting answers, in order

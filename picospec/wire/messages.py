@@ -45,6 +45,17 @@ class SessionSpec:
     vocab_fingerprint: str = ""
     n_vocab: int = 0
     resumed: int = 0  # 0 for a new generation, n for its n-th resumed session
+    committed: int = 0  # the last `committed` prompt tokens were generated before this (resumed) session
+
+    @property
+    def original_prompt(self) -> list[int]:
+        """The prompt the generation started from."""
+        return self.prompt[: len(self.prompt) - self.committed]
+
+    @property
+    def committed_tokens(self) -> list[int]:
+        """What earlier sessions of this generation committed (empty for a new generation)."""
+        return self.prompt[len(self.prompt) - self.committed :]
 
     def sampler_rng(self) -> np.random.Generator:
         """The cloud's random stream for this session: (seed) for a new generation, (seed,
@@ -161,6 +172,7 @@ def hello_message(spec: SessionSpec) -> pb.EdgeMessage:
             max_new_tokens=spec.max_new_tokens,
             bonus=spec.bonus,
             resumed=spec.resumed,
+            committed_tokens=spec.committed,
         )
     )
 
@@ -174,6 +186,10 @@ def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
     prompt = codec.decode_tokens(hello.prompt_tokens, n_vocab).tolist()
     if not prompt:
         raise ProtocolError("hello.prompt_tokens is empty")
+    if hello.committed_tokens >= len(prompt):
+        raise ProtocolError(
+            f"hello.committed_tokens ({hello.committed_tokens}) must leave at least one token of the {len(prompt)}-token prompt"
+        )
     try:
         params = SamplingParams(hello.sampling.temperature, hello.sampling.top_k, hello.sampling.top_p)
         verify = hello.verify
@@ -196,6 +212,7 @@ def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
         vocab_fingerprint=hello.vocab_fingerprint,
         n_vocab=hello.n_vocab,
         resumed=hello.resumed,
+        committed=hello.committed_tokens,
     )
 
 
