@@ -42,7 +42,7 @@ class EdgeReport:
     cloud_prefill_s: float | None = None  # the cloud's prompt pass (compute only)
     cloud_decode_s: float = 0.0  # the cloud's compute for the tokens it decoded itself (`decoded`)
     edge_busy_s: float = 0.0
-    resumes: int = 0  # sessions opened again, after the committed tokens, after losing the cloud
+    resumes: int = 0  # reconnection attempts after losing the cloud, each a session resuming after the committed tokens
     edge_only: int = 0  # the last tokens, decoded by the drafter alone once the cloud was lost for good
     # "stop" after a stop token, "length" at max_new_tokens or the cloud's context limit (as the
     # OpenAI API reports it); set once the generation ends.
