@@ -30,6 +30,7 @@ from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
+from picospec.wire.liveness import Liveness
 from picospec.wire.messages import SessionSpec
 from stats import ALPHA, sequence_distribution, sequence_pvalue
 from test_edge import PROMPT, SPECULATIVE, SWITCHING, TARGET_SEED, V, reference, toy_drafter, toy_target
@@ -42,8 +43,8 @@ LINK = LinkProfile(rtt_ms=2, bandwidth_mbps=1000)
 
 
 @contextmanager
-def cloud_behind_link(target=toy_target, **limits):
-    with CloudServerThread(CloudConfig(port=0, liveness=FAST_LIVENESS, **limits), target) as cloud:
+def cloud_behind_link(target=toy_target, liveness: Liveness = FAST_LIVENESS, **limits):
+    with CloudServerThread(CloudConfig(port=0, liveness=liveness, **limits), target) as cloud:
         with LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud.port, LINK) as link:
             yield cloud, link
 
@@ -223,9 +224,6 @@ def loss_log():
         logger.removeHandler(handler)
 
 
-PARTITION_S = 3.0
-
-
 @contextmanager
 def slow_passes(seconds: float):
     SlowToy.delay_s = seconds
@@ -235,24 +233,25 @@ def slow_passes(seconds: float):
         SlowToy.delay_s = 0.0
 
 
-@pytest.mark.parametrize("method", [Method.PICOSPEC, Method.AR])
-def test_a_partition_is_detected_on_both_sides_within_the_bound_and_survived(method):
-    bound = FAST_LIVENESS.bound_s
-    config = config_for(method, VerifyMode.GUMBEL, 1.0, 40, ControllerConfig() if method.pipelined else None)
+def partition_mid_generation(method: Method, liveness: Liveness, partition_s: float, n_tokens: int = 40):
+    """Partition the link after 8 tokens for partition_s, then heal it. Returns the edge's and the
+    cloud's detection times (the cloud's: until it freed the session), the report and its config."""
+    recovery = replace(RECOVERY, liveness=liveness)
+    config = config_for(method, VerifyMode.GUMBEL, 1.0, n_tokens, ControllerConfig() if method.pipelined else None, recovery=recovery)
     times: dict[str, float] = {}
     # A pass takes 20 ms, so the session is still running when the partition starts.
     slow_target = functools.partial(SlowToy.create, V, seed=TARGET_SEED)
-    with cloud_behind_link(slow_target) as (cloud, link), loss_log() as losses, slow_passes(0.02):
+    with cloud_behind_link(slow_target, liveness) as (cloud, link), loss_log() as losses, slow_passes(0.02):
 
         def partition() -> None:
             times["partition"] = time.monotonic()
             link.partition()
 
             def watch() -> None:  # the cloud frees the vanished edge's session (and its runner)
-                while cloud.server.pool.in_use and time.monotonic() - times["partition"] < 10:
+                while cloud.server.pool.in_use and time.monotonic() - times["partition"] < 3 * liveness.bound_s:
                     time.sleep(0.01)
                 times["cloud freed"] = time.monotonic()
-                time.sleep(max(0.0, times["partition"] + PARTITION_S - time.monotonic()))
+                time.sleep(max(0.0, times["partition"] + partition_s - time.monotonic()))
                 link.heal()
 
             threading.Thread(target=watch, daemon=True).start()
@@ -260,9 +259,15 @@ def test_a_partition_is_detected_on_both_sides_within_the_bound_and_survived(met
         report = generate(f"127.0.0.1:{link.port}", toy_drafter(noise=1.5), PROMPT, config, on_tokens=FaultAfter(8, partition))
     edge_detect = losses.times[0] - times["partition"]
     cloud_detect = times["cloud freed"] - times["partition"]
-    print(f"partition detected: edge {edge_detect:.2f} s, cloud {cloud_detect:.2f} s (bound {bound:g} s)")
+    print(f"{partition_s:g} s partition detected: edge {edge_detect:.2f} s, cloud {cloud_detect:.2f} s (bound {liveness.bound_s:g} s)")
+    return edge_detect, cloud_detect, report, config
+
+
+@pytest.mark.parametrize("method", [Method.PICOSPEC, Method.AR])
+def test_a_partition_is_detected_on_both_sides_within_the_bound_and_survived(method):
+    edge_detect, cloud_detect, report, config = partition_mid_generation(method, FAST_LIVENESS, partition_s=3.0)
     # The last bytes before the partition may still be in flight, hence a little slack for scheduling.
-    assert edge_detect < bound + 1.0 and cloud_detect < bound + 1.0
+    assert edge_detect < FAST_LIVENESS.bound_s + 1.0 and cloud_detect < FAST_LIVENESS.bound_s + 1.0
     assert report.token_ids == reference(config.params, config.verify, 40) and report.resumes >= 1
 
 

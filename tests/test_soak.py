@@ -19,7 +19,8 @@ from picospec.edge.controller import ControllerConfig
 from picospec.transport.netem import LinkEmulatorThread
 from picospec.verify import VerifyMode
 from test_edge import PROMPT, reference, toy_drafter, toy_target
-from test_faults import LINK, config_for
+from picospec.wire.liveness import Liveness
+from test_faults import LINK, config_for, partition_mid_generation
 from toy_cloud import FAST_LIVENESS
 
 SOAK_S = float(os.environ.get("PICOSPEC_SOAK_S", "0"))
@@ -78,3 +79,13 @@ def test_soak_under_resets_partitions_and_restarts():
         cloud.stop()
     print(f"soak: {SOAK_S:g} s, {done[0]} generations, faults {faults}, lost {len(lost)}")
     assert done[0] > 0 and not lost, lost[:3]
+
+
+@pytest.mark.skipif(SOAK_S <= 0, reason="set PICOSPEC_SOAK_S (make soak) to run the soak")
+@pytest.mark.parametrize("method", [Method.PICOSPEC, Method.AR])
+def test_a_10_s_partition_is_detected_within_the_default_bound_and_survived(method):
+    """The default keepalive (5 s + 5 s): detected within 10 s on both sides, survived after healing."""
+    liveness = Liveness()
+    edge_detect, cloud_detect, report, config = partition_mid_generation(method, liveness, partition_s=10.0, n_tokens=200)
+    assert edge_detect < liveness.bound_s + 1.0 and cloud_detect < liveness.bound_s + 1.0
+    assert report.token_ids == reference(config.params, config.verify, 200) and report.resumes >= 1
