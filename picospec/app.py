@@ -24,6 +24,7 @@ from picospec.sampling import SamplingParams
 from picospec.security import ChannelSecurity, add_edge_arguments
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
+from picospec.wire.liveness import add_liveness_arguments, liveness_from_args
 
 DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number iteratively."
 SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow", EDGE_ONLY: "dim italic"}
@@ -70,6 +71,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--retries", type=int, default=Recovery.retries,
                         help=f"reconnection attempts in a row that commit nothing (default: {Recovery.retries})")  # fmt: skip
+    add_liveness_arguments(parser)
     parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path (default: draft-q4_0)")
     parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
 
@@ -97,7 +99,7 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
         chunk_len=args.chunk_len,
         max_lookahead=max(args.lookahead, args.chunk_len),
         controller=ControllerConfig.for_policy(args.policy, args.fallback, args.confidence),
-        recovery=Recovery(on_loss=args.on_cloud_loss, retries=args.retries),
+        recovery=Recovery(on_loss=args.on_cloud_loss, retries=args.retries, liveness=liveness_from_args(args)),
     )
 
 

@@ -19,18 +19,21 @@ from pathlib import Path
 
 import pytest
 
+from picospec.app import edge_config
+from picospec.cli import build_parser
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.cloud.session import AutoregressiveSession, SessionStats, SpeculativeSession
 from picospec.costmodel import CostCurve, CostTracker
 from picospec.edge.client import CloudError, generate
+from picospec.errors import InvalidInputError
 from picospec.edge.config import EdgeConfig, Method, Recovery
 from picospec.edge.controller import ControllerConfig
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
-from picospec.wire.liveness import Liveness
+from picospec.wire.liveness import Liveness, liveness_from_args
 from picospec.wire.messages import SessionSpec
 from stats import ALPHA, sequence_distribution, sequence_pvalue
 from test_edge import PROMPT, SPECULATIVE, SWITCHING, TARGET_SEED, V, reference, toy_drafter, toy_target
@@ -344,3 +347,13 @@ def test_a_cloud_killed_mid_generation_and_restarted_loses_no_generation_of_8_ed
         config = config_for(Method.PICOSPEC, VerifyMode.GUMBEL, 1.0, n_tokens, seed=seed)
         assert report.token_ids == reference(config.params, config.verify, n_tokens), seed
     assert sum(r.resumes > 0 for r in results.values()) == n_edges
+
+
+def test_cloud_and_generate_take_the_keepalive_flags():
+    cloud = build_parser().parse_args(["cloud", "--keepalive-s", "2", "--keepalive-timeout-s", "3"])
+    assert liveness_from_args(cloud).bound_s == 5
+    args = build_parser().parse_args(["generate", "--keepalive-s", "1.5", "--on-cloud-loss", "local", "--retries", "3"])
+    recovery = edge_config(args, Method.PICOSPEC).recovery
+    assert (recovery.on_loss.value, recovery.retries, recovery.liveness.keepalive_s) == ("local", 3, 1.5)
+    with pytest.raises(InvalidInputError, match="keepalive_s must be positive"):
+        Liveness(keepalive_s=0)

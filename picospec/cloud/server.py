@@ -41,6 +41,7 @@ from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
+from picospec.wire.liveness import add_liveness_arguments, liveness_from_args
 from picospec.wire.messages import SessionSpec, parse_edge_frame, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
@@ -313,6 +314,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     add_server_arguments(parser)
+    add_liveness_arguments(parser)
     parser.set_defaults(func=_serve_command)
 
 
@@ -333,6 +335,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
         security=ServerSecurity.from_args(args),
+        liveness=liveness_from_args(args),
     )
     factory = functools.partial(
         LlamaRunner, path, n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic

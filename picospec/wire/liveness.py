@@ -8,6 +8,7 @@ and its runner. So silence is detected within `bound_s` of its start, on both si
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from picospec.errors import InvalidInputError
@@ -66,3 +67,18 @@ class Liveness:
             ("grpc.http2.min_ping_interval_without_data_ms", self._ms(self.keepalive_s / 2)),
             ("grpc.http2.max_ping_strikes", 0),
         ]
+
+
+def add_liveness_arguments(parser: argparse.ArgumentParser) -> None:
+    """The keepalive flags, the same on the cloud and the edge (each side detects on its own)."""
+    defaults = Liveness()
+    parser.add_argument("--keepalive-s", type=float, default=defaults.keepalive_s,
+                        help=f"ping the peer after this much silence (default: {defaults.keepalive_s:g})")  # fmt: skip
+    parser.add_argument("--keepalive-timeout-s", type=float, default=defaults.keepalive_timeout_s,
+                        help=f"drop the connection when a ping goes unanswered this long (default: {defaults.keepalive_timeout_s:g}); "
+                        "a silent peer is noticed within the sum")  # fmt: skip
+
+
+def liveness_from_args(args: argparse.Namespace) -> Liveness:
+    """The Liveness the flags of add_liveness_arguments describe."""
+    return Liveness(keepalive_s=args.keepalive_s, keepalive_timeout_s=args.keepalive_timeout_s)
