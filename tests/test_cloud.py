@@ -30,6 +30,7 @@ from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
 from picospec.wire.codec import as_sent_verdict
+import fuzz
 
 V, TARGET_SEED = 5, 11
 VOCAB = ToyRunner.create(V, seed=TARGET_SEED).vocab_info()
@@ -261,13 +262,8 @@ def healthy_session(port: int):
 def status_of(port: int, messages: list) -> tuple[grpc.StatusCode, str]:
     """Send raw messages (protobufs or bytes) on one stream; read it to the end; return its status."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        generate = channel.stream_stream("/picospec.v1.Verifier/Generate")  # bytes in, bytes out
         raw = [m if isinstance(m, bytes) else m.SerializeToString() for m in messages]
-        try:
-            list(generate(iter(raw), timeout=CALL_TIMEOUT_S))
-        except grpc.RpcError as exc:
-            return exc.code(), exc.details()
-    return grpc.StatusCode.OK, ""
+        return fuzz.status_of(channel, raw, CALL_TIMEOUT_S)
 
 
 def hello(prompt=(0, 1), vocab=VOCAB, **fields):
