@@ -13,16 +13,17 @@ from rich.table import Table
 
 from picospec.edge.client import CloudError, generate
 from picospec.edge.config import CloudLoss, EdgeConfig, Method, Recovery
+from picospec.edge.controller import ControllerConfig
 from picospec.edge.pipeline import EDGE_ONLY
-from picospec.edge.controller import POLICIES, ControllerConfig
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.models.registry import model_path
-from picospec.runners.llama import LlamaRunner
+from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams
+from picospec.options import CLOUD_PROCESS, EDGE, SAMPLING, VERIFY, add_edge_options
 from picospec.security import ChannelSecurity, add_edge_arguments
-from picospec.transport.netem import LinkProfile
+from picospec.transport.netem import WAN, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 from picospec.wire.liveness import add_liveness_arguments, liveness_from_args
 
@@ -34,52 +35,33 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by generate and demo."""
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
-    parser.add_argument("--max-tokens", type=int, default=128, help="most new tokens")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0, help="the session seed (sampling, gumbel noise)")
-    parser.add_argument("--verify", choices=[m.value for m in VerifyMode], help="default: full for vanilla, else exact")
-    parser.add_argument("--topk", type=int, default=16, help="K for --verify topk")
-    parser.add_argument("--candidates", type=int, default=8, help="m for --verify exact")
-    parser.add_argument(
-        "--policy", choices=POLICIES, default="adaptive",
-        help="picospec: adaptive = the cost-model controller (chunks sized by the drafter's confidence, first token "
-        "from the cloud's prompt pass, fallback to cloud decoding); fixed = chunks of --chunk-len",
-    )  # fmt: skip
-    parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=True,
-                        help="adaptive: let the cloud decode when speculation does not pay")  # fmt: skip
-    parser.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=True,
-                        help="adaptive: cut chunks by the drafter's confidence in each token")  # fmt: skip
-    parser.add_argument("--chunk-len", type=int, default=4, help="fixed policy (and sync, vanilla): draft tokens per chunk")
-    parser.add_argument("--lookahead", type=int, default=8, help="fixed policy: most unverified draft tokens (picospec)")
-    parser.add_argument("--rtt-ms", type=float, default=20.0, help="emulated round-trip time (local cloud)")
-    parser.add_argument("--bandwidth-mbps", type=float, default=100.0, help="emulated bandwidth (local cloud)")
-    parser.add_argument(
-        "--deterministic", action="store_true",
-        help="batch-invariant llama.cpp on both sides (about 35%% slower): greedy output then equals ar's token for "
-        "token. Without it (the default, fast) the output is still an exact sample of the target as llama.cpp "
-        "computes it, but near-ties can flip between batchings",
-    )  # fmt: skip
-    parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
+    parser.add_argument("--max-tokens", type=int, default=EDGE.max_new_tokens, help="most new tokens")
+    parser.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0 is greedy")
+    parser.add_argument("--seed", type=int, default=VERIFY.seed, help="the session seed (sampling, gumbel noise)")
+    parser.add_argument("--verify", choices=[m.value for m in VerifyMode],
+                        help="verification mode (None: full for vanilla, else exact)")  # fmt: skip
+    add_edge_options(parser)
+    parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud (None: start one locally)")
     add_edge_arguments(parser)
     parser.add_argument(
-        "--on-cloud-loss", choices=[c.value for c in CloudLoss], default=CloudLoss.RESUME.value,
+        "--on-cloud-loss", choices=[c.value for c in CloudLoss], default=EDGE.recovery.on_loss.value,
         help="when the cloud is lost mid-generation: fail; resume (reconnect with backoff, continue from the verified "
         "tokens, exactly); local (resume, and once the retries run out finish with the drafter alone, marking those "
-        "tokens edge-only) (default: resume)",
+        "tokens edge-only)",
     )  # fmt: skip
-    parser.add_argument("--retries", type=int, default=Recovery.retries,
-                        help=f"reconnection attempts in a row that commit nothing (default: {Recovery.retries})")  # fmt: skip
+    parser.add_argument("--retries", type=int, default=EDGE.recovery.retries,
+                        help="reconnection attempts in a row that commit nothing")  # fmt: skip
     add_liveness_arguments(parser)
-    parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path (default: draft-q4_0)")
-    parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
+    parser.add_argument("--rtt-ms", type=float, default=WAN.rtt_ms, help="emulated round-trip time (local cloud)")
+    parser.add_argument("--bandwidth-mbps", type=float, default=WAN.bandwidth_mbps, help="emulated bandwidth (local cloud)")
+    parser.add_argument("--startup-timeout", type=float, default=CLOUD_PROCESS.startup_timeout_s, metavar="S",
+                        help="local cloud: fail if it is not serving after this many seconds")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `generate` and `demo`."""
     gen = subparsers.add_parser("generate", help="one generation between the edge and a cloud")
-    gen.add_argument("--method", choices=[m.value for m in Method], default="picospec")
+    gen.add_argument("--method", choices=[m.value for m in Method], default=EDGE.method.value, help="decoding method")
     add_generation_args(gen)
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     gen.set_defaults(func=_run_generate)
@@ -94,10 +76,10 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
     return EdgeConfig(
         method=method,
         params=SamplingParams(args.temperature, args.top_k, args.top_p),
-        verify=VerifyConfig(mode=mode, topk=args.topk, n_candidates=args.candidates, seed=args.seed),
+        verify=VerifyConfig(mode=mode, topk=args.topk_entries, n_candidates=args.candidates, seed=args.seed),
         max_new_tokens=args.max_tokens,
         chunk_len=args.chunk_len,
-        max_lookahead=max(args.lookahead, args.chunk_len),
+        max_lookahead=args.lookahead,
         controller=ControllerConfig.for_policy(args.policy, args.fallback, args.confidence),
         recovery=Recovery(on_loss=args.on_cloud_loss, retries=args.retries, liveness=liveness_from_args(args)),
     )
@@ -108,10 +90,12 @@ def cloud_context(args: argparse.Namespace):
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
-    return LocalCloud(CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic), profile)
+    config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic,
+                                startup_timeout_s=args.startup_timeout)  # fmt: skip
+    return LocalCloud(config, profile)
 
 
-def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
+def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
     """One generation of `method` with the flags' settings."""
     prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
     # The security flags are for --cloud; the local cloud listens on loopback without them.
@@ -121,15 +105,18 @@ def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_t
     return report
 
 
-def _load_drafter(args) -> LlamaRunner:
-    pin_to_cores({EDGE_CORE})
+def _load_drafter(args) -> ModelRunner:
+    from picospec.runners.llama import LlamaRunner  # imported here: only generating needs llama.cpp
+
+    if not args.cloud:  # the local cloud has core 1; a remote one leaves this machine's cores free
+        pin_to_cores({EDGE_CORE})
     return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    runner = _load_drafter(args)
     console = Console(highlight=False)
     with cloud_context(args) as local:
+        runner = _load_drafter(args)
         address = args.cloud or local.address
         printer = None if args.json else TokenPrinter(console, runner)
         try:
@@ -154,13 +141,13 @@ def report_json(report: EdgeReport) -> dict:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    runner = _load_drafter(args)
     console = Console(highlight=False)
     console.print(f"[bold]PicoSpec demo[/] — link {args.rtt_ms:g} ms RTT, {args.bandwidth_mbps:g} Mbps. "
                   "[green]green[/]: accepted drafts, [bold red]red[/]: cloud corrections/bonus, "
                   "[bold yellow]yellow[/]: corrections sampled on the edge\n")  # fmt: skip
     reports = []
     with cloud_context(args) as local:
+        runner = _load_drafter(args)
         address = args.cloud or local.address
         for method in (Method.PICOSPEC, Method.AR):
             console.rule(f"{method.value}")

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from picospec.errors import InvalidInputError
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+DEFAULT_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class CertFiles:
     token: Path
 
 
-def make_test_certs(directory: Path, hosts: tuple[str, ...] = DEFAULT_HOSTS, days: int = 30) -> CertFiles:
+def make_test_certs(directory: Path, hosts: tuple[str, ...] = DEFAULT_HOSTS, days: int = DEFAULT_DAYS) -> CertFiles:
     """Write a CA, a server certificate valid for `hosts` (DNS names or IP addresses), a client
     certificate, their keys (mode 0600) and a random token into `directory`."""
     if days < 1:
@@ -107,9 +108,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("directory", type=Path, help="where to write them (created if missing)")
     parser.add_argument(
         "--host", action="append", default=None, metavar="NAME",
-        help="a DNS name or IP address the server certificate is valid for; repeatable (default: localhost, 127.0.0.1)",
+        help="a DNS name or IP address the server certificate is valid for, besides localhost and 127.0.0.1; repeatable",
     )  # fmt: skip
-    parser.add_argument("--days", type=int, default=30, help="validity in days (default: 30)")
+    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="validity in days")
     parser.set_defaults(func=_run)
 
 

@@ -109,7 +109,7 @@ def add_edge_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-ca", type=Path, metavar="PEM", help="verify the cloud's certificate against this CA")
     group.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate, for mutual TLS")
     group.add_argument("--tls-key", type=Path, metavar="PEM", help="client private key, for mutual TLS")
-    group.add_argument("--token-file", type=Path, metavar="FILE", help=f"bearer token for the cloud (default: ${TOKEN_ENV})")
+    group.add_argument("--token-file", type=Path, metavar="FILE", help=f"bearer token for the cloud (None: ${TOKEN_ENV})")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate (turns TLS on)")
     group.add_argument("--tls-key", type=Path, metavar="PEM", help="server private key")
     group.add_argument("--tls-client-ca", type=Path, metavar="PEM", help="demand client certificates signed by this CA (mutual TLS)")
-    group.add_argument("--token-file", type=Path, metavar="FILE", help=f"bearer token every edge must send (default: ${TOKEN_ENV})")
+    group.add_argument("--token-file", type=Path, metavar="FILE", help=f"bearer token every edge must send (None: ${TOKEN_ENV})")
     group.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without TLS and a token")
 
 

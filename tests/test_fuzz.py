@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,12 +19,10 @@ from picospec.verify import VerifyConfig, VerifyMode
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import (
     SessionSpec,
-    Unparseable,
     chunk_message,
     hello_message,
     parse_chunk,
     parse_decode,
-    parse_edge_frame,
     parse_hello,
     parse_tokens,
     parse_verdict,
@@ -153,10 +150,3 @@ def test_parse_tokens_accepts_only_tokens_in_the_vocabulary(tokens):
     except ProtocolError:
         return
     assert report.tokens and _ids_ok(report.tokens)
-
-
-@given(st.binary(max_size=200))
-def test_any_bytes_are_an_edge_message_or_a_stated_reason(data):
-    parsed = parse_edge_frame(data)
-    assert isinstance(parsed, pb.EdgeMessage) or (isinstance(parsed, Unparseable) and "not a valid EdgeMessage" in parsed.reason)
-

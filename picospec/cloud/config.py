@@ -22,6 +22,7 @@ class CloudConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # gRPC send and receive limit
     idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
     model_name: str = "target"  # what the welcome message names
+    threads: int = 1  # llama.cpp threads per session
     security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS, token; loopback-only without them
     liveness: Liveness = field(default_factory=Liveness)  # keepalive: a vanished edge's session is freed within its bound
 

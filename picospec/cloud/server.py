@@ -28,6 +28,7 @@ from picospec.cloud.pool import RunnerFactory, RunnerPool
 from picospec.cloud.session import (
     AutoregressiveSession,
     Inbox,
+    EdgeLost,
     SessionRefused,
     SessionStats,
     SpeculativeSession,
@@ -37,12 +38,13 @@ from picospec.cloud.session import (
 )
 from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
+from picospec.models.registry import DEFAULT_TARGET
 from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.liveness import add_liveness_arguments, liveness_from_args
-from picospec.wire.messages import SessionSpec, parse_edge_frame, welcome_message
+from picospec.wire.messages import SessionSpec, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
 
@@ -89,7 +91,7 @@ class CloudServer(pb_grpc.VerifierServicer):
             options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits),
                      *self.config.liveness.server_options()],  # fmt: skip
         )
-        self._server.add_generic_rpc_handlers((self._handlers(),))
+        pb_grpc.add_VerifierServicer_to_server(self, self._server)
         address = f"{self.config.host}:{self.config.port}"
         credentials = security.credentials()
         try:
@@ -102,15 +104,6 @@ class CloudServer(pb_grpc.VerifierServicer):
         if self.port == 0:  # older gRPC reports a failed bind this way
             raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
         await self._server.start()
-
-    def _handlers(self) -> grpc.GenericRpcHandler:
-        """The Verifier service, as the generated add_VerifierServicer_to_server registers it but
-        with a deserializer that hands a malformed frame to the session (parse_edge_frame), which
-        then ends with INVALID_ARGUMENT naming it, instead of gRPC dropping the stream silently."""
-        generate = grpc.stream_stream_rpc_method_handler(
-            self.Generate, request_deserializer=parse_edge_frame, response_serializer=pb.CloudMessage.SerializeToString
-        )
-        return grpc.method_handlers_generic_handler("picospec.v1.Verifier", {"Generate": generate})
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop listening, cancel sessions still running after grace_s, and finish the compute in flight."""
@@ -144,7 +137,11 @@ class CloudServer(pb_grpc.VerifierServicer):
             await context.abort(exc.code, exc.details)
         except (ProtocolError, InvalidInputError) as exc:
             stats.outcome = grpc.StatusCode.INVALID_ARGUMENT.name
+            logger.warning("session %d refused: %s", stats.session_id, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except EdgeLost as exc:
+            stats.outcome = "lost"  # nobody is left to tell
+            logger.warning("session %d: %s", stats.session_id, exc)
         except (asyncio.CancelledError, GeneratorExit):
             stats.outcome = "cancelled"
             raise
@@ -288,30 +285,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cloud` command to the top-level parser."""
     defaults = CloudConfig()
     parser = subparsers.add_parser("cloud", help="serve the target model: verify draft chunks for edge sessions")
-    parser.add_argument("--model", default="target", help="a default model name (target) or a GGUF file (default: target)")
-    parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default: {defaults.host})")
-    parser.add_argument("--port", type=int, default=defaults.port, help=f"port, 0 for any free one (default: {defaults.port})")
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per session (default: 1)")
-    parser.add_argument(
-        "--max-sessions", type=int, default=defaults.max_sessions,
-        help=f"concurrent sessions, each with its own KV cache (default: {defaults.max_sessions})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-context", type=int, default=defaults.max_context,
-        help=f"tokens per session, prompt included (default: {defaults.max_context})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens,
-        help=f"draft tokens per chunk (default: {defaults.max_chunk_tokens})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-message-mib", type=int, default=defaults.max_message_bytes // 2**20,
-        help=f"largest message in MiB, either way (default: {defaults.max_message_bytes // 2**20})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--deterministic", action="store_true",
-        help="batch-invariant llama.cpp settings: logits independent of chunking (slower)",
-    )  # fmt: skip
+    parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target) or a GGUF file")
+    parser.add_argument("--host", default=defaults.host, help="address to listen on")
+    parser.add_argument("--port", type=int, default=defaults.port, help="port, 0 for any free one")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="llama.cpp threads per session")
+    parser.add_argument("--max-sessions", type=int, default=defaults.max_sessions,
+                        help="concurrent sessions, each with its own KV cache")  # fmt: skip
+    parser.add_argument("--max-context", type=int, default=defaults.max_context,
+                        help="tokens per session, prompt included")  # fmt: skip
+    parser.add_argument("--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens, help="draft tokens per chunk")
+    parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // 2**20,
+                        help="largest message in MiB, either way")  # fmt: skip
+    parser.add_argument("--deterministic", action="store_true",
+                        help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     add_server_arguments(parser)
     add_liveness_arguments(parser)
@@ -334,11 +320,12 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_chunk_tokens=args.max_chunk_tokens,
         max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
+        threads=args.threads,
         security=ServerSecurity.from_args(args),
         liveness=liveness_from_args(args),
     )
     factory = functools.partial(
-        LlamaRunner, path, n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic
+        LlamaRunner, path, n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic
     )
     return asyncio.run(_serve_until_signalled(config, factory))
 

@@ -73,10 +73,10 @@ def add_liveness_arguments(parser: argparse.ArgumentParser) -> None:
     """The keepalive flags, the same on the cloud and the edge (each side detects on its own)."""
     defaults = Liveness()
     parser.add_argument("--keepalive-s", type=float, default=defaults.keepalive_s,
-                        help=f"ping the peer after this much silence (default: {defaults.keepalive_s:g})")  # fmt: skip
+                        help="ping the peer after this much silence")  # fmt: skip
     parser.add_argument("--keepalive-timeout-s", type=float, default=defaults.keepalive_timeout_s,
-                        help=f"drop the connection when a ping goes unanswered this long (default: {defaults.keepalive_timeout_s:g}); "
-                        "a silent peer is noticed within the sum")  # fmt: skip
+                        help="drop the connection when a ping goes unanswered this long; a silent peer is noticed "
+                        "within the sum")  # fmt: skip
 
 
 def liveness_from_args(args: argparse.Namespace) -> Liveness:

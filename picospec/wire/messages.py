@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf import unknown_fields
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from picospec.costmodel import CostCurve
 from picospec.errors import InvalidInputError, ProtocolError
@@ -118,22 +118,6 @@ class VerdictReport:
     verify_s: float
     cloud_passes: int
     prefill_s: float = 0.0  # the cloud's prompt pass, reported with the first verdict
-
-
-@dataclass(frozen=True)
-class Unparseable:
-    """A frame that is not an EdgeMessage at all, as the cloud's deserializer hands it on, so the
-    session can end with INVALID_ARGUMENT saying so (gRPC would otherwise end the stream silently)."""
-
-    reason: str
-
-
-def parse_edge_frame(data: bytes) -> pb.EdgeMessage | Unparseable:
-    """The cloud's request deserializer: an EdgeMessage, or why the bytes are not one."""
-    try:
-        return pb.EdgeMessage.FromString(data)
-    except DecodeError as exc:
-        return Unparseable(f"a {len(data)}-byte message is not a valid EdgeMessage ({exc})")
 
 
 def reject_unknown_fields(message: Message) -> None:
