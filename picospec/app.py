@@ -28,14 +28,25 @@ SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow"}
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by generate and demo."""
+    """Flags shared by generate and demo: the prompt, then everything `serve` shares too."""
+    add_prompt_args(parser)
+    add_decoding_args(parser)
+    add_deployment_args(parser)
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    """What one generation asks for (`serve` takes these from each request instead)."""
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
     parser.add_argument("--max-tokens", type=int, default=128, help="most new tokens")
+    parser.add_argument("--seed", type=int, default=0, help="the session seed (sampling, gumbel noise)")
+
+
+def add_decoding_args(parser: argparse.ArgumentParser) -> None:
+    """Sampling defaults, verification mode and chunking policy."""
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0, help="the session seed (sampling, gumbel noise)")
     parser.add_argument("--verify", choices=[m.value for m in VerifyMode], help="default: full for vanilla, else exact")
     parser.add_argument("--topk", type=int, default=16, help="K for --verify topk")
     parser.add_argument("--candidates", type=int, default=8, help="m for --verify exact")
@@ -50,6 +61,10 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
                         help="adaptive: cut chunks by the drafter's confidence in each token")  # fmt: skip
     parser.add_argument("--chunk-len", type=int, default=4, help="fixed policy (and sync, vanilla): draft tokens per chunk")
     parser.add_argument("--lookahead", type=int, default=8, help="fixed policy: most unverified draft tokens (picospec)")
+
+
+def add_deployment_args(parser: argparse.ArgumentParser) -> None:
+    """Which models, which cloud, and the emulated link to a local one."""
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="emulated round-trip time (local cloud)")
     parser.add_argument("--bandwidth-mbps", type=float, default=100.0, help="emulated bandwidth (local cloud)")
     parser.add_argument(
@@ -105,13 +120,14 @@ def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_t
     return report
 
 
-def _load_drafter(args) -> LlamaRunner:
+def load_drafter(args: argparse.Namespace) -> LlamaRunner:
+    """The drafter the flags name, on the edge's core."""
     pin_to_cores({EDGE_CORE})
     return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    runner = _load_drafter(args)
+    runner = load_drafter(args)
     console = Console(highlight=False)
     with cloud_context(args) as local:
         address = args.cloud or local.address
@@ -127,7 +143,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    runner = _load_drafter(args)
+    runner = load_drafter(args)
     console = Console(highlight=False)
     console.print(f"[bold]PicoSpec demo[/] — link {args.rtt_ms:g} ms RTT, {args.bandwidth_mbps:g} Mbps. "
                   "[green]green[/]: accepted drafts, [bold red]red[/]: cloud corrections/bonus, "
