@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "picospec.models.cli",
     "picospec.transport.netem",
     "picospec.app",
+    "picospec.serve.cli",
     "picospec.bench.cli",
     "picospec.bench.simulate",
 )

@@ -195,6 +195,9 @@ async def _open_session(
             return await _run_speculative(call, outbox, runner, prompt, config, on_tokens, link, report)
         except grpc.aio.AioRpcError as exc:
             raise CloudError(f"cloud at {cloud}: {exc.code().name}: {exc.details()}") from None
+        except asyncio.CancelledError:
+            call.cancel()  # before the half-close below, so the cloud sees a cancelled session, not a finished one
+            raise
         finally:
             outbox.put_nowait(None)
             call.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -56,6 +56,10 @@ class ModelRunner(Protocol):
 
     def chat_tokens(self, user_message: str) -> list[int]:
         """Token ids of a one-turn chat prompt, ready for the assistant's reply."""
+        ...
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a conversation ({"role": ..., "content": ...} dicts), ready for the assistant's reply."""
         ...
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
