@@ -144,6 +144,7 @@ class EdgeEngine:
         def ended(future: asyncio.Future) -> None:
             # The slot is released here, when the runner is idle again, not when the client leaves.
             self.admission.release(loop.time() - started)
+            future.exception()  # marks it retrieved: a client that left will not read it
             tokens.put_nowait(future)
 
         try:
