@@ -18,7 +18,8 @@ from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.models.registry import model_path
-from picospec.runners.llama import LlamaRunner
+from picospec.runners.base import ModelRunner
+from picospec.runners.load import load_runner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
@@ -74,8 +75,9 @@ def add_deployment_args(parser: argparse.ArgumentParser) -> None:
         "computes it, but near-ties can flip between batchings",
     )  # fmt: skip
     parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
-    parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path (default: draft-q4_0)")
-    parser.add_argument("--target", default="target", help="target for the local cloud: 'target' or a GGUF path")
+    parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft), a GGUF path or a Hugging Face checkpoint directory (default: draft-q4_0)")
+    parser.add_argument("--target", default="target", help="target for the local cloud: 'target', a GGUF path or a checkpoint directory")
+    parser.add_argument("--device", default="cpu", help="where checkpoint directories run: cpu, cuda, cuda:1, ... (GGUF: cpu only)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,10 +111,11 @@ def cloud_context(args: argparse.Namespace):
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
-    return LocalCloud(CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic), profile)
+    config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic, device=args.device)
+    return LocalCloud(config, profile)
 
 
-def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
+def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
     """One generation of `method` with the flags' settings."""
     prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
     report = generate(address, runner, prompt, edge_config(args, method), on_tokens)
@@ -120,10 +123,10 @@ def run_one(args, runner: LlamaRunner, method: Method, address: str | None, on_t
     return report
 
 
-def load_drafter(args: argparse.Namespace) -> LlamaRunner:
+def load_drafter(args: argparse.Namespace) -> ModelRunner:
     """The drafter the flags name, on the edge's core."""
     pin_to_cores({EDGE_CORE})
-    return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
+    return load_runner(args.draft, n_threads=1, deterministic=args.deterministic, device=args.device)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

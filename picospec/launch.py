@@ -24,6 +24,7 @@ class CloudProcessConfig:
     threads: int = 1
     deterministic: bool = False
     core: int | None = CLOUD_CORE
+    device: str = "cpu"  # for a checkpoint directory
 
 
 class LocalCloud:
@@ -74,6 +75,8 @@ class LocalCloud:
                    "--threads", str(self.config.threads)]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
+        if self.config.device != "cpu":
+            command += ["--device", self.config.device]
         if self.config.core is not None:
             command += ["--cores", str(self.config.core)]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

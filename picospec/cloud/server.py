@@ -267,7 +267,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cloud` command to the top-level parser."""
     defaults = CloudConfig()
     parser = subparsers.add_parser("cloud", help="serve the target model: verify draft chunks for edge sessions")
-    parser.add_argument("--model", default="target", help="a default model name (target) or a GGUF file (default: target)")
+    parser.add_argument("--model", default="target", help="a default model name (target), a GGUF file or a Hugging Face checkpoint directory (default: target)")
     parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default: {defaults.host})")
     parser.add_argument("--port", type=int, default=defaults.port, help=f"port, 0 for any free one (default: {defaults.port})")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per session (default: 1)")
@@ -291,6 +291,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--deterministic", action="store_true",
         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)",
     )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     parser.set_defaults(func=_serve_command)
 
@@ -300,7 +301,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     if args.cores is not None:
         pin_to_cores(args.cores)
     from picospec.models.registry import model_path
-    from picospec.runners.llama import LlamaRunner  # imported here: only serving needs llama.cpp
+    from picospec.runners.load import load_runner  # imported here: only serving needs a model backend
 
     path = model_path(args.model)
     config = CloudConfig(
@@ -313,8 +314,9 @@ def _serve_command(args: argparse.Namespace) -> int:
         model_name=path.name,
     )
     factory = functools.partial(
-        LlamaRunner, path, n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic
-    )
+        load_runner, str(path), n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic,
+        device=args.device,
+    )  # fmt: skip
     return asyncio.run(_serve_until_signalled(config, factory))
 
 
