@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a hub
 
 import torch
 import transformers
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 END = "<|im_end|>"
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}" + END + "{% endfor %}"
@@ -25,16 +25,18 @@ def letter_tokenizer(letters: str) -> transformers.PreTrainedTokenizerFast:
     return fast
 
 
-def byte_level_tokenizer(pieces: list[bytes], specials: list[str]) -> transformers.PreTrainedTokenizerFast:
-    """A GPT-2-style byte-level BPE tokenizer whose ids 0.. are `pieces`, then `specials` (which must
-    hold END, its EOS) (no merges: enough to spell every token as the vocabulary fingerprint does)."""
+def byte_level_tokenizer(pieces: list[bytes], added: list[tuple[str, bool]]) -> transformers.PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level BPE tokenizer whose ids 0.. are `pieces`, then the `added` tokens
+    ((text, special) pairs; they must hold END, its EOS). No merges: enough to spell every token as
+    the vocabulary fingerprint does."""
     alphabet = {b: ch for ch, b in _byte_decoder().items()}
     vocab = {"".join(alphabet[b] for b in piece): i for i, piece in enumerate(pieces)}
     tokenizer = Tokenizer(models.BPE(vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, chat_template=CHAT_TEMPLATE)
-    fast.add_special_tokens({"additional_special_tokens": specials, "eos_token": END})
+    fast.add_tokens([AddedToken(text, special=special, normalized=False) for text, special in added])
+    fast.add_special_tokens({"eos_token": END})
     return fast
 
 

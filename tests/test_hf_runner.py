@@ -95,7 +95,7 @@ def test_checkpoints_with_the_same_tokenizer_are_compatible_and_others_are_not(t
 
 def test_byte_level_tokens_are_reported_as_their_bytes(tmp_path):
     pieces = [bytes([b]) for b in range(256)] + ["é".encode(), b" hello"]
-    tokenizer = byte_level_tokenizer(pieces, ["<|im_end|>", "<|endoftext|>"])
+    tokenizer = byte_level_tokenizer(pieces, [("<|im_end|>", True), ("<|endoftext|>", True)])
     runner = HFRunner(tiny_checkpoint(tmp_path / "bytes", tokenizer, seed=0, n_vocab=300))
     assert [runner.token_bytes(t) for t in (0xC3, 256, 257, 258)] == [b"\xc3", "é".encode(), b" hello", b"<|im_end|>"]
     assert runner.token_bytes(258, special=False) == b"" and runner.token_bytes(299) == b""  # padding rows: no text
@@ -124,9 +124,13 @@ def test_a_gguf_drafter_and_a_checkpoint_with_its_tokenizer_share_the_fingerprin
 
     gguf = load_runner("draft-q4_0")
     vocab = gguf._model.vocab
-    control = [t for t in range(gguf.n_vocab) if llama_cpp.llama_vocab_get_attr(vocab, t) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
-    n_text = control[0]  # Qwen: text tokens first, then control tokens, then unused padding rows
-    tokenizer = byte_level_tokenizer([gguf.token_bytes(t) for t in range(n_text)], [gguf.token_bytes(t).decode() for t in control])
+    attrs = [llama_cpp.llama_vocab_get_attr(vocab, t) for t in range(gguf.n_vocab)]
+    # Qwen: text tokens, then control tokens, then unused padding rows (llama.cpp also marks a few
+    # text tokens that end generations, such as "</s>", as control: they stay text here).
+    n_text = max(t for t, attr in enumerate(attrs) if attr & llama_cpp.LLAMA_TOKEN_ATTR_NORMAL) + 1
+    n_added = next(t for t in range(n_text, gguf.n_vocab) if attrs[t] & llama_cpp.LLAMA_TOKEN_ATTR_UNUSED) - n_text
+    added = [(gguf.token_bytes(t).decode(), bool(attrs[t] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)) for t in range(n_text, n_text + n_added)]
+    tokenizer = byte_level_tokenizer([gguf.token_bytes(t) for t in range(n_text)], added)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") == gguf.tokenize("<|im_end|>", add_special=False, parse_special=True)[0]
     target = HFRunner(tiny_checkpoint(tmp_path / "qwen-like", tokenizer, seed=0, n_vocab=gguf.n_vocab, bos_id=gguf.bos_id()))
     check_compatible(gguf.vocab_info(), target.vocab_info(), gguf.all_token_bytes(), target.all_token_bytes())
