@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_decoding_args(parser)
     add_deployment_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port, 0 for any free one (default: 8000)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
     parser.add_argument(
         "--api-key", default=os.environ.get(API_KEY_ENV),
         help=f"require `Authorization: Bearer KEY` on /v1 routes (default: ${API_KEY_ENV}, else none)",
