@@ -24,6 +24,7 @@ from picospec.runners.base import ModelRunner
 from picospec.serve.protocol import GenerationRequest, SEED_MODULUS
 from picospec.serve.text import TextAssembler
 
+
 class QueueFull(Exception):
     """Every slot runs and the queue is full; retry after `retry_after_s`."""
 
@@ -61,6 +62,10 @@ class Admission:
         self.running -= 1
         self._mean_s = 0.8 * self._mean_s + 0.2 * duration_s
         self._semaphore.release()
+
+
+class ContextOverflow(InvalidInputError):
+    """Prompt plus max_tokens does not fit the context."""
 
 
 @dataclass(frozen=True)
@@ -171,10 +176,6 @@ class EdgeEngine:
             yield Finished("stop" if stopped else "length", len(prompt), len(received), report)
         finally:
             cancel.cancel()  # a no-op once the generation has ended
-
-
-class ContextOverflow(InvalidInputError):
-    """Prompt plus max_tokens does not fit the context."""
 
 
 def _report_of(work: asyncio.Future) -> EdgeReport:
