@@ -141,3 +141,25 @@ def test_a_gguf_drafter_and_a_checkpoint_with_its_tokenizer_share_the_fingerprin
     drafter = Drafter(gguf, params, config, np.random.default_rng(1))
     verifier = TargetVerifier(target, params, config, np.random.default_rng(2))
     assert generate_speculative(drafter, verifier, prompt, 10, draft_len=3).token_ids == reference
+
+
+def test_checkpoints_draft_and_verify_across_the_network(tmp_path, checkpoint):
+    """A checkpoint as the cloud's target and another as the edge's drafter, over gRPC: greedy
+    output is the target's greedy output, for the pipeline and for cloud-only decoding."""
+    from picospec.cloud.config import CloudConfig
+    from picospec.cloud.server import CloudServerThread
+    from picospec.decoding import generate_autoregressive
+    from picospec.edge.client import generate
+    from picospec.edge.config import EdgeConfig, Method
+    from picospec.sampling import SamplingParams
+    from picospec.verify import VerifyConfig
+
+    drafter = load_runner(str(tiny_checkpoint(tmp_path / "drafter", letter_tokenizer(LETTERS), seed=3)))
+    params, verify, prompt = SamplingParams(temperature=0), VerifyConfig(mode="exact"), [0, 1, 2]
+    reference = generate_autoregressive(HFRunner(checkpoint), prompt, params, verify, np.random.default_rng(0), 20).token_ids
+    with CloudServerThread(CloudConfig(port=0, max_sessions=2), lambda: load_runner(str(checkpoint))) as cloud:
+        for method in (Method.PICOSPEC, Method.AR):
+            config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=20)
+            report = generate(f"127.0.0.1:{cloud.port}", drafter, prompt, config)
+            stop = next((i + 1 for i, t in enumerate(reference) if t in drafter.vocab_info().eos_ids), len(reference))
+            assert report.token_ids == reference[:stop]

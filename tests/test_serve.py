@@ -167,6 +167,17 @@ def test_greedy_chat_answer_is_the_targets_greedy_text_with_usage(server):
     assert picospec["rounds"] + picospec["decoded_by_cloud"] > 0
 
 
+@pytest.mark.parametrize("method", ["ar", "sync", "edge"])
+def test_every_method_serves(cloud, method):
+    with toy_server(cloud, "--method", method) as server:
+        reply = chat(client(server), max_tokens=12, temperature=0)
+    # The edge method decodes with the drafter alone: its own greedy text, not the target's.
+    expected = greedy_reference(12) if method != "edge" else toy_drafter().detokenize(
+        generate_autoregressive(toy_drafter(), [1, 2], SamplingParams(temperature=0), VerifyConfig(), np.random.default_rng(0), 12).token_ids)
+    assert reply.choices[0].message.content == expected
+    assert reply.usage.model_extra["picospec"]["method"] == method
+
+
 def test_completion_streamed_and_not(server):
     api = client(server)
     whole = api.completions.create(model="toy", prompt=PROMPT, max_tokens=15, temperature=0)
