@@ -110,6 +110,9 @@ def test_the_factory_picks_the_backend_by_path(checkpoint, tmp_path):
         load_runner(str(tmp_path / "empty"))
     with pytest.raises(ModelError, match="no model file or checkpoint directory"):
         load_runner(str(tmp_path / "absent"))
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    with pytest.raises(InvalidInputError, match="--device cuda: GGUF models run on llama.cpp's CPU build"):
+        load_runner(str(tmp_path / "model.gguf"), device="cuda")
 
 
 @pytest.mark.real
