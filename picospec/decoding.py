@@ -14,7 +14,7 @@ import numpy as np
 
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.runners.base import ModelRunner
-from picospec.sampling import SamplingParams, confidence, logits_to_probs
+from picospec.sampling import SamplingParams, confidence, logits_to_probs, round_distributions
 from picospec.verify import (
     Candidates,
     Verdict,
@@ -26,7 +26,6 @@ from picospec.verify import (
     edge_correction,
     take_candidate,
 )
-from picospec.wire.codec import as_sent_candidates, as_sent_draft_probs, as_sent_verdict
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class Drafter:
     def _draft_distribution(self) -> np.ndarray:
         probs = logits_to_probs(self._next_logits, self.params)  # (V,)
         # Full mode ships float16 rows: draft from exactly what the cloud will see.
-        return as_sent_draft_probs(probs)[0] if self.config.mode is VerifyMode.FULL else probs
+        return round_distributions(probs)[0] if self.config.mode is VerifyMode.FULL else probs
 
     def commit(self, chunk: DraftChunk, accepted: int, token: int | None) -> bool:
         """Apply a verdict on `chunk`; return True if the drafted continuation was thrown away.
@@ -302,15 +301,10 @@ def generate_speculative(
     result = Generation()
     while len(result.token_ids) < max_new_tokens and not _stopped(result.token_ids, stop_ids):
         chunk = drafter.draft(draft_len)
-        verdict = as_sent_verdict(
-            verifier.verify(chunk.start, chunk.tokens, token_probs=chunk.token_probs, draft_probs=chunk.draft_probs, bonus=True),
-            drafter.runner.n_vocab,
-            drafter.config.sparse_format,
-        )
-        n_vocab = drafter.runner.n_vocab
-        token = resolve_correction(
-            verdict, chunk, drafter.rng, lambda: as_sent_candidates(verifier.more_candidates(), n_vocab)
-        )
+        verdict = verifier.verify(
+            chunk.start, chunk.tokens, token_probs=chunk.token_probs, draft_probs=chunk.draft_probs, bonus=True
+        ).as_sent(drafter.config.sparse_format)
+        token = resolve_correction(verdict, chunk, drafter.rng, lambda: verifier.more_candidates().as_sent())
         if verdict.needs_edge_sampling:
             verifier.receive_correction(token)
         drafter.commit(chunk, verdict.accepted, token)

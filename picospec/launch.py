@@ -3,6 +3,7 @@ own process pinned to one core, the edge (this process) on another, the emulated
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 import threading
@@ -10,21 +11,24 @@ import time
 from dataclasses import dataclass
 
 from picospec.affinity import CLOUD_CORE
+from picospec.cloud.config import CloudConfig
+from picospec.models.registry import DEFAULT_TARGET
 from picospec.errors import PicoSpecError
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 
-STARTUP_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
 class CloudProcessConfig:
     """How to start `picospec cloud` in a subprocess."""
 
-    model: str = "target"
-    threads: int = 1
+    model: str = DEFAULT_TARGET
+    threads: int = CloudConfig.threads
     deterministic: bool = False
     core: int | None = CLOUD_CORE
-    device: str = "cpu"  # for a checkpoint directory
+    # Loading the model and measuring its cost curve take ~10 s here; a cloud silent for this long is hung.
+    startup_timeout_s: float = 120.0
+    device: str = CloudConfig.device  # where a checkpoint directory runs
 
 
 class LocalCloud:
@@ -75,7 +79,7 @@ class LocalCloud:
                    "--threads", str(self.config.threads)]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
-        if self.config.device != "cpu":
+        if self.config.device != CloudConfig.device:
             command += ["--device", self.config.device]
         if self.config.core is not None:
             command += ["--cores", str(self.config.core)]
@@ -88,16 +92,25 @@ class LocalCloud:
             self._stderr.append(line.rstrip())
 
     def _wait_for_port(self) -> int:
-        """Read the cloud's 'serving ... on HOST:PORT' line; fail with its stderr if it dies."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        for line in self._process.stdout:
-            if "serving" in line:
-                # Keep draining stdout so the cloud never blocks on a full pipe.
-                threading.Thread(target=self._process.stdout.read, daemon=True).start()
-                return int(line.rsplit(":", 1)[1])
-            if time.monotonic() > deadline:
-                break
-        self._process.wait(timeout=5)
+        """The port from the cloud's 'serving ... on HOST:PORT' line; a clear error with the cloud's
+        stderr if it exits or stays silent past the start-up timeout (the process is then stopped)."""
+        lines: queue.Queue[str | None] = queue.Queue()
+        # Read on a thread: a blocking read of a hung child's stdout would never reach the deadline.
+        threading.Thread(target=self._forward_stdout, args=(lines,), daemon=True).start()
+        timeout_s = self.config.startup_timeout_s
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (line := lines.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+                if "serving" in line:
+                    return int(line.rsplit(":", 1)[1])
+            problem = f"the cloud process exited (code {self._process.wait(timeout=5)})"
+        except queue.Empty:
+            problem = f"the cloud process was not serving after {timeout_s:g} s"
         detail = "\n".join(self._stderr[-5:]) or "no output"
         self.close()
-        raise PicoSpecError(f"the cloud process did not start:\n{detail}")
+        raise PicoSpecError(f"{problem}; its last output:\n{detail}")
+
+    def _forward_stdout(self, lines: queue.Queue) -> None:
+        for line in self._process.stdout:  # keeps draining, so the cloud never blocks on a full pipe
+            lines.put(line)
+        lines.put(None)

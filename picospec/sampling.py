@@ -7,6 +7,7 @@ logits into probabilities with this one function and the same SamplingParams.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
@@ -32,6 +33,39 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+class ProbFormat(str, Enum):
+    """The precision a probability keeps on its way to the other side: 4, 2 or 1 byte (q8: a
+    float32 scale per message, then round(p / scale) as uint8). The wire codec lays out the bytes;
+    the maths uses round_probs so that both sides compute with exactly what travels."""
+
+    F32 = "f32"
+    F16 = "f16"
+    Q8 = "q8"
+
+
+def round_probs(probs: np.ndarray, fmt: ProbFormat) -> np.ndarray:
+    """Probabilities exactly as they arrive after travelling in `fmt`. Returns float64, same shape."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if fmt is ProbFormat.F32:
+        return probs.astype(np.float32).astype(np.float64)
+    if fmt is ProbFormat.F16:
+        return probs.astype(np.float16).astype(np.float64)
+    scale = q8_scale(probs)
+    return np.rint(probs / scale).astype(np.uint8).astype(np.float64) * float(np.float32(scale))
+
+
+def q8_scale(probs: np.ndarray) -> float:
+    """The q8 step: the largest probability maps to 255 (1.0 for an empty or all-zero array)."""
+    return float(probs.max()) / 255 if probs.size and probs.max() > 0 else 1.0
+
+
+def round_distributions(draft_probs: np.ndarray) -> np.ndarray:
+    """Whole distributions (n, V) as they arrive in float16, renormalised: full mode drafts from
+    these, so the accept test and the residual use the very distribution a draft token came from."""
+    rows = round_probs(np.atleast_2d(draft_probs), ProbFormat.F16)  # (n, V)
+    return rows / rows.sum(axis=1, keepdims=True)
 
 
 def logits_to_probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:

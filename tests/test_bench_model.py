@@ -17,31 +17,20 @@ from picospec.bench.bound import (
     stop_and_wait_rate,
     stop_and_wait_round_s,
 )
-from picospec.bench.costs import (
-    CostProfile,
-    VerifyCost,
-    evaluated_tokens,
-    load_profile,
-    measure_costs,
-    run_costs,
-    window_costs,
-    wire_bytes,
-)
+from picospec.bench.assumed import load_profile, wire_bytes
+from picospec.bench.costs import CostProfile, VerifyCost
+from picospec.bench.measure import evaluated_tokens, measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord
-from picospec.bench.simulate import (
-    AgreementTrace,
-    SimConfig,
-    TraceSource,
-    observed_agreement,
-    pooled_agreement,
-    predict_cells,
-    simulate,
-)
+from picospec.bench.predict import predict_cells
+from picospec.bench.simulator import SimConfig, simulate
+from picospec.bench.traces import AgreementTrace, TraceSource, observed_agreement, pooled_agreement
 from picospec.cli import main
+from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
+from picospec.verify import VerifyMode
 
-MODES = ("full", "topk", "exact", "gumbel")
+MODES = tuple(VerifyMode)
 FREE_LINK = LinkProfile(rtt_ms=0.0, bandwidth_mbps=1e12)
 
 
@@ -72,12 +61,19 @@ def steady_s_per_token(
     profile: CostProfile, method: str, trace_factory, n1: int, n2: int, policy=Policy(4, 8)
 ) -> float:
     """Seconds per token between n1 and n2 generated tokens: start-up cancels out."""
-    walls = [simulate(profile, SimConfig(method, "exact", policy, n), trace_factory()).report.wall_s for n in (n1, n2)]
+    configs = [SimConfig(method, VerifyMode.EXACT, policy, n) for n in (n1, n2)]
+    walls = [simulate(profile, config, trace_factory()).report.wall_s for config in configs]
     return (walls[1] - walls[0]) / (n2 - n1)
 
 
 def key(
-    method="sync", verify="exact", prompt="0", rtt=20.0, bandwidth=100.0, profile="wan", workload="humaneval"
+    method=Method.SYNC,
+    verify=VerifyMode.EXACT,
+    prompt="0",
+    rtt=20.0,
+    bandwidth=100.0,
+    profile="wan",
+    workload="humaneval",
 ) -> CellKey:
     return CellKey(workload, prompt, method, verify, profile, rtt, bandwidth, 0.0, 0)
 
@@ -97,13 +93,18 @@ def test_verify_cost_fits_a_line_and_keeps_medians():
 
 
 def test_evaluated_tokens_count_the_token_committed_by_the_round_before():
-    stop_and_wait = RunRecord(key("sync"), {}, accepted_lengths=[4, 1, 4], chunk_lengths=[4, 4, 4])
+    stop_and_wait = RunRecord(key(Method.SYNC), {}, accepted_lengths=[4, 1, 4], chunk_lengths=[4, 4, 4])
     assert evaluated_tokens(stop_and_wait) == [4, 5, 5]  # a bonus or a correction before every later round
-    pipelined = RunRecord(key("picospec"), {}, accepted_lengths=[1, 4, 2, 3], chunk_lengths=[1, 4, 4, 3])
+    pipelined = RunRecord(key(Method.PICOSPEC), {}, accepted_lengths=[1, 4, 2, 3], chunk_lengths=[1, 4, 4, 3])
     assert evaluated_tokens(pipelined) == [1, 4, 4, 4]  # only the rejection in round 3 leaves a token pending
 
 
-VARIANTS = (("ar", "exact"), ("vanilla", "full"), ("sync", "exact"), ("picospec", "exact"))
+VARIANTS = (
+    (Method.AR, VerifyMode.EXACT),
+    (Method.VANILLA, VerifyMode.FULL),
+    (Method.SYNC, VerifyMode.EXACT),
+    (Method.PICOSPEC, VerifyMode.EXACT),
+)
 
 
 def simulated_records(
@@ -121,10 +122,10 @@ def simulated_records(
     for workload in workloads:
         for prompt in prompts:
             trace = {p: ok for p, ok in enumerate(AgreementTrace({}, alpha, seed=int(prompt))(i) for i in range(3 * n))}
-            edge = simulate(profile, SimConfig("edge", max_new_tokens=n))
+            edge = simulate(profile, SimConfig(Method.EDGE, max_new_tokens=n))
             records.append(
                 edge.to_record(
-                    key("edge", prompt=prompt, rtt=0.0, bandwidth=0.0, profile="none", workload=workload), settings
+                    key(Method.EDGE, prompt=prompt, rtt=0.0, bandwidth=0.0, profile="none", workload=workload), settings
                 )
             )
             for link in links:
@@ -140,7 +141,7 @@ def simulated_records(
 def test_costs_measured_from_runs_recover_the_costs_that_made_them():
     truth = replace(
         costs(cloud_prefill=0.3, edge_prefill=0.1, overhead=0.004),
-        bytes_up_per_draft_token={"full": 5000.0, "exact": 10.0},
+        bytes_up_per_draft_token={VerifyMode.FULL: 5000.0, VerifyMode.EXACT: 10.0},
     )
     measured = measure_costs(simulated_records(truth))
     assert measured.draft_s == pytest.approx(0.04)
@@ -149,15 +150,16 @@ def test_costs_measured_from_runs_recover_the_costs_that_made_them():
     assert measured.verify.per_token_s == pytest.approx(0.01) and measured.verify.intercept_s == pytest.approx(0.05)
     assert measured.cloud_prefill("humaneval:0") == pytest.approx(0.3)
     assert measured.edge_prefill("humaneval:1") == pytest.approx(0.1)
-    assert measured.bytes_up_per_draft_token["full"] == pytest.approx(5000, rel=1e-3)
-    assert measured.bytes_down_per_round["exact"] == pytest.approx(20, rel=0.05)
+    assert measured.bytes_up_per_draft_token[VerifyMode.FULL] == pytest.approx(5000, rel=1e-3)
+    assert measured.bytes_down_per_round[VerifyMode.EXACT] == pytest.approx(20, rel=0.05)
     assert measured.round_overhead_s == pytest.approx(0.004, abs=1e-6)
 
 
 def test_message_sizes_from_the_wire_format():
     up, down = wire_bytes(n_vocab=1000, chunk_len=4)
-    assert up["full"] == pytest.approx(2 * 1000, rel=0.01)  # a float16 row per draft token
-    assert up["gumbel"] < up["exact"] == up["topk"] < 12  # a uint32 id, plus a float32 probability
+    assert up[VerifyMode.FULL] == pytest.approx(2 * 1000, rel=0.01)  # a float16 row per draft token
+    # A uint32 id, plus a float32 probability.
+    assert up[VerifyMode.GUMBEL] < up[VerifyMode.EXACT] == up[VerifyMode.TOPK] < 12
     assert all(b < 30 for b in down.values())
 
 
@@ -179,7 +181,7 @@ def test_profiles_load_from_toml_json_and_by_name(tmp_path):
     for profile in (load_profile(str(toml)), load_profile(str(tmp_path / "p.json"))):
         assert profile.draft_s == pytest.approx(0.02) and profile.verify(2) == pytest.approx(0.031)
         assert (profile.link.rtt_ms, profile.link.bandwidth_mbps) == (40, 50)
-        assert profile.bytes_up_per_draft_token["full"] == pytest.approx(64000, rel=0.01)
+        assert profile.bytes_up_per_draft_token[VerifyMode.FULL] == pytest.approx(64000, rel=0.01)
     for name in ("orin-a100-llama", "orin-a100-qwen3"):
         assert "assumed" in load_profile(name).source
     (tmp_path / "bad.json").write_text(json.dumps({**fields, "draft_s": 1}))
@@ -192,7 +194,7 @@ def test_profiles_load_from_toml_json_and_by_name(tmp_path):
 
 
 def test_acceptance_from_rounds():
-    records = [RunRecord(key("sync"), {}, accepted_lengths=[4, 2, 4, 0], chunk_lengths=[4, 4, 4, 4])]
+    records = [RunRecord(key(Method.SYNC), {}, accepted_lengths=[4, 2, 4, 0], chunk_lengths=[4, 4, 4, 4])]
     acceptance = Acceptance.from_records(records)
     assert acceptance.alpha == pytest.approx(10 / 12)  # 10 accepted, 2 rejections
     assert acceptance.accepted_pmf == {0: 0.25, 2: 0.25, 4: 0.5}
@@ -212,33 +214,34 @@ def test_ar_and_edge_rates():
 def test_pipeline_with_perfect_acceptance_and_a_free_link_runs_at_its_slowest_stage(draft, per_token):
     profile = costs(draft=draft, intercept=0.05, per_token=per_token)
     expected = 1 / max(draft, profile.verify(4) / 4)
-    assert pipelined_rate(profile, Acceptance(1.0), "exact", Policy(4, 64)) == pytest.approx(expected)
+    assert pipelined_rate(profile, Acceptance(1.0), VerifyMode.EXACT, Policy(4, 64)) == pytest.approx(expected)
 
 
 def test_pipeline_bound_without_acceptance_and_with_a_small_window():
     profile = costs(link=LinkProfile(100.0, 1e12))
     latency = 0.1 + profile.verify(4)
-    assert pipelined_rate(profile, Acceptance(0.0), "exact", Policy(4, 8)) == pytest.approx(1 / (0.04 + latency))
+    exact = VerifyMode.EXACT
+    assert pipelined_rate(profile, Acceptance(0.0), exact, Policy(4, 8)) == pytest.approx(1 / (0.04 + latency))
     # alpha = 1, but only 8 tokens may be unverified: 8 per (4 drafts + one chunk's round trip)
-    assert pipelined_rate(profile, Acceptance(1.0), "exact", Policy(4, 8)) == pytest.approx(8 / (4 * 0.04 + latency))
+    assert pipelined_rate(profile, Acceptance(1.0), exact, Policy(4, 8)) == pytest.approx(8 / (4 * 0.04 + latency))
 
 
 def test_stop_and_wait_bound():
     profile = costs(link=LinkProfile(20.0, 8.0), up=1000.0, down=100.0)
     round_s = 4 * 0.04 + 4 * 1000 * 8 / 8e6 + 0.02 + profile.verify(5) + 100 * 8 / 8e6
-    assert stop_and_wait_round_s(profile, "exact", 4) == pytest.approx(round_s)
-    assert stop_and_wait_rate(profile, Acceptance(1.0), "exact", 4) == pytest.approx(5 / round_s)
-    assert stop_and_wait_rate(profile, Acceptance(0.0), "exact", 4) == pytest.approx(1 / round_s)
+    assert stop_and_wait_round_s(profile, VerifyMode.EXACT, 4) == pytest.approx(round_s)
+    assert stop_and_wait_rate(profile, Acceptance(1.0), VerifyMode.EXACT, 4) == pytest.approx(5 / round_s)
+    assert stop_and_wait_rate(profile, Acceptance(0.0), VerifyMode.EXACT, 4) == pytest.approx(1 / round_s)
 
 
 def test_ideal_wall_includes_the_start_up():
     profile = costs(cloud_prefill=0.5, edge_prefill=0.1, link=LinkProfile(40.0, 1e12))
     args = (Acceptance(1.0), Policy(4, 8), 10)
-    assert ideal_wall_s("ar", "exact", profile, *args) == pytest.approx(0.5 + 9 * 0.05)
-    assert ideal_wall_s("edge", "exact", profile, *args) == pytest.approx(0.1 + 9 * 0.04)
+    assert ideal_wall_s(Method.AR, VerifyMode.EXACT, profile, *args) == pytest.approx(0.5 + 9 * 0.05)
+    assert ideal_wall_s(Method.EDGE, VerifyMode.EXACT, profile, *args) == pytest.approx(0.1 + 9 * 0.04)
     # the first chunk reaches the cloud at 0.1 + 0.16 + 0.02; the cloud is ready at 0.5 - 0.02
-    rate = stop_and_wait_rate(profile, Acceptance(1.0), "exact", 4)
-    assert ideal_wall_s("sync", "exact", profile, *args) == pytest.approx(0.1 + 0.2 + 10 / rate)
+    rate = stop_and_wait_rate(profile, Acceptance(1.0), VerifyMode.EXACT, 4)
+    assert ideal_wall_s(Method.SYNC, VerifyMode.EXACT, profile, *args) == pytest.approx(0.1 + 0.2 + 10 / rate)
 
 
 # -- the simulator -------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ def test_ideal_wall_includes_the_start_up():
 @pytest.mark.parametrize("draft, per_token", [(0.04, 0.01), (0.01, 0.03)], ids=["draft-bound", "verify-bound"])
 def test_simulated_pipeline_with_perfect_acceptance_and_a_free_link(draft, per_token):
     profile = costs(draft=draft, per_token=per_token)
-    seconds = steady_s_per_token(profile, "picospec", lambda: always(True), 200, 400, Policy(4, 64))
+    seconds = steady_s_per_token(profile, Method.PICOSPEC, lambda: always(True), 200, 400, Policy(4, 64))
     assert seconds == pytest.approx(max(draft, profile.verify(4) / 4), rel=1e-3)
 
 
@@ -256,16 +259,17 @@ def test_simulated_pipeline_with_perfect_acceptance_and_a_free_link(draft, per_t
 def test_simulated_stop_and_wait_equals_the_closed_form(agrees, link):
     profile = costs(link=link, up=1000.0, overhead=0.003)
     tokens_per_round = 5 if agrees else 1
-    seconds = steady_s_per_token(profile, "sync", lambda: always(agrees), 10 * tokens_per_round, 30 * tokens_per_round)
+    n1, n2 = 10 * tokens_per_round, 30 * tokens_per_round
+    seconds = steady_s_per_token(profile, Method.SYNC, lambda: always(agrees), n1, n2)
     # The implementation's drafter makes k + 1 passes a round (one over the committed token).
-    round_s = stop_and_wait_round_s(profile, "exact", 4, edge_passes=5) + 0.003
+    round_s = stop_and_wait_round_s(profile, VerifyMode.EXACT, 4, edge_passes=5) + 0.003
     assert seconds == pytest.approx(round_s / tokens_per_round)
 
 
 def test_simulated_stop_and_wait_matches_the_bound_in_expectation():
     profile = costs(link=LinkProfile(20.0, 100.0))
     runs = [
-        simulate(profile, SimConfig("sync", "exact", Policy(4, 8), 400), AgreementTrace({}, 0.6, seed))
+        simulate(profile, SimConfig(Method.SYNC, VerifyMode.EXACT, Policy(4, 8), 400), AgreementTrace({}, 0.6, seed))
         for seed in range(20)
     ]
     rounds = sum(r.report.rounds for r in runs)
@@ -274,7 +278,7 @@ def test_simulated_stop_and_wait_matches_the_bound_in_expectation():
 
 
 def test_the_pipeline_ships_at_once_when_the_cloud_would_idle():
-    result = simulate(costs(), SimConfig("picospec", "exact", Policy(4, 8), 20), always(True))
+    result = simulate(costs(), SimConfig(Method.PICOSPEC, VerifyMode.EXACT, Policy(4, 8), 20), always(True))
     assert result.report.chunk_lengths[0] == 1  # the cloud was idle: the first token went alone
     assert max(result.report.chunk_lengths) == 4 and result.report.accepted_lengths == result.report.chunk_lengths
     assert result.report.new_tokens == 20 and result.stale_dropped == 0
@@ -283,16 +287,17 @@ def test_the_pipeline_ships_at_once_when_the_cloud_would_idle():
 def test_stale_chunks_are_dropped_unverified():
     # A long RTT keeps two chunks in flight; the draft at position 6 is rejected.
     trace = AgreementTrace({6: False}, 1.0)
-    result = simulate(costs(link=LinkProfile(200.0, 1e12)), SimConfig("picospec", "exact", Policy(4, 8), 24), trace)
+    config = SimConfig(Method.PICOSPEC, VerifyMode.EXACT, Policy(4, 8), 24)
+    result = simulate(costs(link=LinkProfile(200.0, 1e12)), config, trace)
     report = result.report
     assert result.stale_dropped >= 1 and report.discarded >= 1
     assert len([e for e in result.events if e.kind == "verify"]) == report.rounds  # dropped chunks cost nothing
     assert sum(a + (a < c) for a, c in zip(report.accepted_lengths, report.chunk_lengths)) == 24
-    assert observed_agreement(result.to_record(key("picospec"))) == {p: p != 6 for p in range(24)}
+    assert observed_agreement(result.to_record(key(Method.PICOSPEC))) == {p: p != 6 for p in range(24)}
 
 
 def test_a_generation_that_stops_early_and_the_simulated_timelines():
-    result = simulate(costs(), SimConfig("sync", "exact", Policy(4, 8), 40, stop_after=9), always(True))
+    result = simulate(costs(), SimConfig(Method.SYNC, VerifyMode.EXACT, Policy(4, 8), 40, stop_after=9), always(True))
     assert result.report.new_tokens == 9 and result.report.token_ids == list(range(9))
     lanes = {e.lane for e in result.events}
     assert lanes == {"edge", "uplink", "cloud", "downlink"}
@@ -303,21 +308,21 @@ def test_a_generation_that_stops_early_and_the_simulated_timelines():
 
 def test_simulated_ar_and_edge():
     profile = costs(cloud_prefill=0.5, edge_prefill=0.1, link=LinkProfile(40.0, 8.0), ar_bytes=100)
-    ar = simulate(profile, SimConfig("ar", max_new_tokens=10)).report
+    ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=10)).report
     serialisation = 100 * 8 / 8e6
     assert ar.ttft_s == pytest.approx(0.5 + serialisation) and ar.wall_s == pytest.approx(
         0.5 + 9 * 0.05 + serialisation
     )
-    edge = simulate(profile, SimConfig("edge", max_new_tokens=10)).report
+    edge = simulate(profile, SimConfig(Method.EDGE, max_new_tokens=10)).report
     assert edge.ttft_s == pytest.approx(0.1) and edge.wall_s == pytest.approx(0.1 + 9 * 0.04)
     with pytest.raises(InvalidInputError):
-        simulate(profile, SimConfig("sync", max_new_tokens=10))  # no trace
+        simulate(profile, SimConfig(Method.SYNC, max_new_tokens=10))  # no trace
 
 
 def test_traces_from_runs():
-    sync = RunRecord(key("sync"), {}, accepted_lengths=[4, 1], chunk_lengths=[4, 4])
+    sync = RunRecord(key(Method.SYNC), {}, accepted_lengths=[4, 1], chunk_lengths=[4, 4])
     assert observed_agreement(sync) == {0: True, 1: True, 2: True, 3: True, 5: True, 6: False}  # 4: the bonus
-    picospec = RunRecord(key("picospec"), {}, accepted_lengths=[1, 2, 0], chunk_lengths=[1, 4, 2])
+    picospec = RunRecord(key(Method.PICOSPEC), {}, accepted_lengths=[1, 2, 0], chunk_lengths=[1, 4, 2])
     assert observed_agreement(picospec) == {0: True, 1: True, 2: True, 3: False, 4: False}
     assert pooled_agreement([sync, picospec]) == {0: True, 1: True, 2: True, 3: True, 4: False, 5: True, 6: False}
     trace = AgreementTrace({0: False}, 0.5, seed=3)
@@ -329,9 +334,9 @@ def test_sampled_runs_keep_their_own_rejections():
     its own text, so a rejection belongs to its run alone and is neither voted away nor lent."""
 
     def group(temperature: float) -> list[RunRecord]:
-        ar = RunRecord(replace(key("ar"), temperature=temperature), {"new_tokens": 20})
+        ar = RunRecord(replace(key(Method.AR), temperature=temperature), {"new_tokens": 20})
         sync = [
-            RunRecord(replace(key("sync"), temperature=temperature, repeat=i), {"new_tokens": 15},
+            RunRecord(replace(key(Method.SYNC), temperature=temperature, repeat=i), {"new_tokens": 15},
                       accepted_lengths=accepted, chunk_lengths=[4, 4, 4])  # fmt: skip
             for i, accepted in enumerate(([1, 4, 4], [4, 1, 4], [4, 4, 1]))
         ]
@@ -339,26 +344,27 @@ def test_sampled_runs_keep_their_own_rejections():
 
     greedy, sampled = TraceSource(group(0.0), None, 0), TraceSource(group(1.0), None, 0)
     (stand_in,) = greedy.representatives()
-    assert stand_in.key.method == "ar" and greedy.trace(stand_in).accepted(0, 4) == 4  # 2 of 3 runs agreed at 1
+    assert stand_in.key.method == Method.AR and greedy.trace(stand_in).accepted(0, 4) == 4  # 2 of 3 runs agreed at 1
     assert [r.key.repeat for r in sampled.representatives()] == [0, 1, 2]
     assert [sampled.trace(r).accepted(0, 4) for r in sampled.representatives()] == [1, 4, 4]
-    topk = replace(sampled.representatives()[0], key=replace(key("picospec", "topk"), temperature=1.0))
-    assert TraceSource([*group(1.0), topk], None, 0).representatives("topk") == [topk]  # modes accept differently
+    topk = replace(sampled.representatives()[0], key=replace(key(Method.PICOSPEC, VerifyMode.TOPK), temperature=1.0))
+    # Modes accept differently.
+    assert TraceSource([*group(1.0), topk], None, 0).representatives(VerifyMode.TOPK) == [topk]
 
 
 def test_predictions_of_simulated_runs_have_no_error():
     records = simulated_records(costs(cloud_prefill=0.3, edge_prefill=0.1))
     predictions = predict_cells(records)
-    assert {p.method for p in predictions} == {"ar", "edge", "vanilla", "sync", "picospec"}
+    assert {p.method for p in predictions} == {Method.AR, Method.EDGE, Method.VANILLA, Method.SYNC, Method.PICOSPEC}
     assert all(p.measured is not None and abs(p.error) < 0.02 for p in predictions)
     assert all(abs(p.replay_error) < 0.02 for p in predictions)
-    custom = predict_cells(records, link=LinkProfile(300.0, 10.0), methods=["sync", "picospec"])
+    custom = predict_cells(records, link=LinkProfile(300.0, 10.0), methods=[Method.SYNC, Method.PICOSPEC])
     assert [(p.profile, p.method, p.measured) for p in custom] == [
-        ("300/10", "sync", None),
-        ("300/10", "picospec", None),
+        ("300/10", Method.SYNC, None),
+        ("300/10", Method.PICOSPEC, None),
     ]
     slow = {p.method: p.predicted for p in custom}
-    assert slow["picospec"] > slow["sync"]
+    assert slow[Method.PICOSPEC] > slow[Method.SYNC]
 
 
 def test_window_costs_follow_a_machine_that_slowed_down_between_network_profiles():
@@ -373,8 +379,8 @@ def test_window_costs_follow_a_machine_that_slowed_down_between_network_profiles
     assert set(windows) == {"20/100", "100/1"} and windows["100/1"].link == LinkProfile(100.0, 1.0)
     assert windows["20/100"].target_s == pytest.approx(0.05) and windows["100/1"].target_s == pytest.approx(0.065)
     assert windows["20/100"].verify(5) == pytest.approx(0.10) and windows["100/1"].verify(5) == pytest.approx(0.13)
-    assert windows["100/1"].draft("picospec") == pytest.approx(0.052)
-    assert windows["100/1"].draft("edge") == pytest.approx(0.04)  # edge-only runs: made on the fast machine
+    assert windows["100/1"].draft(Method.PICOSPEC) == pytest.approx(0.052)
+    assert windows["100/1"].draft(Method.EDGE) == pytest.approx(0.04)  # edge-only runs: made on the fast machine
     assert 0.05 < measure_costs(records).target_s < 0.065
     predictions = predict_cells(records)
     assert all(abs(p.error) < 0.02 and abs(p.replay_error) < 0.02 for p in predictions)
@@ -389,7 +395,7 @@ def test_runs_at_another_temperature_form_their_own_window():
     assert set(windows) == {("20/100", 0.0), ("20/100", 1.0)}
     assert windows["20/100", 0.0].target_s == pytest.approx(0.05)
     assert windows["20/100", 1.0].target_s == pytest.approx(0.065)
-    assert windows["20/100", 1.0].draft("edge") == pytest.approx(0.052)  # its own edge-only runs
+    assert windows["20/100", 1.0].draft(Method.EDGE) == pytest.approx(0.052)  # its own edge-only runs
 
 
 def test_run_costs_put_a_runs_own_compute_costs_over_the_base_profile():
@@ -397,22 +403,22 @@ def test_run_costs_put_a_runs_own_compute_costs_over_the_base_profile():
     base = costs(draft=0.08, intercept=0.1, per_token=0.02, target=0.1, cloud_prefill=0.6, edge_prefill=0.2,
                  link=LinkProfile(50.0, 10.0), overhead=0.01)  # fmt: skip
     records = {r.key.method: r for r in simulated_records(truth, prompts=("0",), links=(LinkProfile(20.0, 100.0),))}
-    sync = run_costs(records["sync"], base)
-    assert sync.draft("sync") == pytest.approx(0.04) and sync.draft("picospec") == pytest.approx(0.08)
+    sync = run_costs(records[Method.SYNC], base)
+    assert sync.draft(Method.SYNC) == pytest.approx(0.04) and sync.draft(Method.PICOSPEC) == pytest.approx(0.08)
     assert sync.verify(5) == pytest.approx(0.10) and sync.verify(8) == pytest.approx(0.26)  # 8: never verified
     assert sync.cloud_prefill("humaneval:0") == pytest.approx(0.3) and sync.edge_prefill("humaneval:0") == pytest.approx(0.1)
     assert sync.target_s == pytest.approx(0.1)  # a sync run measures no decode step
     assert (sync.link, sync.round_overhead_s) == (base.link, base.round_overhead_s)
-    ar = run_costs(records["ar"], base)
+    ar = run_costs(records[Method.AR], base)
     assert ar.target_s == pytest.approx(0.05) and ar.cloud_prefill("humaneval:0") == pytest.approx(0.3)
-    assert ar.verify(5) == pytest.approx(0.2) and ar.draft("ar") == pytest.approx(0.08)
-    edge = run_costs(records["edge"], base)
-    assert edge.draft("edge") == pytest.approx(0.04) and edge.edge_prefill("humaneval:0") == pytest.approx(0.1)
+    assert ar.verify(5) == pytest.approx(0.2) and ar.draft(Method.AR) == pytest.approx(0.08)
+    edge = run_costs(records[Method.EDGE], base)
+    assert edge.draft(Method.EDGE) == pytest.approx(0.04) and edge.edge_prefill("humaneval:0") == pytest.approx(0.1)
 
 
 def test_methods_whose_message_sizes_were_never_measured_are_not_predicted():
-    records = [r for r in simulated_records(costs(), prompts=("0",)) if r.key.method != "vanilla"]
-    assert {p.method for p in predict_cells(records)} == {"ar", "edge", "sync", "picospec"}
+    records = [r for r in simulated_records(costs(), prompts=("0",)) if r.key.method != Method.VANILLA]
+    assert {p.method for p in predict_cells(records)} == {Method.AR, Method.EDGE, Method.SYNC, Method.PICOSPEC}
 
 
 def test_simulate_command(tmp_path, capsys):
@@ -426,4 +432,4 @@ def test_simulate_command(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "picospec" in out and "vanilla" not in out and "50/100" in out
+    assert Method.PICOSPEC in out and Method.VANILLA not in out and "50/100" in out

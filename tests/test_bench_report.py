@@ -7,7 +7,8 @@ import re
 import pytest
 from PIL import Image
 
-from picospec.bench.results import append_records
+from picospec.bench.analysis import token_identity
+from picospec.bench.results import append_records, load_records
 from picospec.cli import main
 from picospec.edge.config import Method
 from picospec.transport.netem import LinkProfile
@@ -90,6 +91,14 @@ def test_the_report_flags_runs_whose_tokens_differ_and_reports_topk_tail_mass(re
         r"\| mtbench:0 \| sync/exact over 20/100 \| ar over 20/100 \| 5 \|", text
     )
     assert "2.00e-02" in text  # the topk run's mean tail mass
+
+
+def test_the_token_identity_check_names_the_run_that_differs_and_where(results):
+    check = token_identity(load_records(results))
+    assert check.prompts == 2  # one per workload
+    assert [(m.workload, m.run.key.method, m.reference.key.method, m.first_difference) for m in check.mismatches] == [
+        ("mtbench", Method.SYNC, Method.AR, 5)
+    ]
 
 
 def test_the_simulator_section_matches_simulated_runs(report):

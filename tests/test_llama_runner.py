@@ -1,8 +1,7 @@
-"""The llama.cpp runner and the draft/target compatibility check, on the real default model pair where marked."""
+"""The llama.cpp runner and the draft/target vocabulary check, on the real default model pair where marked."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from picospec.errors import InvalidInputError, ModelError
 from picospec.runners.base import ModelRunner, VocabInfo
-from picospec.runners.compat import check_compatible
 from picospec.runners.llama import LlamaRunner
 
 PROMPT = "Write a Python function that returns the sum of a list of numbers."
@@ -70,30 +68,30 @@ def small_vocab(pieces: list[bytes], eos_ids: tuple[int, ...] = (3,), bos_id: in
 PIECES = [b"a", b"b", b"c", b"<|end|>"]
 
 
-def test_compat_accepts_identical_vocabularies() -> None:
-    check_compatible(small_vocab(PIECES), small_vocab(list(PIECES)))
+def test_identical_vocabularies_match() -> None:
+    target = small_vocab(PIECES)
+    assert target.mismatch(len(PIECES), small_vocab(list(PIECES)).fingerprint) is None
 
 
-def test_compat_reports_size() -> None:
-    with pytest.raises(ModelError, match=r"vocabulary size 5 \(draft\) != 4 \(target\)"):
-        check_compatible(small_vocab(PIECES + [b"d"]), small_vocab(PIECES))
+@pytest.mark.parametrize(
+    "draft",
+    [
+        small_vocab(PIECES + [b"d"]),  # one token more
+        small_vocab(PIECES, bos_id=0),  # a BOS id where the target has none
+        small_vocab([b"a", b"B", b"c", b"<|end|>"]),  # one token's text changed
+    ],
+    ids=["size", "bos", "token text"],
+)
+def test_vocabulary_mismatch_is_reported(draft: VocabInfo) -> None:
+    reason = small_vocab(PIECES).mismatch(draft.n_vocab, draft.fingerprint)
+    assert reason is not None and "vocabularies differ" in reason and f"has {draft.n_vocab} tokens" in reason
 
 
-def test_compat_reports_bos_and_allows_different_end_of_generation_ids() -> None:
+def test_end_of_generation_ids_may_differ() -> None:
     # A GGUF's end-of-generation set (llama.cpp's) and a checkpoint's (its generation config) differ
     # for the same tokenizer; each side stops by its own, and the tokens keep their meaning.
-    check_compatible(small_vocab(PIECES, eos_ids=(2, 3)), small_vocab(PIECES))
-    assert small_vocab(PIECES, eos_ids=(2, 3)).fingerprint == small_vocab(PIECES).fingerprint
-    with pytest.raises(ModelError, match="BOS id 0 \\(draft\\) != None"):
-        check_compatible(small_vocab(PIECES, bos_id=0), small_vocab(PIECES))
-
-
-def test_compat_reports_changed_token_text() -> None:
-    changed = [b"a", b"B", b"c", b"<|end|>"]
-    with pytest.raises(ModelError, match="token texts differ"):
-        check_compatible(small_vocab(changed), small_vocab(PIECES))
-    with pytest.raises(ModelError, match=r"1 token texts differ, e.g. id 1: b'B' \(draft\) vs b'b'"):
-        check_compatible(small_vocab(changed), small_vocab(PIECES), changed, PIECES)
+    draft = small_vocab(PIECES, eos_ids=(2, 3))
+    assert small_vocab(PIECES).mismatch(draft.n_vocab, draft.fingerprint) is None
 
 
 # The real pair
@@ -110,7 +108,7 @@ def test_both_models_load(draft: LlamaRunner, target: LlamaRunner) -> None:
 @pytest.mark.real
 def test_default_pair_is_compatible(draft: LlamaRunner, target: LlamaRunner) -> None:
     draft_vocab, target_vocab = draft.vocab_info(), target.vocab_info()
-    check_compatible(draft_vocab, target_vocab)
+    assert target_vocab.mismatch(draft_vocab.n_vocab, draft_vocab.fingerprint) is None
     im_end, endoftext = target.tokenize("<|im_end|><|endoftext|>", add_special=False, parse_special=True)
     assert {im_end, endoftext} <= set(target_vocab.eos_ids)
 
@@ -122,11 +120,8 @@ def test_compat_refuses_a_changed_real_token(target: LlamaRunner) -> None:
     changed[1000] = b"\xffnot a qwen token"
     vocab = target.vocab_info()
     impostor = VocabInfo.from_token_bytes(changed, vocab.eos_ids, vocab.bos_id)
-    with pytest.raises(ModelError, match="1 token texts differ, e.g. id 1000"):
-        check_compatible(impostor, vocab, changed, pieces)
-    resized = dataclasses.replace(vocab, n_vocab=vocab.n_vocab - 256)
-    with pytest.raises(ModelError, match="vocabulary size"):
-        check_compatible(resized, vocab)
+    assert "vocabularies differ" in vocab.mismatch(impostor.n_vocab, impostor.fingerprint)
+    assert "has 151680 tokens" in vocab.mismatch(vocab.n_vocab - 256, vocab.fingerprint)
 
 
 @pytest.mark.real

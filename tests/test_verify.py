@@ -17,7 +17,7 @@ from picospec.verify import (
     take_candidate,
     top_k_entries,
 )
-from picospec.wire.codec import as_sent_draft_probs, as_sent_verdict
+from picospec.sampling import round_distributions
 from stats import ALPHA, chi_square_pvalue
 
 V = 6
@@ -35,13 +35,13 @@ def one_position(mode: VerifyMode, target: np.ndarray, draft: np.ndarray, n: int
     for i in range(n):
         if mode is VerifyMode.GUMBEL:
             config = VerifyConfig(mode=mode, seed=seed * n + i)  # fresh noise per round
-        draft_row = as_sent_draft_probs(draft)[0] if mode is VerifyMode.FULL else draft
+        draft_row = round_distributions(draft)[0] if mode is VerifyMode.FULL else draft
         token = draft_token(draft_row, mode, config.seed, 0, edge_rng)
         verdict = cloud_verify(
             config, np.array([token]), target_probs, 0, cloud_rng,
             draft_token_probs=draft_row[[token]], draft_probs=draft_row[None, :],
         )  # fmt: skip
-        verdict = as_sent_verdict(verdict, target.size, config.sparse_format)
+        verdict = verdict.as_sent(config.sparse_format)
         committed = token if not verdict.rejected else edge_correction(verdict, draft_row, edge_rng)
         while committed is None:  # exact mode: every candidate refused, ask for more
             committed = take_candidate(draw_candidates(target, token, config.n_candidates, cloud_rng), draft_row, edge_rng)

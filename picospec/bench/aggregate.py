@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from enum import Enum
 from pathlib import Path
 
 from picospec.bench.results import CellKey, RunRecord
@@ -31,8 +32,8 @@ METRICS = (
     "discarded_per_token",  # drafted tokens thrown away per output token
     "topk_tail_mass_mean",  # topk: mean target mass outside the K entries sent, per rejection
 )
-METHOD_ORDER = [m.value for m in Method]
-VERIFY_ORDER = [m.value for m in VerifyMode]
+METHOD_ORDER = list(Method)
+VERIFY_ORDER = list(VerifyMode)
 
 
 def run_metrics(record: RunRecord) -> dict[str, float | None]:
@@ -105,7 +106,7 @@ def _add_speedups(rows: list[dict]) -> None:
     def context(row: dict) -> tuple:
         return row["workload"], row["profile"], row["temperature"]
 
-    ar_speed = {context(r): r["tokens_per_s_median"] for r in rows if r["method"] == Method.AR.value}
+    ar_speed = {context(r): r["tokens_per_s_median"] for r in rows if r["method"] is Method.AR}
     for row in rows:
         baseline = ar_speed.get(context(row))
         row["speedup_vs_ar"] = row["tokens_per_s_median"] / baseline if baseline else None
@@ -118,5 +119,14 @@ def write_aggregates(rows: list[dict], csv_path: Path, json_path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(CELL_FIELDS))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v) for k, v in row.items()})
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
     json_path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _csv_value(value: object) -> object:
+    """Floats to 6 significant digits, None as empty, enums as their values."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, Enum):
+        return value.value
+    return "" if value is None else value

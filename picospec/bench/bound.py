@@ -21,6 +21,7 @@ from typing import Iterable
 from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, CostProfile
 from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
+from picospec.verify import VerifyMode
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def edge_rate(costs: CostProfile) -> float:
     return 1.0 / costs.draft_s
 
 
-def stop_and_wait_round_s(costs: CostProfile, mode: str, k: int, edge_passes: int | None = None) -> float:
+def stop_and_wait_round_s(costs: CostProfile, mode: VerifyMode, k: int, edge_passes: int | None = None) -> float:
     """One stop-and-wait round: edge_passes t_d + S_up(k) + R + V(k + 1) + S_dn.
 
     Ideally edge_passes = k: the pass over the committed correction or bonus yields the first
@@ -98,14 +99,14 @@ def stop_and_wait_round_s(costs: CostProfile, mode: str, k: int, edge_passes: in
     )
 
 
-def stop_and_wait_rate(costs: CostProfile, acceptance: Acceptance, mode: str, k: int) -> float:
+def stop_and_wait_rate(costs: CostProfile, acceptance: Acceptance, mode: VerifyMode, k: int) -> float:
     """Stop-and-wait (vanilla, sync): every round drafts, ships, waits, and commits E[A] + 1:
 
     rate = (E[A] + 1) / (k t_d + S_up(k) + R + V(k + 1) + S_dn)"""
     return acceptance.stop_and_wait_tokens(k) / stop_and_wait_round_s(costs, mode, k)
 
 
-def pipelined_rate(costs: CostProfile, acceptance: Acceptance, mode: str, policy: Policy) -> float:
+def pipelined_rate(costs: CostProfile, acceptance: Acceptance, mode: VerifyMode, policy: Policy) -> float:
     """The pipeline (picospec): a steady stream of k-token chunks, broken by each rejection.
 
     A chunk's verdict returns Lambda = S_up(k) + R + V(k) + S_dn after the chunk is shipped (V(k):
@@ -139,20 +140,20 @@ def pipelined_rate(costs: CostProfile, acceptance: Acceptance, mode: str, policy
     return 1.0 / (alpha * tau + (1 - alpha) * (t_d + latency))
 
 
-def steady_rate(method: str, mode: str, costs: CostProfile, acceptance: Acceptance, policy: Policy) -> float:
+def steady_rate(method: Method, mode: VerifyMode, costs: CostProfile, acceptance: Acceptance, policy: Policy) -> float:
     """The ideal tokens/s of `method` once generation is under way (t_d: costs.draft_s)."""
-    if method == Method.AR.value:
+    if method is Method.AR:
         return ar_rate(costs)
-    if method == Method.EDGE.value:
+    if method is Method.EDGE:
         return edge_rate(costs)
-    if method == Method.PICOSPEC.value:
+    if method is Method.PICOSPEC:
         return pipelined_rate(costs, acceptance, mode, policy)
     return stop_and_wait_rate(costs, acceptance, mode, policy.chunk_len)
 
 
 def ideal_wall_s(
-    method: str,
-    mode: str,
+    method: Method,
+    mode: VerifyMode,
     costs: CostProfile,
     acceptance: Acceptance,
     policy: Policy,
@@ -171,11 +172,11 @@ def ideal_wall_s(
     """
     costs = replace(costs, draft_s=costs.draft(method))  # t_d as this method's edge measured it
     rate = steady_rate(method, mode, costs, acceptance, policy)
-    if method == Method.AR.value:
+    if method is Method.AR:
         first = costs.cloud_prefill(prompt) + costs.link.serialisation_s(costs.bytes_down_per_ar_token)
         return first + (n_tokens - 1) / rate
     edge_prefill = costs.edge_prefill(prompt)
-    if method == Method.EDGE.value:
+    if method is Method.EDGE:
         return edge_prefill + (n_tokens - 1) / rate
     k = policy.chunk_len
     first_chunk_at_cloud = edge_prefill + k * costs.draft_s + costs.uplink_s(mode, k) + costs.link.rtt_ms / 2000
@@ -184,8 +185,8 @@ def ideal_wall_s(
 
 
 def ideal_tokens_per_s(
-    method: str,
-    mode: str,
+    method: Method,
+    mode: VerifyMode,
     costs: CostProfile,
     acceptance: Acceptance,
     policy: Policy,

@@ -1,20 +1,22 @@
-"""`picospec bench run` (the benchmark matrix on the real default pair) and `picospec bench report`."""
+"""`picospec bench run` (the benchmark matrix on the real default pair), `picospec bench report` and
+`picospec bench compare`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Collection, Iterator
 
-from picospec.bench import compare as compare_module
+from picospec.bench.compare import compare, render
 from picospec.bench.profiles import PROFILES
-from picospec.bench.runner import BenchConfig, estimate_config_s, run_benchmark
+from picospec.bench.results import load_records
+from picospec.bench.runner import EDGE_OPTION_FIELDS, BenchConfig, estimate_config_s, run_benchmark
 from picospec.bench.workloads import WORKLOADS
 from picospec.edge.config import Method
-from picospec.edge.controller import POLICIES
+from picospec.errors import InvalidInputError
+from picospec.options import HelpFormatter, add_edge_options
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyMode
 
@@ -34,14 +36,15 @@ SPECULATIVE_WITH_MODES = (Method.SYNC, Method.PICOSPEC)  # vanilla always runs f
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `bench` with its actions `run` and `report`."""
+    """Add `bench` with its actions `run`, `report` and `compare`."""
     bench = subparsers.add_parser("bench", help="the benchmark: run the matrix, report on the results")
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_run_action(actions)
     _add_report_action(actions)
     compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell)")
-    compare_module.add_arguments(compare)
-    compare.set_defaults(func=compare_module.main)
+    compare.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
+    compare.add_argument("--baseline", default=Method.AR.value, help="the method every other is paired with")
+    compare.set_defaults(func=_compare)
 
 
 def _describe(config: BenchConfig) -> str:
@@ -61,9 +64,9 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
         "(a rerun skips those done), then per-cell medians and spread go to PATH.csv and PATH.summary.json."
     )
     run = actions.add_parser("run", help="run the benchmark matrix and write results", epilog=epilog,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                             formatter_class=HelpFormatter)  # fmt: skip
     run.add_argument("--quick", action="store_true", help="a small matrix for checking the whole chain")
-    run.add_argument("--out", type=Path, metavar="PATH", help=f"results JSONL (default {DEFAULT.out}; --quick: {QUICK.out})")
+    run.add_argument("--out", type=Path, metavar="PATH", help=f"results JSONL (None: {DEFAULT.out}; --quick: {QUICK.out})")
     run.add_argument("--workloads", metavar="LIST", type=_names(WORKLOADS), help=f"from {','.join(WORKLOADS)}")
     run.add_argument("--prompts", metavar="N", type=int, dest="n_prompts", help="prompts per workload (a seeded subset)")
     run.add_argument("--profiles", metavar="LIST", type=_names(None), help=f"from {','.join(PROFILES)} or RTT_MS/MBPS, e.g. 40/20")
@@ -73,32 +76,43 @@ def _add_run_action(actions: argparse._SubParsersAction) -> None:
     run.add_argument("--temperatures", metavar="LIST", type=_floats, help="e.g. 0,1")
     run.add_argument("--repeats", metavar="R", type=int, help="runs of each prompt and cell")
     run.add_argument("--max-tokens", metavar="N", type=int, dest="max_new_tokens", help="new tokens per run")
-    run.add_argument("--chunk-len", metavar="N", type=int, help="most draft tokens per chunk")
     run.add_argument("--seed", metavar="S", type=int, help="prompt subsets, and base of the session seeds")
-    run.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
-                     help="batch-invariant llama.cpp on both sides (default: off, the fast configuration)")  # fmt: skip
-    run.add_argument("--policy", choices=POLICIES, default=None,
-                     help="picospec: the cost-model controller (default) or fixed chunks of --chunk-len")  # fmt: skip
-    run.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
-                     help="adaptive: let the cloud decode where speculation does not pay (default: on)")  # fmt: skip
-    run.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=None,
-                     help="adaptive: cut chunks by the drafter's confidence (default: on)")  # fmt: skip
-    run.add_argument("--draft", metavar="MODEL", help="drafter: a default model name (draft-q4_0, draft) or a GGUF path")
-    run.add_argument("--target", metavar="MODEL", help="target: 'target' or a GGUF path")
+    add_edge_options(run, with_defaults=False)  # None: the benchmark's configuration (the same defaults as generate)
     run.add_argument("--dry-run", action="store_true", help="print the plan and its time estimate only")
     run.set_defaults(func=_run)
 
 
 def _add_report_action(actions: argparse._SubParsersAction) -> None:
-    try:
-        report = importlib.import_module("picospec.bench.report")
-    except ModuleNotFoundError as exc:
-        if exc.name != "picospec.bench.report":
-            raise
-        return  # the report is written separately; `bench report` appears once it exists
     parser = actions.add_parser("report", help="tables and figures from benchmark results")
-    report.add_arguments(parser)
-    parser.set_defaults(func=report.main)
+    parser.add_argument("results", type=Path, help="a results JSONL file written by `picospec bench run`")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="where README.md and the PNGs go (None: RESULTS' folder/<RESULTS' name>-report, so the "
+                        "committed docs/benchmarks is written only when named)")  # fmt: skip
+    parser.set_defaults(func=_report)
+
+
+def report_folder(results: Path) -> Path:
+    """Where `bench report` writes unless told: beside the results, never over the committed docs."""
+    return results.with_name(f"{results.stem}-report")
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write the report; print where it went."""
+    from picospec.bench.report import write_report  # imported here: only the report needs matplotlib
+
+    records = load_records(args.results)
+    if not records:
+        raise InvalidInputError(f"{args.results} holds no runs")
+    out = args.out or report_folder(args.results)
+    path = write_report(records, out, str(args.results))
+    print(f"wrote {path} and {len(list(out.glob('*.png')))} figures")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    for path in args.results:
+        print(f"## {path}\n\n{render(compare(load_records(path), args.baseline), args.baseline)}\n")
+    return 0
 
 
 def _names(allowed: Collection[str] | None) -> Callable[[str], tuple[str, ...]]:
@@ -122,8 +136,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The default (or --quick) config with the flags given on top."""
-    fields = ("workloads", "n_prompts", "profiles", "methods", "temperatures", "repeats", "max_new_tokens",
-              "chunk_len", "policy", "fallback", "confidence", "seed", "deterministic", "draft", "target", "out")  # fmt: skip
+    fields = ("workloads", "n_prompts", "profiles", "methods", "temperatures", "repeats", "max_new_tokens", "seed",
+              "out", *EDGE_OPTION_FIELDS)  # fmt: skip
     overrides = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     if args.verify is not None:
         overrides["verify"] = {method: args.verify for method in SPECULATIVE_WITH_MODES}

@@ -8,12 +8,10 @@ Three ratios per pair: tokens/s including the time to first token, tokens/s afte
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
-from picospec.bench.results import RunRecord, load_records
+from picospec.bench.results import RunRecord
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,8 @@ def compare(records: list[RunRecord], baseline: str = "ar") -> list[RatioRow]:
         if record.key.method == baseline or other is None:
             continue
         s, b = record.summary, other.summary
-        cell = (record.key.workload, record.key.profile, record.key.temperature, f"{record.key.method}/{record.key.verify}")
+        variant = f"{record.key.method.value}/{record.key.verify.value}"
+        cell = (record.key.workload, record.key.profile, record.key.temperature, variant)
         cells.setdefault(cell, []).append((
             s["tokens_per_s"] / b["tokens_per_s"],
             after_first_token_rate(record) / after_first_token_rate(other),
@@ -75,14 +74,3 @@ def render(rows: list[RatioRow], baseline: str = "ar") -> str:
         lines.append(f"| {r.workload} | {r.profile} | {r.temperature:g} | {r.variant} | {r.pairs} | {r.with_ttft:.2f}x | "
                      f"{r.after_first:.2f}x | {r.ttft:.2f} | {r.decoded_share:.0%} |")  # fmt: skip
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
-    parser.add_argument("--baseline", default="ar", help="the method every other is paired with (default: ar)")
-
-
-def main(args: argparse.Namespace) -> int:
-    for path in args.results:
-        print(f"## {path}\n\n{render(compare(load_records(path), args.baseline), args.baseline)}\n")
-    return 0

@@ -1,59 +1,34 @@
-"""What each step of the protocol costs, measured from the benchmark's own runs (or read from a file).
+"""The cost model of an edge-cloud system: what each step of the protocol costs (seconds, bytes).
 
-Nothing here runs a micro-benchmark: every number comes out of the RunRecords, so the bound and
-the simulator describe the very machine, models and settings that produced the measurements.
+One CostProfile feeds the ideal bound (bound.py), the simulator (simulator.py) and the
+benchmark's time estimate (runner.py). Profiles come from the benchmark's own runs
+(measure.py) or are assumed: read from a file, the paper's setups, the benchmark machine for
+planning (assumed.py).
 
-Where each number comes from:
-- draft_s: mean duration of the edge's "draft" timeline events (one drafter pass and a sample),
-  and per method: a pipelined edge drafts while its own gRPC and link threads share its core,
-  and an edge-only run decodes with nothing else on it ((wall - ttft) / (n - 1)).
-- verify(m): cloud seconds of one verification pass that evaluates m tokens. A chunk of n draft
-  tokens evaluates m = n + 1 tokens when the round before it committed a token (a correction, or
-  a stop-and-wait bonus: the cloud evaluates it at the head of the next pass) and m = n otherwise
-  (the first chunk, or a pipelined chunk after a fully accepted one, whose first row the cloud
-  kept). Per-m medians of the recorded verify_times, and a least-squares line a + b*m for the m
-  never observed.
-- target_s: mean per-token compute of ar runs (their verify_times after the first).
-- cloud prefill: the cloud's prompt pass as each session reported it (protocol v2; older
-  results: an ar run's first compute time, the prompt pass that also yields token 1).
-- edge prefill: when a speculative run's first draft starts (the drafter's prompt pass), or an
-  edge-only run's time to first token.
-- message bytes per verify mode: uplink bytes per draft token and downlink bytes per round (from
-  the runs' byte counters), ar's downlink bytes per token.
-- round overhead: what a stop-and-wait round takes beyond drafting, the link model and the
-  cloud's compute (gRPC and its flow control, the link emulator, parsing and encoding, which
-  full mode's 300 KB rows make costly): the median over rounds of verdict arrival - ship time -
-  verify - rtt - serialisation, per verify mode, and over all modes for modes without
-  stop-and-wait runs.
-
-Costs drift as the machine's load changes, so besides one profile for a whole results file there
-are two narrower ones: window_costs, one profile per network profile and temperature (the
-benchmark serves each network from its own cloud, back to back: one stretch of time), and
-run_costs, which puts a single run's own compute costs over a window's profile (replaying a run
-with them tests the protocol model alone).
+picospec/costmodel.py is the controller's own, online view of the cloud (a per-m table it refines
+from live passes, and what a chunk earns); this is the benchmark's offline one, with the link,
+message sizes, prompt passes and overheads besides. They share no code: verify(m) here is the
+measured median, or a least-squares line over all passes where m was never measured (the
+committed predictions rest on that), where CostCurve extrapolates along its last slope; and the
+simulator runs the fixed ChunkPolicy, not the controller, so nothing here needs a chunk's rate.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
-from picospec.verify import ProbFormat, Verdict, VerifyMode
-from picospec.wire.messages import chunk_message, verdict_message
+from picospec.verify import VerifyMode
 
-STOP_AND_WAIT = (Method.VANILLA.value, Method.SYNC.value)
-SPECULATIVE = (Method.VANILLA.value, Method.SYNC.value, Method.PICOSPEC.value)
+STOP_AND_WAIT = (Method.VANILLA, Method.SYNC)
+SPECULATIVE = tuple(m for m in Method if m.speculative)
 
 
 @dataclass(frozen=True)
@@ -101,24 +76,24 @@ class CostProfile:
     cloud_prefill_s: float
     edge_prefill_s: float
     link: LinkProfile
-    bytes_up_per_draft_token: dict[str, float]  # by verify mode
-    bytes_down_per_round: dict[str, float]  # by verify mode
+    bytes_up_per_draft_token: dict[VerifyMode, float]
+    bytes_down_per_round: dict[VerifyMode, float]
     bytes_down_per_ar_token: float
     round_overhead_s: float = 0.0
-    round_overhead_by_mode: dict[str, float] = field(default_factory=dict)
+    round_overhead_by_mode: dict[VerifyMode, float] = field(default_factory=dict)
     cloud_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
     edge_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
-    draft_s_by_method: dict[str, float] = field(default_factory=dict)
+    draft_s_by_method: dict[Method, float] = field(default_factory=dict)
     source: str = "measured from the benchmark's runs"
 
     def with_link(self, link: LinkProfile) -> "CostProfile":
         return replace(self, link=link)
 
-    def draft(self, method: str) -> float:
+    def draft(self, method: Method) -> float:
         """Seconds of one drafter step as `method`'s edge takes it (default: draft_s)."""
         return self.draft_s_by_method.get(method, self.draft_s)
 
-    def overhead(self, mode: str) -> float:
+    def overhead(self, mode: VerifyMode) -> float:
         """Seconds a verdict takes beyond the cloud's compute and the link model, in `mode`."""
         return self.round_overhead_by_mode.get(mode, self.round_overhead_s)
 
@@ -128,335 +103,27 @@ class CostProfile:
     def edge_prefill(self, prompt: str | None = None) -> float:
         return self.edge_prefill_by_prompt.get(prompt, self.edge_prefill_s)
 
-    def sizes(self, mode: str) -> bool:
+    def sizes(self, mode: VerifyMode) -> bool:
         """Whether this profile knows the message sizes of `mode`."""
         return mode in self.bytes_up_per_draft_token and mode in self.bytes_down_per_round
 
-    def up_bytes(self, mode: str) -> float:
+    def up_bytes(self, mode: VerifyMode) -> float:
         """Uplink bytes per draft token in `mode`."""
         return self._bytes(self.bytes_up_per_draft_token, mode)
 
-    def down_bytes(self, mode: str) -> float:
+    def down_bytes(self, mode: VerifyMode) -> float:
         """Downlink bytes per verdict in `mode`."""
         return self._bytes(self.bytes_down_per_round, mode)
 
-    def uplink_s(self, mode: str, n_tokens: int) -> float:
+    def uplink_s(self, mode: VerifyMode, n_tokens: int) -> float:
         """Serialisation of a chunk of n draft tokens (propagation excluded)."""
         return self.link.serialisation_s(n_tokens * self.up_bytes(mode))
 
-    def downlink_s(self, mode: str) -> float:
+    def downlink_s(self, mode: VerifyMode) -> float:
         """Serialisation of one verdict (propagation excluded)."""
         return self.link.serialisation_s(self.down_bytes(mode))
 
-    def _bytes(self, table: dict[str, float], mode: str) -> float:
+    def _bytes(self, table: dict[VerifyMode, float], mode: VerifyMode) -> float:
         if not self.sizes(mode):
-            raise InvalidInputError(f"{self.name}: no message sizes for verify mode {mode!r} (no such runs measured)")
+            raise InvalidInputError(f"{self.name}: no message sizes for verify mode {VerifyMode(mode).value!r} (no such runs measured)")
         return table[mode]
-
-
-def prompt_key(record: RunRecord) -> str:
-    """How per-prompt costs are keyed: prompt ids repeat across workloads."""
-    return f"{record.key.workload}:{record.key.prompt_id}"
-
-
-# -- measured from runs --------------------------------------------------------------------------
-
-
-def evaluated_tokens(record: RunRecord) -> list[int]:
-    """Tokens the cloud evaluated in each round's pass: the chunk, plus the token committed by the
-    round before (correction or bonus), which the cloud evaluates at the head of the next pass."""
-    bonus = record.key.method in STOP_AND_WAIT
-    sizes, pending = [], False
-    for accepted, length in zip(record.accepted_lengths, record.chunk_lengths):
-        sizes.append(length + pending)
-        pending = accepted < length or bonus
-    return sizes
-
-
-def draft_durations(record: RunRecord) -> list[float]:
-    """Seconds of each drafter step of a run: its draft events, or an edge-only run's mean step
-    after the prompt pass (which yields its first token), once per step."""
-    if record.key.method == Method.EDGE.value:
-        n, ttft = record.summary["new_tokens"], record.summary.get("ttft_s")
-        return [(record.summary["wall_s"] - ttft) / (n - 1)] * (n - 1) if n > 1 and ttft is not None else []
-    return [e["end"] - e["start"] for e in record.timeline if e["kind"] == "draft"]
-
-
-def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None) -> CostProfile:
-    """A CostProfile from benchmark runs; `link` defaults to the first networked run's."""
-    records = list(records)
-    speculative = [r for r in records if r.key.method in SPECULATIVE]
-    ar = [r for r in records if r.key.method == Method.AR.value and r.verify_times]
-    drafts = [d for r in speculative for d in draft_durations(r)]
-    if not drafts:
-        raise InvalidInputError("the results hold no speculative runs with draft events to measure costs from")
-    by_method: dict[str, list[float]] = defaultdict(list)
-    for r in records:
-        by_method[r.key.method] += draft_durations(r)
-    verify = VerifyCost.fit([(m, s) for r in speculative for m, s in zip(evaluated_tokens(r), r.verify_times)])
-    target = [s for r in ar for s in r.verify_times[1:]]
-    cloud_prefill = _median_by_prompt((prompt_key(r), s) for r in records if (s := cloud_prefill_s(r)) is not None)
-    edge_prefill = _median_by_prompt(_edge_prefills(records))
-    if link is None:
-        link = next(
-            (LinkProfile(r.key.rtt_ms, r.key.bandwidth_mbps) for r in records if r.key.bandwidth_mbps > 0),
-            LinkProfile(0.0, 1e6),
-        )
-    up, down = _message_bytes(speculative)
-    ar_down = sum(r.summary["bytes_down"] for r in ar) / max(1, sum(r.summary["new_tokens"] for r in ar))
-    partial = CostProfile(
-        name="measured",
-        draft_s=statistics.fmean(drafts),
-        verify=verify,
-        # Without ar runs, one token's verification is the best stand-in for a decode step.
-        target_s=statistics.fmean(target) if target else verify(1),
-        cloud_prefill_s=statistics.fmean(cloud_prefill.values()) if cloud_prefill else 0.0,
-        edge_prefill_s=statistics.fmean(edge_prefill.values()) if edge_prefill else 0.0,
-        link=link,
-        bytes_up_per_draft_token=up,
-        bytes_down_per_round=down,
-        bytes_down_per_ar_token=ar_down,
-        cloud_prefill_by_prompt=cloud_prefill,
-        edge_prefill_by_prompt=edge_prefill,
-        draft_s_by_method={method: statistics.fmean(d) for method, d in by_method.items() if d},
-    )
-    overall, by_mode = _round_overheads(speculative, partial)
-    return replace(partial, round_overhead_s=overall, round_overhead_by_mode=by_mode)
-
-
-def window_costs(records: Iterable[RunRecord]) -> dict[tuple[str, float], CostProfile]:
-    """One CostProfile per (network profile, temperature), from those runs and the edge-only ones
-    at that temperature (which need no network, and are the only ones that measure edge-only
-    decoding). The benchmark serves each network from its own cloud, back to back, so its runs
-    share one stretch of the machine's time; a temperature run on another occasion gets its own
-    window, and sampling has costs of its own."""
-    records = list(records)
-    networks = {
-        (r.key.profile, r.key.temperature): LinkProfile(r.key.rtt_ms, r.key.bandwidth_mbps)
-        for r in records
-        if r.key.bandwidth_mbps > 0
-    }
-    windows = {}
-    for (name, temperature), link in networks.items():
-        runs = [
-            r
-            for r in records
-            if r.key.temperature == temperature and (r.key.profile == name or r.key.bandwidth_mbps <= 0)
-        ]
-        windows[name, temperature] = measure_costs(runs, link)
-    return windows
-
-
-def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:
-    """`base` with the compute costs that `record` itself measured: its drafter step, its
-    verification passes (per evaluated length; base's for lengths it never verified), its decode
-    step (ar), and its prompt passes. Link, message sizes and round overheads stay base's."""
-    method, prompt = record.key.method, prompt_key(record)
-    changes: dict = {}
-    if drafts := draft_durations(record):
-        changes["draft_s_by_method"] = {**base.draft_s_by_method, method: statistics.fmean(drafts)}
-    if method in SPECULATIVE and record.verify_times:
-        own = VerifyCost.fit(list(zip(evaluated_tokens(record), record.verify_times)))
-        changes["verify"] = replace(base.verify, medians={**base.verify.medians, **own.medians})
-    if method == Method.AR.value and len(record.verify_times) > 1:
-        changes["target_s"] = statistics.fmean(record.verify_times[1:])
-    if (prefill := cloud_prefill_s(record)) is not None:
-        changes["cloud_prefill_by_prompt"] = {**base.cloud_prefill_by_prompt, prompt: prefill}
-    if edge := dict(_edge_prefills([record])):
-        changes["edge_prefill_by_prompt"] = {**base.edge_prefill_by_prompt, **edge}
-    return replace(base, **changes)
-
-
-def cloud_prefill_s(record: RunRecord) -> float | None:
-    """The cloud's prompt pass in a run, where it reported one."""
-    reported = record.summary.get("cloud_prefill_s")
-    if reported is None and record.key.method == Method.AR.value and record.verify_times:
-        return record.verify_times[0]  # results from before protocol v2
-    return reported
-
-
-def _median_by_prompt(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
-    values: dict[str, list[float]] = defaultdict(list)
-    for prompt, seconds in pairs:
-        values[prompt].append(seconds)
-    return {prompt: statistics.median(v) for prompt, v in values.items()}
-
-
-def _edge_prefills(records: Iterable[RunRecord]) -> Iterable[tuple[str, float]]:
-    for r in records:
-        if r.key.method in SPECULATIVE:
-            starts = [e["start"] for e in r.timeline if e["kind"] == "draft"]
-            if starts:
-                yield prompt_key(r), starts[0]
-        elif r.key.method == Method.EDGE.value and r.summary.get("ttft_s") is not None:
-            yield prompt_key(r), r.summary["ttft_s"]
-
-
-def _message_bytes(speculative: list[RunRecord]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean uplink bytes per draft token and downlink bytes per round, by verify mode."""
-    up: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    down: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in speculative:
-        s = r.summary
-        up[r.key.verify][0] += s["bytes_up"]
-        up[r.key.verify][1] += s["drafted"]
-        down[r.key.verify][0] += s["bytes_down"]
-        down[r.key.verify][1] += s["rounds"]
-    return (
-        {mode: b / max(1, n) for mode, (b, n) in up.items()},
-        {mode: b / max(1, n) for mode, (b, n) in down.items()},
-    )
-
-
-def _round_overheads(speculative: list[RunRecord], costs: CostProfile) -> tuple[float, dict[str, float]]:
-    """Median latency of stop-and-wait rounds beyond the modelled parts (never below zero):
-    over all rounds, and per verify mode.
-
-    A stop-and-wait edge ships right after its chunk's last draft and blocks until the verdict,
-    so each round's ship time and verdict arrival are on the edge's timeline. Round 0 is left
-    out: it may also wait for the cloud's prefill.
-    """
-    excess: dict[str, list[float]] = defaultdict(list)
-    for r in speculative:
-        if r.key.method not in STOP_AND_WAIT or r.key.bandwidth_mbps <= 0:
-            continue
-        link = LinkProfile(r.key.rtt_ms, r.key.bandwidth_mbps)
-        sized, mode = costs.with_link(link), r.key.verify
-        rounds = zip(r.chunk_lengths, r.verify_times, _ship_times(r.timeline))
-        for i, (n, verify_s, (shipped, arrived)) in enumerate(rounds):
-            if i:
-                modelled = sized.uplink_s(mode, n) + link.rtt_ms / 1000 + verify_s + sized.downlink_s(mode)
-                excess[mode].append(arrived - shipped - modelled)
-    by_mode = {mode: max(0.0, statistics.median(values)) for mode, values in excess.items()}
-    everything = [v for values in excess.values() for v in values]
-    return (max(0.0, statistics.median(everything)) if everything else 0.0), by_mode
-
-
-def _ship_times(timeline: list[dict]) -> list[tuple[float, float]]:
-    """(end of the last draft before a verdict, the verdict's arrival) per verdict."""
-    pairs, last_draft_end = [], None
-    for event in timeline:
-        if event["kind"] == "draft":
-            last_draft_end = event["end"]
-        elif event["kind"] == "verdict" and last_draft_end is not None:
-            pairs.append((last_draft_end, event["start"]))
-    return pairs
-
-
-# -- from the wire format ------------------------------------------------------------------------
-
-
-def wire_bytes(n_vocab: int, chunk_len: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Uplink bytes per draft token and downlink bytes per round of each verify mode, as the
-    protocol encodes them for a vocabulary of n_vocab. Verdicts are counted as greedy ones (one
-    token); the material of a sampled rejection (topk: K ids and probs, exact: m candidates) adds
-    under a hundred bytes, which no link in the matrix notices."""
-    tokens = np.full(chunk_len, n_vocab - 1, dtype=np.int64)
-    probs = np.full((chunk_len, n_vocab), 1.0 / n_vocab)  # (k, V)
-    start = 10_000  # a typical position: the varint width of `start` counts
-    verdict = verdict_message(1, start, Verdict(chunk_len - 1, True, token=n_vocab - 1), ProbFormat.F16, 0.05, 100)
-    up = {mode.value: chunk_message(mode, 1, start, tokens, probs, None).ByteSize() / chunk_len for mode in VerifyMode}
-    return up, {mode.value: float(verdict.ByteSize()) for mode in VerifyMode}
-
-
-# -- from a file or the literature ---------------------------------------------------------------
-
-# Keys of a profile file (JSON or TOML; times in milliseconds, as people write them).
-FILE_FIELDS = {
-    "name": "profile name",
-    "source": "where the numbers come from",
-    "draft_ms": "edge: one draft token",
-    "target_ms": "cloud: one autoregressive decode step",
-    "verify_intercept_ms": "cloud: verify(m) = intercept + per_token * m",
-    "verify_per_token_ms": "",
-    "cloud_prefill_ms": "cloud: the prompt pass",
-    "edge_prefill_ms": "edge: the prompt pass",
-    "rtt_ms": "link round-trip time",
-    "bandwidth_mbps": "link bandwidth per direction",
-    "n_vocab": "vocabulary size, for message sizes from the wire format",
-    "chunk_len": "chunk length the message sizes are computed for (default 4)",
-    "round_overhead_ms": "per-round protocol overhead (default 0)",
-}
-
-
-def profile_from_dict(data: dict) -> CostProfile:
-    """A CostProfile from a profile file's keys (see FILE_FIELDS)."""
-    unknown = set(data) - set(FILE_FIELDS)
-    if unknown:
-        raise InvalidInputError(f"unknown profile keys {sorted(unknown)}; known: {', '.join(FILE_FIELDS)}")
-    try:
-        ms = {k: float(data[k]) / 1000 for k in data if k.endswith("_ms") and k != "rtt_ms"}
-        up, down = wire_bytes(int(data["n_vocab"]), int(data.get("chunk_len", 4)))
-        link = LinkProfile(float(data["rtt_ms"]), float(data["bandwidth_mbps"]))
-        return CostProfile(
-            name=str(data.get("name", "file")),
-            draft_s=ms["draft_ms"],
-            verify=VerifyCost(ms["verify_intercept_ms"], ms["verify_per_token_ms"]),
-            target_s=ms["target_ms"],
-            cloud_prefill_s=ms["cloud_prefill_ms"],
-            edge_prefill_s=ms["edge_prefill_ms"],
-            link=link,
-            bytes_up_per_draft_token=up,
-            bytes_down_per_round=down,
-            bytes_down_per_ar_token=down[VerifyMode.EXACT.value],
-            round_overhead_s=ms.get("round_overhead_ms", 0.0),
-            source=str(data.get("source", "a profile file")),
-        )
-    except KeyError as exc:
-        raise InvalidInputError(f"the profile lacks {exc.args[0]!r} ({FILE_FIELDS.get(exc.args[0], '')})") from None
-
-
-# Literature-based profiles of the paper's setups (arXiv 2603.19133: Jetson AGX Orin edge, A100
-# cloud). The paper gives no per-token timings, so these are ASSUMPTIONS derived from a memory-
-# bandwidth roofline, decode time = weight bytes / (peak bandwidth x 0.6 achieved):
-# - Jetson AGX Orin 64GB: 204.8 GB/s LPDDR5 (NVIDIA Jetson AGX Orin data sheet).
-# - A100 80GB SXM: 2,039 GB/s HBM2e, 312 TFLOPS dense FP16 (NVIDIA A100 data sheet); Orin's GPU:
-#   170 sparse INT8 TOPS, taken as 42.5 TFLOPS dense FP16.
-# - Llama-3.2-1B (1.24 B params) and Qwen3-0.6B (0.6 B) in FP16 on the edge; Llama-3.1-70B in 4-bit
-#   AWQ (~39.5 GB with scales) and Qwen3-32B in FP16 (65.5 GB) on one A100 (assumed deployments).
-# - On a GPU a pass over a few tokens is memory-bound: verify(m) = decode + 1% per extra token.
-# - Prefill of a ~200-token prompt at 50% of peak FLOPs: 2 * params * 200 / (0.5 * peak).
-# - The paper's RTT/bandwidth settings are not reproduced: 50 ms and 100 Mbit/s are placeholders.
-LITERATURE_PROFILES: dict[str, dict] = {
-    "orin-a100-llama": {
-        "name": "orin-a100-llama",
-        "source": "assumed: roofline of Llama-3.2-1B FP16 on Jetson AGX Orin, Llama-3.1-70B AWQ-4bit on A100 80GB",
-        "draft_ms": 20.1,
-        "target_ms": 32.3,
-        "verify_intercept_ms": 32.0,
-        "verify_per_token_ms": 0.32,
-        "cloud_prefill_ms": 180.0,
-        "edge_prefill_ms": 23.0,
-        "rtt_ms": 50.0,
-        "bandwidth_mbps": 100.0,
-        "n_vocab": 128_256,
-    },
-    "orin-a100-qwen3": {
-        "name": "orin-a100-qwen3",
-        "source": "assumed: roofline of Qwen3-0.6B FP16 on Jetson AGX Orin, Qwen3-32B FP16 on A100 80GB",
-        "draft_ms": 9.8,
-        "target_ms": 53.6,
-        "verify_intercept_ms": 53.1,
-        "verify_per_token_ms": 0.54,
-        "cloud_prefill_ms": 84.0,
-        "edge_prefill_ms": 11.0,
-        "rtt_ms": 50.0,
-        "bandwidth_mbps": 100.0,
-        "n_vocab": 151_936,
-    },
-}
-
-
-def load_profile(spec: str) -> CostProfile:
-    """A built-in literature profile by name, or a JSON/TOML profile file."""
-    if spec in LITERATURE_PROFILES:
-        return profile_from_dict(LITERATURE_PROFILES[spec])
-    path = Path(spec)
-    if not path.is_file():
-        raise InvalidInputError(f"no profile file {spec!r}; built-in profiles: {', '.join(LITERATURE_PROFILES)}")
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"{spec}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
-    return profile_from_dict(data)

@@ -1,6 +1,6 @@
 """The benchmark report's figures (matplotlib, Agg backend: no display needed).
 
-Each function takes plain data the report has prepared, writes one PNG, and returns its path.
+Each function takes plain data the report has prepared (analysis.py), writes one PNG, and returns its path.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from picospec.bench.analysis import Lane  # noqa: E402
 
 DPI = 120
 MARKERS = "os^Dvpx*"
@@ -86,15 +88,6 @@ def sweeps(path: Path, panels: Sequence[Sequence[Sweep]]) -> Path:
             ax.set_ylabel("speedup over ar")
             ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, path)
-
-
-@dataclass(frozen=True)
-class Lane:
-    """Intervals of one row of a Gantt chart, and instants marked on it."""
-
-    name: str  # edge | uplink | cloud | downlink
-    intervals: Sequence[tuple[float, float]]
-    instants: Sequence[float] = ()
 
 
 def gantt(path: Path, panels: dict[str, Sequence[Lane]], note: str) -> Path:

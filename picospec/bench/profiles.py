@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from picospec.errors import InvalidInputError
-from picospec.transport.netem import LinkProfile
+from picospec.transport.netem import WAN, LinkProfile
 
 PROFILES: dict[str, LinkProfile] = {
     "lan": LinkProfile(rtt_ms=1.0, bandwidth_mbps=1000.0),
-    "wan": LinkProfile(rtt_ms=20.0, bandwidth_mbps=100.0),
+    "wan": WAN,
     "cellular": LinkProfile(rtt_ms=60.0, bandwidth_mbps=10.0),
     "constrained": LinkProfile(rtt_ms=100.0, bandwidth_mbps=1.0),
     "extreme": LinkProfile(rtt_ms=100.0, bandwidth_mbps=0.05),

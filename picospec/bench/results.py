@@ -11,7 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from picospec.edge.config import Method
 from picospec.edge.report import EdgeReport
+from picospec.verify import VerifyMode
+
+NO_NETWORK = "none"  # the profile edge-only runs are filed under
+# The verify mode recorded for methods whose runs do not depend on it (ar, edge).
+MODELESS_VERIFY = VerifyMode.EXACT
 
 
 @dataclass(frozen=True)
@@ -20,13 +26,23 @@ class CellKey:
 
     workload: str  # humaneval | mtbench
     prompt_id: str
-    method: str  # ar | edge | vanilla | sync | picospec
-    verify: str  # full | topk | exact | gumbel
+    method: Method
+    verify: VerifyMode
     profile: str  # lan | wan | cellular | constrained | extreme | custom name
     rtt_ms: float
     bandwidth_mbps: float
     temperature: float
     repeat: int
+
+    def __post_init__(self) -> None:
+        # Results files hold the enums' values; keys hold the enums.
+        object.__setattr__(self, "method", Method(self.method))
+        object.__setattr__(self, "verify", VerifyMode(self.verify))
+
+    @property
+    def prompt(self) -> str:
+        """"workload:prompt_id": how per-prompt costs are keyed (prompt ids repeat across workloads)."""
+        return f"{self.workload}:{self.prompt_id}"
 
     def cell(self) -> tuple:
         """The key without prompt and repeat: runs of one cell are aggregated together."""

@@ -20,22 +20,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from picospec.bench.aggregate import aggregate, write_aggregates
+from picospec.bench.assumed import planning_profile
+from picospec.bench.bound import Acceptance, Policy, ideal_wall_s
+from picospec.bench.costs import CostProfile
 from picospec.bench.profiles import NamedProfile, parse_profile
-from picospec.bench.results import CellKey, RunRecord, append_records, load_records
+from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, CellKey, RunRecord, append_records, load_records
 from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.edge.controller import ControllerConfig
+from picospec.edge.controller import DEFAULT_POLICY, ControllerConfig
+from picospec.launch import CloudProcessConfig
+from picospec.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
-NO_NETWORK = "none"  # the profile edge-only runs are filed under
 WARMUP_TOKENS = 8
-# The verify mode recorded for methods whose runs do not depend on it (ar, edge).
-MODELESS_VERIFY = VerifyMode.EXACT
+
+# The BenchConfig fields that picospec.options.add_edge_options sets (each flag's dest is the field's name).
+EDGE_OPTION_FIELDS = ("top_k", "top_p", "topk_entries", "candidates", "chunk_len", "lookahead", "policy",
+                      "fallback", "confidence", "deterministic", "draft", "target")  # fmt: skip
 
 # Opens a cloud behind the given link and yields the address edges connect to.
 CloudFactory = Callable[[LinkProfile], AbstractContextManager[str]]
@@ -60,18 +66,23 @@ class BenchConfig:
     temperatures: tuple[float, ...] = (0.0,)
     repeats: int = 2  # medians and spread per cell; more to narrow them (each adds ~25 min)
     max_new_tokens: int = 48
-    chunk_len: int = 4  # the fixed policy's (and sync's and vanilla's) chunk
-    lookahead: int = 8
-    # picospec's policy: "adaptive" (the cost-model controller, the default everywhere) or "fixed";
-    # the controller's two switches, for the ablation.
-    policy: str = "adaptive"
-    fallback: bool = True
-    confidence: bool = True
+    # The edge settings `generate` takes, with its defaults (picospec.options.add_edge_options):
+    top_k: int = SamplingParams.top_k
+    top_p: float = SamplingParams.top_p
+    topk_entries: int = VerifyConfig.topk
+    candidates: int = VerifyConfig.n_candidates
+    chunk_len: int = EdgeConfig.chunk_len  # the fixed policy's (and sync's and vanilla's) chunk
+    lookahead: int | None = None  # the fixed policy's; None: EdgeConfig's (twice chunk_len)
+    # picospec's policy: "adaptive" (the cost-model controller) or "fixed"; the controller's two
+    # switches, for the ablation.
+    policy: str = DEFAULT_POLICY
+    fallback: bool = ControllerConfig.fallback
+    confidence: bool = ControllerConfig.confidence
     # Batch-invariant llama.cpp on both sides (--deterministic): at temperature 0 every method then
     # yields the target's greedy tokens exactly. Off by default: the fast configuration users run.
-    deterministic: bool = False
-    draft: str = "draft-q4_0"  # a default model name or a GGUF path
-    target: str = "target"
+    deterministic: bool = CloudProcessConfig.deterministic
+    draft: str = DEFAULT_DRAFT  # a default model name or a GGUF path
+    target: str = DEFAULT_TARGET
     out: Path = Path("results/bench.jsonl")
 
     def __post_init__(self) -> None:
@@ -82,9 +93,12 @@ class BenchConfig:
         unknown = set(self.workloads) - set(WORKLOADS)
         if unknown:
             raise InvalidInputError(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
-        ControllerConfig.for_policy(self.policy)  # refuses an unknown policy before anything loads
-        if min(self.n_prompts, self.repeats, self.max_new_tokens, self.chunk_len) < 1:
-            raise InvalidInputError("prompts, repeats, max tokens and chunk length must be >= 1")
+        ControllerConfig.for_policy(self.policy)  # refuses bad edge settings before anything loads
+        SamplingParams(top_k=self.top_k, top_p=self.top_p)
+        VerifyConfig(topk=self.topk_entries, n_candidates=self.candidates)
+        EdgeConfig(chunk_len=self.chunk_len, max_lookahead=self.lookahead)
+        if min(self.n_prompts, self.repeats, self.max_new_tokens) < 1:
+            raise InvalidInputError("prompts, repeats and max tokens must be >= 1")
         if not (self.workloads and self.methods and self.temperatures):
             raise InvalidInputError("the benchmark needs at least one workload, method and temperature")
         for temperature in self.temperatures:
@@ -100,11 +114,17 @@ class BenchConfig:
 
     def settings(self) -> dict:
         """What a record's CellKey leaves out but its numbers depend on (see RunRecord.settings)."""
-        defaults = VerifyConfig()
-        return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len, "lookahead": self.lookahead,
+        return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len,
+                "lookahead": self.chunking().max_lookahead,
                 "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence,
-                "deterministic": self.deterministic, "seed": self.seed, "topk": defaults.topk,
-                "n_candidates": defaults.n_candidates, "draft": self.draft, "target": self.target}  # fmt: skip
+                "deterministic": self.deterministic, "seed": self.seed, "top_k": self.top_k, "top_p": self.top_p,
+                "topk": self.topk_entries, "n_candidates": self.candidates, "draft": self.draft,
+                "target": self.target}  # fmt: skip
+
+    def chunking(self) -> Policy:
+        """The fixed chunking of the runs, the lookahead as EdgeConfig resolves it."""
+        edge = EdgeConfig(chunk_len=self.chunk_len, max_lookahead=self.lookahead)
+        return Policy(edge.chunk_len, edge.max_lookahead)
 
     def variants(self) -> list[tuple[Method, VerifyMode]]:
         """Each (method, verify mode) the matrix runs, in the order of `methods`."""
@@ -141,7 +161,7 @@ def plan_runs(config: BenchConfig, prompts: Sequence[Prompt]) -> list[PlannedRun
         for prompt, temperature, repeat, (method, mode) in itertools.product(
             prompts, config.temperatures, range(config.repeats), group_variants
         ):
-            key = CellKey(prompt.workload, prompt.prompt_id, method.value, mode.value, profile,
+            key = CellKey(prompt.workload, prompt.prompt_id, method, mode, profile,
                           rtt, bandwidth, float(temperature), repeat)  # fmt: skip
             runs.append(PlannedRun(key, prompt))
     return runs
@@ -168,20 +188,11 @@ def finished_keys(records: Iterable[RunRecord], settings: dict, path: Path) -> s
 
 # -- planning estimate ----------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class CpuSpeed:
-    """Rough costs on the benchmark machine (2 cores without AVX-512, one per side), for
-    planning how long a benchmark takes; the simulator models the system properly."""
-
-    target_token_s: float = 0.135  # 1.5B decode
-    draft_token_s: float = 0.067  # 0.5B decode
-    chunk_token_s: float = 0.08  # each token of a verified chunk beyond the first
-    # The 1.5B's prompt pass, per token (measured: 5-10 s for prompts of 105-247 tokens).
-    prefill_token_s: float = 0.04
-    full_row_token_s: float = 0.09  # vanilla: making, encoding and relaying a float16 row per draft
-    full_row_bytes: int = 2 * 151_936  # that row on the wire
-    cloud_start_s: float = 25.0  # cloud process, model load and the warm-up generation
+# The ideal bound (bound.py) on the benchmark machine's assumed costs (assumed.py's BENCH_MACHINE),
+# with the acceptance of the benchmark those costs come from (docs/benchmarks.md, temperature 0:
+# 1.00 on HumanEval, 0.91 on MT-bench).
+PLANNING_ACCEPTANCE = Acceptance(alpha=0.95)
+CLOUD_START_S = 25.0  # cloud process, model load and the warm-up generation
 
 
 # Qwen2.5's tokenizer on these workloads: about 0.3 tokens per character, plus ~20 for the chat template.
@@ -193,38 +204,27 @@ def approx_prompt_tokens(text: str) -> int:
 MEDIAN_PROMPT_CHARS = {"humaneval": 451, "mtbench": 185}  # for estimates before a workload loads
 
 
-def estimate_run_s(run: PlannedRun, config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
-    """Seconds one run should take."""
-    n, k, method = config.max_new_tokens, config.chunk_len, Method(run.key.method)
-    # The edge and the cloud prefill in parallel; the 1.5B takes twice as long as the 0.5B.
-    prefill_s = approx_prompt_tokens(run.prompt.text) * speed.prefill_token_s
-    if method is Method.EDGE:
-        return prefill_s / 2 + n * speed.draft_token_s
-    rtt_s, bytes_per_s = run.key.rtt_ms / 1000, run.key.bandwidth_mbps * 1e6 / 8
-    if method is Method.AR:
-        return prefill_s + rtt_s + n * speed.target_token_s
-    full = run.key.verify == VerifyMode.FULL.value
-    uplink_bytes = k * (speed.full_row_bytes if full else 8)
-    drafting_s = k * (speed.draft_token_s + (speed.full_row_token_s if full else 0.0))
-    verify_s = speed.target_token_s + (k - 1) * speed.chunk_token_s
-    network_s = rtt_s + uplink_bytes / bytes_per_s
-    # Stop-and-wait adds drafting, verification and the network; the pipeline overlaps them.
-    round_s = max(drafting_s, verify_s + network_s) if method.pipelined else drafting_s + verify_s + network_s
-    return prefill_s + n / k * round_s
+def estimate_run_s(run: PlannedRun, config: BenchConfig, costs: CostProfile) -> float:
+    """Seconds one run should take on `costs` (planning_profile of the run's prompt)."""
+    key = run.key
+    link = costs.link if key.method is Method.EDGE else LinkProfile(key.rtt_ms, key.bandwidth_mbps)
+    return ideal_wall_s(key.method, key.verify, costs.with_link(link), PLANNING_ACCEPTANCE, config.chunking(),
+                        config.max_new_tokens, key.prompt)  # fmt: skip
 
 
-def estimate_total_s(runs: Sequence[PlannedRun], config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
+def estimate_total_s(runs: Sequence[PlannedRun], config: BenchConfig) -> float:
     """Seconds for the runs plus a start-up and warm-up per cloud they need."""
+    costs = planning_profile({run.key.prompt: approx_prompt_tokens(run.prompt.text) for run in runs})
     clouds = {run.key.profile for run in runs} - {NO_NETWORK}
-    return sum(estimate_run_s(run, config, speed) for run in runs) + len(clouds) * speed.cloud_start_s
+    return sum(estimate_run_s(run, config, costs) for run in runs) + len(clouds) * CLOUD_START_S
 
 
-def estimate_config_s(config: BenchConfig, speed: CpuSpeed = CpuSpeed()) -> float:
+def estimate_config_s(config: BenchConfig) -> float:
     """Seconds the whole matrix of `config` should take, before any workload loads: its prompts
     are taken to have their workload's median length."""
     placeholders = [Prompt(w, str(i), " " * MEDIAN_PROMPT_CHARS[w])
                     for w in config.workloads for i in range(config.n_prompts)]  # fmt: skip
-    return estimate_total_s(plan_runs(config, placeholders), config, speed)
+    return estimate_total_s(plan_runs(config, placeholders), config)
 
 
 def print_plan(console: Console, plan: Sequence[PlannedRun], todo: Sequence[PlannedRun], config: BenchConfig) -> None:
@@ -247,12 +247,13 @@ def print_plan(console: Console, plan: Sequence[PlannedRun], todo: Sequence[Plan
 def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = None) -> EdgeConfig:
     """The EdgeConfig of the run `key`."""
     return EdgeConfig(
-        method=Method(key.method),
-        params=SamplingParams(temperature=key.temperature),
-        verify=VerifyConfig(mode=VerifyMode(key.verify), seed=config.seed + key.repeat),
+        method=key.method,
+        params=SamplingParams(key.temperature, config.top_k, config.top_p),
+        verify=VerifyConfig(mode=key.verify, topk=config.topk_entries, n_candidates=config.candidates,
+                            seed=config.seed + key.repeat),  # fmt: skip
         max_new_tokens=max_new_tokens or config.max_new_tokens,
         chunk_len=config.chunk_len,
-        max_lookahead=max(config.lookahead, config.chunk_len),
+        max_lookahead=config.lookahead,
         controller=ControllerConfig.for_policy(config.policy, config.fallback, config.confidence),
     )
 
@@ -310,13 +311,13 @@ def _execute(config: BenchConfig, todo: list[PlannedRun], drafter: ModelRunner, 
 def _warm_up(config: BenchConfig, drafter: ModelRunner, address: str | None, first: PlannedRun, prompt_tokens: dict) -> None:
     """A short unrecorded generation: loads the cloud's runner and touches both models' pages."""
     method = Method.EDGE if address is None else Method.SYNC
-    key = CellKey(first.key.workload, first.key.prompt_id, method.value, MODELESS_VERIFY.value,
+    key = CellKey(first.key.workload, first.key.prompt_id, method, MODELESS_VERIFY,
                   first.key.profile, first.key.rtt_ms, first.key.bandwidth_mbps, 0.0, 0)  # fmt: skip
     generate(address, drafter, prompt_tokens[first.prompt], edge_config(config, key, WARMUP_TOKENS))
 
 
 def _describe(key: CellKey) -> str:
-    return (f"{key.profile} {key.workload}:{key.prompt_id} {key.method}/{key.verify} "
+    return (f"{key.profile} {key.workload}:{key.prompt_id} {key.method.value}/{key.verify.value} "
             f"T={key.temperature:g} #{key.repeat}")  # fmt: skip
 
 

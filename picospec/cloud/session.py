@@ -14,11 +14,12 @@ from typing import AsyncIterator
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from picospec.cloud.config import CloudConfig
 from picospec.costmodel import CostTracker
 from picospec.decoding import TargetVerifier
-from picospec.errors import ProtocolError
+from picospec.errors import PicoSpecError, ProtocolError
 from picospec.runners.base import ModelRunner, VocabInfo
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import (
@@ -38,6 +39,10 @@ logger = logging.getLogger("picospec.cloud")
 # Incoming messages read ahead of the session's compute. Enough for an edge's whole lookahead;
 # beyond it gRPC's flow control holds the rest, which bounds memory (a message may be 64 MiB).
 INBOX_SIZE = 16
+
+
+class EdgeLost(PicoSpecError):
+    """The edge's side of the stream broke (not a close): the session ends, recorded as lost."""
 
 
 class SessionRefused(Exception):
@@ -89,14 +94,17 @@ class Inbox:
     def __init__(self, requests: AsyncIterator[pb.EdgeMessage], idle_timeout_s: float) -> None:
         self._queue: asyncio.Queue = asyncio.Queue(INBOX_SIZE)
         self._idle_timeout_s = idle_timeout_s
+        self._failure: PicoSpecError | None = None  # why reading stopped, when the edge did not close
         self._task = asyncio.create_task(self._read(requests))
 
     async def _read(self, requests: AsyncIterator[pb.EdgeMessage]) -> None:
         try:
             async for message in requests:
                 await self._queue.put(message)
-        except Exception as exc:  # a broken stream ends the session as if the edge had closed its side
-            logger.debug("reading a session's messages failed: %r", exc)
+        except DecodeError as exc:
+            self._failure = ProtocolError(f"the edge sent a malformed message ({exc})")
+        except Exception as exc:  # noqa: BLE001 (any transport failure ends the session the same way)
+            self._failure = EdgeLost(f"the edge's stream broke: {exc!r}")
         await self._queue.put(self._END)
 
     async def get(self) -> pb.EdgeMessage | None:
@@ -119,6 +127,8 @@ class Inbox:
     def _checked(self, item: object) -> pb.EdgeMessage | None:
         if item is self._END:
             self._queue.put_nowait(item)  # every later get() sees the end too
+            if self._failure is not None:
+                raise self._failure
             return None
         reject_unknown_fields(item)
         return item
@@ -140,13 +150,9 @@ def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: Cloud
         raise ProtocolError(f"a session must open with a hello, got {got}")
     hello = message.hello
     # Checked before parsing: with another vocabulary, the prompt's ids would fail for a misleading reason.
-    if hello.vocab_fingerprint != vocab.fingerprint or hello.n_vocab != vocab.n_vocab:
-        raise SessionRefused(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"the vocabularies differ: the edge's drafter has {hello.n_vocab} tokens (fingerprint "
-            f"{hello.vocab_fingerprint[:16] or 'missing'}), the target {vocab.n_vocab} (fingerprint "
-            f"{vocab.fingerprint[:16]}); the drafter cannot draft for this target",
-        )
+    mismatch = vocab.mismatch(hello.n_vocab, hello.vocab_fingerprint)
+    if mismatch:
+        raise SessionRefused(grpc.StatusCode.FAILED_PRECONDITION, mismatch)
     spec = parse_hello(hello, vocab.n_vocab)
     needed = len(spec.prompt) + (spec.max_new_tokens if spec.autoregressive else 0)
     if needed > config.max_context:

@@ -49,7 +49,8 @@ class EdgeConfig:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     max_new_tokens: int = 128
     chunk_len: int = 4  # most draft tokens per chunk (the paper found 4 best)
-    max_lookahead: int = 8  # most drafted-but-unverified tokens the pipeline holds
+    # Most drafted-but-unverified tokens the fixed-policy pipeline holds; None: twice chunk_len.
+    max_lookahead: int | None = None
     controller: ControllerConfig | None = field(default_factory=ControllerConfig)
 
     def __post_init__(self) -> None:
@@ -58,8 +59,10 @@ class EdgeConfig:
             raise InvalidInputError("vanilla uplinks full draft distributions (--verify full); use sync for the others")
         if self.max_new_tokens < 1 or self.chunk_len < 1:
             raise InvalidInputError("max_new_tokens and chunk_len must be >= 1")
+        if self.max_lookahead is None:
+            object.__setattr__(self, "max_lookahead", 2 * self.chunk_len)
         if self.max_lookahead < self.chunk_len:
-            raise InvalidInputError("max_lookahead must be at least chunk_len")
+            raise InvalidInputError(f"the lookahead ({self.max_lookahead}) must be at least the chunk length ({self.chunk_len})")
 
     @property
     def policy(self) -> ChunkPolicy:

@@ -59,6 +59,7 @@ class AcceptanceModel:
 
 
 POLICIES = ("adaptive", "fixed")  # picospec's --policy choices
+DEFAULT_POLICY = POLICIES[0]  # EdgeConfig's default: the controller runs
 
 
 class Mode(str, Enum):

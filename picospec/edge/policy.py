@@ -1,6 +1,6 @@
 """When the edge drafts and when it ships a chunk: the pipeline's policy as a pure function of
 counts, and the loop around it, so the real edge (edge/pipeline.py) and the simulator
-(bench/simulate.py) share both; they differ only in their clocks and in how verdicts arrive."""
+(bench/simulator.py) share both; they differ only in their clocks and in how verdicts arrive."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from picospec.errors import InvalidInputError, ModelError
 from picospec.models import registry
 
-_CACHE_HELP = "cache folder (default: $PICOSPEC_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/picospec)"
+_CACHE_HELP = "cache folder (None: $PICOSPEC_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/picospec)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -102,6 +102,10 @@ DEFAULT_MODELS: dict[str, ModelSpec] = {
 }
 
 
+DEFAULT_DRAFT = "draft-q4_0"  # the edge's drafter unless told otherwise (faster than "draft" here)
+DEFAULT_TARGET = "target"
+
+
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     """PicoSpec's cache folder: override, else $PICOSPEC_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/picospec."""
     if override is not None:

@@ -38,6 +38,17 @@ class VocabInfo:
         digest.update(repr(bos_id).encode())
         return VocabInfo(len(token_bytes), tuple(eos_ids), bos_id, digest.hexdigest())
 
+    def mismatch(self, n_vocab: int, fingerprint: str) -> str | None:
+        """Why a drafter with this vocabulary size and fingerprint cannot draft for this model (the
+        target), or None when it can: the same tokens under the same ids and the same BOS id."""
+        if fingerprint == self.fingerprint and n_vocab == self.n_vocab:
+            return None
+        return (
+            f"the vocabularies differ: the edge's drafter has {n_vocab} tokens (fingerprint "
+            f"{fingerprint[:16] or 'missing'}), the target {self.n_vocab} (fingerprint "
+            f"{self.fingerprint[:16]}); the drafter cannot draft for this target"
+        )
+
 
 @runtime_checkable
 class ModelRunner(Protocol):

@@ -17,12 +17,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-import llama_cpp
-from llama_cpp import _internals
-from llama_cpp._logger import set_verbose
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
 from picospec.errors import InvalidInputError, ModelError
+
+try:
+    import llama_cpp
+    from llama_cpp import _internals
+    from llama_cpp._logger import set_verbose
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+except ImportError as exc:  # one clear line instead of a traceback from the command that needed it
+    raise ModelError(f"llama-cpp-python 0.3.36 is needed to run GGUF models ({exc}); `make setup` installs it") from exc
 from picospec.runners.base import VocabInfo, check_rollback, check_token_ids
 
 GGUF_MAGIC = b"GGUF"

@@ -9,32 +9,29 @@ from __future__ import annotations
 import argparse
 import os
 
-from picospec.app import add_decoding_args, add_deployment_args
-from picospec.cloud.config import CloudConfig
+from picospec.app import add_edge_args
 from picospec.edge.config import Method
+from picospec.options import EDGE
+from picospec.serve.config import ServeConfig
 
 API_KEY_ENV = "PICOSPEC_API_KEY"
+DEFAULTS = ServeConfig()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `serve`."""
     parser = subparsers.add_parser("serve", help="an OpenAI-compatible HTTP API on the edge (/v1/chat/completions, ...)")
-    parser.add_argument("--method", choices=[m.value for m in Method], default="picospec")
-    add_decoding_args(parser)
-    add_deployment_args(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
-    parser.add_argument(
-        "--api-key", default=os.environ.get(API_KEY_ENV),
-        help=f"require `Authorization: Bearer KEY` on /v1 routes (default: ${API_KEY_ENV}, else none)",
-    )  # fmt: skip
-    parser.add_argument("--max-queue", type=int, default=8, help="requests that may wait for the edge; more get 429 (default: 8)")
-    parser.add_argument(
-        "--max-context", type=int, default=CloudConfig().max_context,
-        help="tokens a request may use, prompt plus max_tokens (default: the cloud's, %(default)s); "
-        "a request without max_tokens may generate up to this",
-    )  # fmt: skip
-    parser.add_argument("--model-name", help="the model id /v1/models lists and responses carry (default: the drafter's file name)")
+    parser.add_argument("--method", choices=[m.value for m in Method], default=EDGE.method.value, help="decoding method")
+    add_edge_args(parser)
+    parser.add_argument("--host", default=DEFAULTS.host, help="address to listen on (loopback: this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULTS.port, help="HTTP port")
+    parser.add_argument("--api-key", default=None,
+                        help=f"require `Authorization: Bearer KEY` on /v1 routes (None: ${API_KEY_ENV}, else no key)")  # fmt: skip
+    parser.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
+                        help="requests that may wait for the edge; more are refused with 429")  # fmt: skip
+    parser.add_argument("--max-context", type=int, default=DEFAULTS.max_context,
+                        help="tokens a request may use, prompt plus max_tokens; without max_tokens a request may fill it")  # fmt: skip
+    parser.add_argument("--model-name", help="the model id /v1/models lists and responses carry (None: the drafter's file name)")
     parser.set_defaults(func=_serve)
 
 
@@ -45,15 +42,16 @@ def _serve(args: argparse.Namespace) -> int:
     from picospec.serve.engine import EdgeEngine
     from picospec.serve.http import create_app
 
-    runner = load_drafter(args)
+    config = ServeConfig(host=args.host, port=args.port, max_queue=args.max_queue, max_context=args.max_context)
     with cloud_context(args) as local:
+        runner = load_drafter(args)
         address = args.cloud or local.address
-        engine = EdgeEngine(runner, address, args, args.max_context, args.max_queue)
+        engine = EdgeEngine(runner, address, args, config.max_context, config.max_queue)
         name = args.model_name or f"picospec:{runner.model_path.name}"
-        app = create_app(engine, name, args.api_key)
-        print(f"picospec serve: {name} on http://{args.host}:{args.port}/v1 (cloud {address})", flush=True)
+        app = create_app(engine, name, args.api_key or os.environ.get(API_KEY_ENV))
+        print(f"picospec serve: {name} on http://{config.host}:{config.port}/v1 (cloud {address})", flush=True)
         try:
-            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+            uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
         finally:
             engine.close()
     return 0

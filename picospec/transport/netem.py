@@ -63,6 +63,10 @@ def _check_finite(name: str, value: float, allow_zero: bool) -> None:
         raise InvalidInputError(f"{name} must be {bound}, got {value!r}")
 
 
+# The link `generate` and `demo` emulate unless told otherwise (the benchmark's "wan").
+WAN = LinkProfile(rtt_ms=20.0, bandwidth_mbps=100.0)
+
+
 class LinkSchedule:
     """The delivery clock of one direction of one connection: all the delay arithmetic lives here."""
 
@@ -320,11 +324,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="relay TCP through an emulated link (delay, bandwidth, jitter)",
         description="Relay TCP from --listen to --upstream, adding rtt/2 delay and a bandwidth limit per direction.",
     )
-    parser.add_argument("--listen", type=parse_address, required=True, metavar="HOST:PORT")
-    parser.add_argument("--upstream", type=parse_address, required=True, metavar="HOST:PORT")
+    parser.add_argument("--listen", type=parse_address, required=True, metavar="HOST:PORT", help="where edges connect")
+    parser.add_argument("--upstream", type=parse_address, required=True, metavar="HOST:PORT", help="the cloud it relays to")
     parser.add_argument("--rtt-ms", type=float, required=True, help="round-trip propagation delay")
     parser.add_argument("--bandwidth-mbps", type=float, required=True, help="bandwidth of each direction")
-    parser.add_argument("--jitter-ms", type=float, default=0.0, help="one-way delay jitter, uniform in +-this")
+    parser.add_argument("--jitter-ms", type=float, default=LinkProfile.jitter_ms, help="one-way delay jitter, uniform in +-this")
     parser.add_argument("--seed", type=int, default=None, help="seed of the jitter generator")
     parser.set_defaults(func=_run)
 

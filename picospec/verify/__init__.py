@@ -10,9 +10,11 @@ from picospec.verify.algorithms import (
     take_candidate,
     top_k_entries,
 )
-from picospec.verify.material import Candidates, ProbFormat, SparseDist, Verdict, VerifyMode
+from picospec.sampling import ProbFormat
+from picospec.verify.material import CANDIDATE_FORMAT, Candidates, SparseDist, Verdict, VerifyMode
 
 __all__ = [
+    "CANDIDATE_FORMAT",
     "Candidates",
     "ProbFormat",
     "SparseDist",

@@ -17,7 +17,8 @@ import numpy as np
 from picospec.errors import InvalidInputError
 from picospec.sampling import residual, sample
 from picospec.verify.gumbel import gumbel_argmax, gumbel_noise
-from picospec.verify.material import Candidates, ProbFormat, SparseDist, Verdict, VerifyMode
+from picospec.sampling import ProbFormat
+from picospec.verify.material import Candidates, SparseDist, Verdict, VerifyMode
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
+
+from picospec.sampling import ProbFormat, round_probs
+
+# Candidate probabilities keep float32: exact mode's accept test divides by them.
+CANDIDATE_FORMAT = ProbFormat.F32
 
 
 class VerifyMode(str, Enum):
@@ -25,14 +30,6 @@ class VerifyMode(str, Enum):
     def sends_token_probs(self) -> bool:
         """Whether each draft token travels with its own draft probability (one scalar)."""
         return self in (VerifyMode.TOPK, VerifyMode.EXACT)
-
-
-class ProbFormat(str, Enum):
-    """How probabilities travel: 4, 2 or 1 byte each (q8 adds one float32 scale per message)."""
-
-    F32 = "f32"
-    F16 = "f16"
-    Q8 = "q8"
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,10 @@ class Candidates:
     tokens: np.ndarray  # (m,) int64
     probs: np.ndarray  # (m,) float64, target_probs[token]
 
+    def as_sent(self) -> "Candidates":
+        """These candidates with their probabilities as the edge receives them."""
+        return Candidates(self.tokens, round_probs(self.probs, CANDIDATE_FORMAT))
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -75,3 +76,11 @@ class Verdict:
     @property
     def needs_edge_sampling(self) -> bool:
         return self.sparse is not None or self.candidates is not None
+
+    def as_sent(self, sparse_format: ProbFormat) -> "Verdict":
+        """This verdict with its material's probabilities as the edge receives them."""
+        if self.sparse is not None:
+            return replace(self, sparse=SparseDist(self.sparse.indices, round_probs(self.sparse.probs, sparse_format)))
+        if self.candidates is not None:
+            return replace(self, candidates=self.candidates.as_sent())
+        return self

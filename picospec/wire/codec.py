@@ -7,11 +7,11 @@ Decoders validate lengths, ranges and values and raise ProtocolError on anything
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 import numpy as np
 
 from picospec.errors import ProtocolError
-from picospec.verify.material import Candidates, ProbFormat, SparseDist, Verdict
+from picospec.sampling import ProbFormat, q8_scale
+from picospec.verify.material import CANDIDATE_FORMAT, Candidates, SparseDist
 
 _HEADER = struct.Struct("<HB")  # entry count, probability format
 
@@ -42,7 +42,7 @@ def encode_probs(probs: np.ndarray, fmt: ProbFormat) -> bytes:
         return probs.astype("<f4").tobytes()
     if fmt is ProbFormat.F16:
         return probs.astype("<f2").tobytes()
-    scale = float(probs.max()) / 255 if probs.size and probs.max() > 0 else 1.0
+    scale = q8_scale(probs)
     return struct.pack("<f", scale) + np.rint(probs / scale).astype(np.uint8).tobytes()
 
 
@@ -80,8 +80,8 @@ def decode_sparse(data: bytes, n_vocab: int) -> SparseDist:
 
 def encode_candidates(candidates: Candidates) -> bytes:
     """Candidate material: header (uint16 m, format f32), m uint32 token ids, m float32 target probs."""
-    header = _HEADER.pack(candidates.tokens.size, _FORMAT_CODES[ProbFormat.F32])
-    return header + encode_tokens(candidates.tokens) + encode_probs(candidates.probs, ProbFormat.F32)
+    header = _HEADER.pack(candidates.tokens.size, _FORMAT_CODES[CANDIDATE_FORMAT])
+    return header + encode_tokens(candidates.tokens) + encode_probs(candidates.probs, CANDIDATE_FORMAT)
 
 
 def decode_candidates(data: bytes, n_vocab: int) -> Candidates:
@@ -118,27 +118,3 @@ def decode_draft_probs(data: bytes, n_rows: int, n_vocab: int) -> np.ndarray:
     if np.any(np.abs(sums - 1) > 0.05):
         raise ProtocolError("each draft distribution must sum to 1")
     return rows / sums
-
-
-def as_sent_draft_probs(draft_probs: np.ndarray) -> np.ndarray:
-    """Draft distributions exactly as the cloud will decode them.
-
-    Full mode drafts from these, so the accept test and the residual use the very distribution
-    the draft token came from, and float16 rounding cannot bias the output.
-    """
-    draft_probs = np.atleast_2d(draft_probs)
-    return decode_draft_probs(encode_draft_probs(draft_probs), *draft_probs.shape)
-
-
-def as_sent_candidates(candidates: Candidates, n_vocab: int) -> Candidates:
-    """Candidates exactly as the edge decodes them (float32 probabilities)."""
-    return decode_candidates(encode_candidates(candidates), n_vocab)
-
-
-def as_sent_verdict(verdict: Verdict, n_vocab: int, fmt: ProbFormat = ProbFormat.F16) -> Verdict:
-    """A verdict with its material passed through the codec, as the edge receives it over the wire."""
-    if verdict.sparse is not None:
-        return replace(verdict, sparse=decode_sparse(encode_sparse(verdict.sparse, fmt), n_vocab))
-    if verdict.candidates is not None:
-        return replace(verdict, candidates=as_sent_candidates(verdict.candidates, n_vocab))
-    return verdict
