@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -326,6 +327,19 @@ def test_requests_beyond_the_queue_are_refused_with_429_and_retry_after(slow_clo
 # -- the real pair, through the command line -----------------------------------------------------
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -350,6 +364,10 @@ def test_serve_on_the_real_pair_answers_the_openai_client():
             api.chat.completions.create(model="x", messages=question, max_tokens=12, temperature=0.7, seed=5, stream=True)
         )
         assert streamed == text and finish == reply.choices[0].finish_reason
+        clouds = child_pids(process.pid)
+        assert clouds  # the local cloud
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # Stopping serve stops the local cloud it started.
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in clouds), timeout_s=15)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 
 from picospec.app import add_edge_args
 from picospec.edge.config import Method
@@ -43,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
     from picospec.serve.http import create_app
 
     config = ServeConfig(host=args.host, port=args.port, max_queue=args.max_queue, max_context=args.max_context)
+    # uvicorn stops on SIGTERM and then raises the signal again; by default that would kill this
+    # process before the local cloud is stopped. As an exception it unwinds through the cleanup.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with cloud_context(args) as local:
         runner = load_drafter(args)
         address = args.cloud or local.address
@@ -55,3 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         finally:
             engine.close()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
