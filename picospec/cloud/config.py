@@ -21,6 +21,7 @@ class CloudConfig:
     idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
     model_name: str = "target"  # what the welcome message names
     threads: int = 1  # llama.cpp threads per session
+    device: str = "cpu"  # where a Hugging Face checkpoint runs (cpu, cuda, ...); llama.cpp runs on the CPU
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -77,12 +77,15 @@ class SpeculativeEdge(EdgeLoop):
         on_tokens: TokenSink | None = None,
         stop_ids: Sequence[int] = (),
         cloud: CloudLink | None = None,
+        report: EdgeReport | None = None,
     ) -> None:
+        """`report` (default: a new one) fills in as the generation runs, so a caller that stops
+        it early still has what it measured."""
         self.drafter, self.config, self._send, self.inbox = drafter, config, send, inbox
         self._on_tokens = on_tokens or (lambda tokens, source: None)
         self.stop_ids = set(stop_ids)
         self.policy = config.policy
-        self.report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
+        self.report = report or EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         self._building: list[DraftChunk] = []  # drafted, not yet shipped
         self._in_flight: deque[DraftChunk | DecodeOrder] = deque()  # shipped, awaiting answers, in order
         self._shipped_at: deque[float] = deque()  # when each in-flight item was shipped
