@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,hf]'
 	touch $@
 
 models: setup

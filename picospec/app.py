@@ -20,6 +20,7 @@ from picospec.affinity import EDGE_CORE, pin_to_cores
 from picospec.launch import CloudProcessConfig, LocalCloud
 from picospec.models.registry import model_path
 from picospec.runners.base import ModelRunner
+from picospec.runners.load import load_runner
 from picospec.sampling import SamplingParams
 from picospec.options import CLOUD_PROCESS, EDGE, SAMPLING, VERIFY, add_edge_options
 from picospec.security import ChannelSecurity, add_edge_arguments
@@ -32,15 +33,27 @@ SOURCE_STYLES = {"draft": "green", "cloud": "bold red", "edge": "bold yellow", E
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by generate and demo."""
+    """Flags shared by generate and demo: the prompt, then everything `serve` shares too."""
+    add_prompt_args(parser)
+    add_edge_args(parser)
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    """What one generation asks for (`serve` takes these from each request instead)."""
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
     parser.add_argument("--max-tokens", type=int, default=EDGE.max_new_tokens, help="most new tokens")
-    parser.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0 is greedy")
     parser.add_argument("--seed", type=int, default=VERIFY.seed, help="the session seed (sampling, gumbel noise)")
+
+
+def add_edge_args(parser: argparse.ArgumentParser) -> None:
+    """Sampling, verification, chunking, the models and the cloud: what generate, demo and serve share."""
+    parser.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0 is greedy")
     parser.add_argument("--verify", choices=[m.value for m in VerifyMode],
                         help="verification mode (None: full for vanilla, else exact)")  # fmt: skip
     add_edge_options(parser)
+    parser.add_argument("--device", default=CLOUD_PROCESS.device,
+                        help="where a Hugging Face checkpoint directory runs: cpu, cuda, cuda:1, ... (GGUF: cpu only)")  # fmt: skip
     parser.add_argument("--cloud", metavar="HOST:PORT", help="an existing cloud (None: start one locally)")
     add_edge_arguments(parser)
     parser.add_argument(
@@ -91,32 +104,34 @@ def cloud_context(args: argparse.Namespace):
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
     config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic,
-                                startup_timeout_s=args.startup_timeout)  # fmt: skip
+                                startup_timeout_s=args.startup_timeout, device=args.device)  # fmt: skip
     return LocalCloud(config, profile)
+
+
+def channel_security(args: argparse.Namespace) -> ChannelSecurity:
+    """How to reach --cloud (TLS, token); the local cloud listens on loopback and needs neither."""
+    return ChannelSecurity.from_args(args) if args.cloud else ChannelSecurity()
 
 
 def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
     """One generation of `method` with the flags' settings."""
     prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
-    # The security flags are for --cloud; the local cloud listens on loopback without them.
-    security = ChannelSecurity.from_args(args) if args.cloud else ChannelSecurity()
-    report = generate(address, runner, prompt, edge_config(args, method), on_tokens, security)
+    report = generate(address, runner, prompt, edge_config(args, method), on_tokens, security=channel_security(args))
     report.text = runner.detokenize(report.token_ids)
     return report
 
 
-def _load_drafter(args) -> ModelRunner:
-    from picospec.runners.llama import LlamaRunner  # imported here: only generating needs llama.cpp
-
+def load_drafter(args: argparse.Namespace) -> ModelRunner:
+    """The drafter the flags name (a GGUF file or a checkpoint directory), on the edge's core."""
     if not args.cloud:  # the local cloud has core 1; a remote one leaves this machine's cores free
         pin_to_cores({EDGE_CORE})
-    return LlamaRunner(model_path(args.draft), n_threads=1, deterministic=args.deterministic)
+    return load_runner(args.draft, n_threads=1, deterministic=args.deterministic, device=args.device)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     with cloud_context(args) as local:
-        runner = _load_drafter(args)
+        runner = load_drafter(args)
         address = args.cloud or local.address
         printer = None if args.json else TokenPrinter(console, runner)
         try:
@@ -147,7 +162,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                   "[bold yellow]yellow[/]: corrections sampled on the edge\n")  # fmt: skip
     reports = []
     with cloud_context(args) as local:
-        runner = _load_drafter(args)
+        runner = load_drafter(args)
         address = args.cloud or local.address
         for method in (Method.PICOSPEC, Method.AR):
             console.rule(f"{method.value}")

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "picospec.models.cli",
     "picospec.transport.netem",
     "picospec.app",
+    "picospec.serve.cli",
     "picospec.bench.cli",
     "picospec.bench.simulate",
     "picospec.certs",

@@ -1,5 +1,6 @@
 """The edge and the cloud as separate gRPC peers on loopback, with toy models: every method x mode."""
 
+import dataclasses
 import math
 import time
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ import pytest
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.decoding import generate_autoregressive
-from picospec.edge.client import CloudError, generate
+from picospec.edge.client import Cancellation, CloudError, GenerationCancelled, generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.edge.controller import ControllerConfig
 from picospec.errors import ProtocolError
@@ -219,3 +220,36 @@ def test_a_generation_ending_with_a_stop_token_reports_stop():
     config = EdgeConfig(method=Method.EDGE, params=SamplingParams(temperature=1.0), max_new_tokens=200)
     report = generate(None, runner, PROMPT, config)
     assert report.token_ids[-1] == 0 and len(report.token_ids) < 200 and report.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("method", [Method.PICOSPEC, Method.SYNC, Method.AR, Method.EDGE])
+def test_a_cancelled_generation_stops_keeps_its_partial_report_and_frees_the_cloud_session(cloud, method):
+    cancel = Cancellation()
+    seen: list[int] = []
+
+    def on_tokens(tokens, source):
+        seen.extend(tokens)
+        if len(seen) >= 3:
+            cancel.cancel()  # from the thread that delivers tokens, as a server's client would
+
+    ended_before = cloud.server.sessions_ended
+    config = EdgeConfig(method=method, params=SamplingParams(temperature=0), max_new_tokens=200)
+    with pytest.raises(GenerationCancelled) as caught:
+        generate(address(cloud), toy_drafter(), PROMPT, config, on_tokens, cancel)
+    report = caught.value.report
+    assert 3 <= report.new_tokens < 200 and report.token_ids == seen[: report.new_tokens]
+    if method is not Method.EDGE:
+        wait_until(lambda: cloud.server.sessions_ended > ended_before)
+        assert cloud.server.pool.in_use == 0  # the session ended early and gave its runner back
+    # The runner is free again: the next generation runs to its end.
+    again = generate(address(cloud), toy_drafter(), PROMPT, dataclasses.replace(config, max_new_tokens=10))
+    assert again.new_tokens == 10
+
+
+def test_a_generation_cancelled_before_it_starts_does_not_open_a_session(cloud):
+    cancel = Cancellation()
+    cancel.cancel()
+    ended_before = cloud.server.sessions_ended
+    with pytest.raises(GenerationCancelled):
+        generate(address(cloud), toy_drafter(), PROMPT, EdgeConfig(max_new_tokens=5), cancel=cancel)
+    assert cloud.server.sessions_ended == ended_before

@@ -23,6 +23,7 @@ class CloudConfig:
     idle_timeout_s: float = 300.0  # a session that sends nothing for this long is ended
     model_name: str = "target"  # what the welcome message names
     threads: int = 1  # llama.cpp threads per session
+    device: str = "cpu"  # where a Hugging Face checkpoint runs (cpu, cuda, ...); llama.cpp runs on the CPU
     security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS, token; loopback-only without them
     liveness: Liveness = field(default_factory=Liveness)  # keepalive: a vanished edge's session is freed within its bound
 

@@ -285,7 +285,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cloud` command to the top-level parser."""
     defaults = CloudConfig()
     parser = subparsers.add_parser("cloud", help="serve the target model: verify draft chunks for edge sessions")
-    parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target) or a GGUF file")
+    parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target), a GGUF file or a Hugging Face checkpoint directory")
     parser.add_argument("--host", default=defaults.host, help="address to listen on")
     parser.add_argument("--port", type=int, default=defaults.port, help="port, 0 for any free one")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="llama.cpp threads per session")
@@ -298,6 +298,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest message in MiB, either way")  # fmt: skip
     parser.add_argument("--deterministic", action="store_true",
                         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
+    parser.add_argument("--device", default=defaults.device, help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     add_server_arguments(parser)
     add_liveness_arguments(parser)
@@ -309,7 +310,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     if args.cores is not None:
         pin_to_cores(args.cores)
     from picospec.models.registry import model_path
-    from picospec.runners.llama import LlamaRunner  # imported here: only serving needs llama.cpp
+    from picospec.runners.load import load_runner  # imported here: only serving needs a model backend
 
     path = model_path(args.model)
     config = CloudConfig(
@@ -321,12 +322,14 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
         threads=args.threads,
+        device=args.device,
         security=ServerSecurity.from_args(args),
         liveness=liveness_from_args(args),
     )
     factory = functools.partial(
-        LlamaRunner, path, n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic
-    )
+        load_runner, str(path), n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,
+        device=config.device,
+    )  # fmt: skip
     return asyncio.run(_serve_until_signalled(config, factory))
 
 

@@ -4,11 +4,14 @@ the drafter runs in its own thread (SpeculativeEdge)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import queue
+import threading
 import time
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -67,36 +70,119 @@ class CloudError(PicoSpecError):
         return self.code is None or self.code in LOST
 
 
+class GenerationCancelled(PicoSpecError):
+    """The generation was cancelled (Cancellation.cancel) before it finished; `report` holds
+    what it had verified and measured by then."""
+
+    def __init__(self, report: EdgeReport | None = None) -> None:
+        super().__init__("the generation was cancelled")
+        self.report = report
+
+
+class Cancellation:
+    """Lets another thread stop a running generation: `generate` returns by raising
+    GenerationCancelled once the drafting thread has stopped and the cloud session is closed,
+    so the runner is free for the next generation and the cloud frees its session."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._hooks: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Ask the generation to stop; safe from any thread, at any time, more than once."""
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def check(self) -> None:
+        """Raise GenerationCancelled if cancel() was called."""
+        if self._cancelled:
+            raise GenerationCancelled()
+
+    @contextlib.contextmanager
+    def hook(self, on_cancel: Callable[[], None]) -> Iterator[None]:
+        """Call `on_cancel` if cancel() comes while the block runs (at once if it came before)."""
+        with self._lock:
+            fire_now = self._cancelled
+            if not fire_now:
+                self._hooks.append(on_cancel)
+        if fire_now:
+            on_cancel()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if on_cancel in self._hooks:
+                    self._hooks.remove(on_cancel)
+
+
 def generate(
     cloud: str | None,
     runner: ModelRunner,
     prompt: Sequence[int],
     config: EdgeConfig,
     on_tokens: TokenSink | None = None,
+    cancel: Cancellation | None = None,
     security: ChannelSecurity = ChannelSecurity(),
 ) -> EdgeReport:
     """Run one generation with `config.method`; `cloud` is HOST:PORT (unused for the edge method),
-    reached with `security` (TLS, token); config.recovery says what to do if it is lost."""
+    reached with `security` (TLS, token); config.recovery says what to do if it is lost.
+
+    With `cancel`, another thread may stop it: then it raises GenerationCancelled.
+    """
+    cancel = cancel or Cancellation()
+    cancel.check()
     if config.method is Method.EDGE:
         report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         rng = np.random.default_rng(config.verify.seed)
-        _decode_on_edge(runner, list(prompt), config, report, "draft", on_tokens, rng)
+        _decode_on_edge(runner, list(prompt), config, report, "draft", on_tokens, rng, cancel)
     elif cloud is None:
         raise PicoSpecError(f"method {config.method.value} needs a cloud address")
     else:
-        report = asyncio.run(CloudGeneration(cloud, security, runner, list(prompt), config, on_tokens).run())
+        generation = CloudGeneration(cloud, security, runner, list(prompt), config, on_tokens, cancel)
+        report = asyncio.run(_run_cancellable(generation, cancel))
     report.finish_reason = finish_reason(report.token_ids, frozenset(runner.vocab_info().eos_ids))
     return report
 
 
+async def _run_cancellable(generation: "CloudGeneration", cancel: Cancellation) -> EdgeReport:
+    """Run the generation; Cancellation cancels this task wherever it waits (a session, a backoff),
+    and the session then cancels its call, which ends it on the cloud."""
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+    start = time.perf_counter()
+    with cancel.hook(functools.partial(_cancel_soon, loop, task)):
+        try:
+            return await generation.run()
+        except asyncio.CancelledError:
+            generation.report.wall_s = time.perf_counter() - start
+            raise GenerationCancelled(generation.report) from None
+
+
+def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
+    # A cancel racing the generation's end may find the loop closed: nothing is left to stop then.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(task.cancel)
+
+
 def _decode_on_edge(
-    runner: ModelRunner, prompt: list[int], config: EdgeConfig, report: EdgeReport, source: str, on_tokens, rng
-) -> None:
+    runner: ModelRunner, prompt: list[int], config: EdgeConfig, report: EdgeReport, source: str, on_tokens, rng,
+    cancel: Cancellation,
+) -> None:  # fmt: skip
     """The drafter alone continues the report's tokens up to max_new_tokens or a stop token, each
     marked `source` (draft for the edge method, edge-only after the cloud was lost)."""
     start = time.perf_counter()
 
     def sink(token: int) -> None:
+        cancel.check()  # between two decode steps: the runner is consistent
         if report.ttft_s is None:
             report.ttft_s = time.perf_counter() - start
         report.token_ids.append(token)
@@ -106,9 +192,13 @@ def _decode_on_edge(
 
     remaining = config.max_new_tokens - report.new_tokens
     stop_ids = runner.vocab_info().eos_ids
-    generate_autoregressive(runner, prompt + report.token_ids, config.params, config.verify, rng, remaining, stop_ids, sink)
-    report.edge_busy_s += time.perf_counter() - start
-    report.wall_s = report.edge_busy_s
+    try:
+        generate_autoregressive(runner, prompt + report.token_ids, config.params, config.verify, rng, remaining, stop_ids, sink)
+    except GenerationCancelled:
+        raise GenerationCancelled(report) from None
+    finally:
+        report.edge_busy_s += time.perf_counter() - start
+        report.wall_s = report.edge_busy_s
 
 
 def open_channel(cloud: str, security: ChannelSecurity, liveness: Liveness) -> grpc.aio.Channel:
@@ -132,10 +222,11 @@ class CloudGeneration:
     """
 
     def __init__(
-        self, cloud: str, security: ChannelSecurity, runner: ModelRunner, prompt: list[int], config: EdgeConfig, on_tokens
-    ) -> None:
+        self, cloud: str, security: ChannelSecurity, runner: ModelRunner, prompt: list[int], config: EdgeConfig, on_tokens,
+        cancel: Cancellation | None = None,
+    ) -> None:  # fmt: skip
         self.cloud, self.security, self.runner, self.prompt, self.config = cloud, security, runner, prompt, config
-        self.on_tokens = on_tokens
+        self.on_tokens, self.cancel = on_tokens, cancel or Cancellation()
         self.report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
         self.stop_ids = frozenset(runner.vocab_info().eos_ids)
         self.drafter = Drafter(runner, config.params, config.verify, np.random.default_rng([config.verify.seed, DRAFTER_STREAM]))
@@ -181,7 +272,7 @@ class CloudGeneration:
         """--on-cloud-loss local: the drafter finishes alone; its tokens are counted and marked edge-only."""
         logger.warning("cloud lost for good (%s); finishing with the drafter alone: those tokens are edge-only", loss)
         before = self.report.new_tokens
-        _decode_on_edge(self.runner, self.prompt, self.config, self.report, EDGE_ONLY, self.on_tokens, self.drafter.rng)
+        _decode_on_edge(self.runner, self.prompt, self.config, self.report, EDGE_ONLY, self.on_tokens, self.drafter.rng, self.cancel)
         self.report.edge_only += self.report.new_tokens - before
 
     async def _session(self) -> None:
@@ -209,6 +300,9 @@ class CloudGeneration:
                     f"cloud at {self.cloud}: no welcome within {liveness.welcome_timeout_s:g} s",
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                 ) from None
+            except asyncio.CancelledError:
+                call.cancel()  # before the half-close below, so the cloud sees a cancelled session, not a finished one
+                raise
             finally:
                 outbox.put_nowait(None)
                 call.cancel()
@@ -242,8 +336,15 @@ class CloudGeneration:
             report=self.report,
         )
         reader = asyncio.create_task(_read_cloud(call, inbox, self.runner.n_vocab, self.report))
+        drafting = loop.run_in_executor(None, edge.run, self.prompt)
         try:
-            await loop.run_in_executor(None, edge.run, self.prompt)
+            # Shielded so that a cancelled generation can still wait for its drafting thread: the
+            # runner must be idle before anyone else uses it (the next session's, or the caller's).
+            await asyncio.shield(drafting)
+        except asyncio.CancelledError:
+            inbox.put(GenerationCancelled())  # the drafting thread raises it at its next look at the inbox
+            await asyncio.gather(drafting, return_exceptions=True)
+            raise
         finally:
             reader.cancel()
 

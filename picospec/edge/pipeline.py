@@ -82,6 +82,8 @@ class SpeculativeEdge(EdgeLoop):
         cloud: CloudLink | None = None,
         report: EdgeReport | None = None,
     ) -> None:
+        """`report` (default: a new one) fills in as the generation runs, so a caller that stops
+        it early still has what it measured."""
         self.drafter, self.config, self._send, self.inbox = drafter, config, send, inbox
         self._on_tokens = on_tokens or (lambda tokens, source: None)
         self.stop_ids = set(stop_ids)
