@@ -25,7 +25,7 @@ from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.cloud.session import AutoregressiveSession, SessionStats, SpeculativeSession
 from picospec.costmodel import CostCurve, CostTracker
-from picospec.edge.client import CloudError, generate
+from picospec.edge.client import Cancellation, CloudError, GenerationCancelled, generate
 from picospec.errors import InvalidInputError
 from picospec.edge.config import EdgeConfig, Method, Recovery
 from picospec.edge.controller import ControllerConfig
@@ -357,3 +357,21 @@ def test_cloud_and_generate_take_the_keepalive_flags():
     assert (recovery.on_loss.value, recovery.retries, recovery.liveness.keepalive_s) == ("local", 3, 1.5)
     with pytest.raises(InvalidInputError, match="keepalive_s must be positive"):
         Liveness(keepalive_s=0)
+
+
+def test_a_generation_waiting_to_reconnect_can_be_cancelled_and_keeps_its_tokens():
+    config = config_for(Method.PICOSPEC, VerifyMode.EXACT, 0.0, 30, recovery=Recovery(retries=50, backoff_s=0.5))
+    cancel = Cancellation()
+    with cloud_behind_link() as (cloud, link):
+
+        def lose_the_cloud_then_cancel() -> None:
+            link.stop()
+            threading.Timer(1.0, cancel.cancel).start()
+
+        started = time.monotonic()
+        with pytest.raises(GenerationCancelled) as caught:
+            generate(f"127.0.0.1:{link.port}", toy_drafter(), PROMPT, config,
+                     on_tokens=FaultAfter(5, lose_the_cloud_then_cancel), cancel=cancel)  # fmt: skip
+    assert time.monotonic() - started < 5  # not after the 50 retries
+    kept = caught.value.report.token_ids
+    assert len(kept) >= 5 and kept == reference(config.params, config.verify, 30)[: len(kept)]
