@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from picospec.errors import InvalidInputError
+from picospec.security import ServerSecurity
+from picospec.wire.liveness import Liveness
 from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
 class CloudConfig:
-    """Where the cloud listens, what it serves, and how much one edge may ask of it."""
+    """Where the cloud listens, whom it serves, what it serves, and how much one edge may ask of it."""
 
     host: str = "127.0.0.1"
     port: int = 50051  # 0 picks a free port
@@ -22,6 +24,8 @@ class CloudConfig:
     model_name: str = "target"  # what the welcome message names
     threads: int = 1  # llama.cpp threads per session
     device: str = "cpu"  # where a Hugging Face checkpoint runs (cpu, cuda, ...); llama.cpp runs on the CPU
+    security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS, token; loopback-only without them
+    liveness: Liveness = field(default_factory=Liveness)  # keepalive: a vanished edge's session is freed within its bound
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -40,8 +40,10 @@ from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.models.registry import DEFAULT_TARGET
 from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
+from picospec.wire.liveness import add_liveness_arguments, liveness_from_args
 from picospec.wire.messages import SessionSpec, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
@@ -72,6 +74,10 @@ class CloudServer(pb_grpc.VerifierServicer):
 
     async def start(self) -> None:
         """Load the first runner (learning the target's vocabulary and measuring its cost curve), then listen."""
+        security = self.config.security
+        if warning := security.check_listen(self.config.host):  # refuses before any model is loaded
+            logger.warning(warning)
+        logger.info("security: %s", security.describe())
         runner = await self.pool.acquire()
         try:
             self.vocab = await self._compute(runner.vocab_info)
@@ -81,12 +87,18 @@ class CloudServer(pb_grpc.VerifierServicer):
             self.pool.release(runner)
         limits = self.config.max_message_bytes
         self._server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits)]
+            interceptors=security.interceptors(),
+            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits),
+                     *self.config.liveness.server_options()],  # fmt: skip
         )
         pb_grpc.add_VerifierServicer_to_server(self, self._server)
         address = f"{self.config.host}:{self.config.port}"
+        credentials = security.credentials()
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise InvalidInputError(f"cannot listen on {address}: {exc}") from None
         if self.port == 0:  # older gRPC reports a failed bind this way
@@ -186,7 +198,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
-        session = AutoregressiveSession(spec, runner, stats)
+        session = AutoregressiveSession(spec, runner, self.config, stats)
         while not session.done:
             yield await self._compute(session.next_message)
             message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say
@@ -288,6 +300,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
     parser.add_argument("--device", default=defaults.device, help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
+    add_server_arguments(parser)
+    add_liveness_arguments(parser)
     parser.set_defaults(func=_serve_command)
 
 
@@ -309,6 +323,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         model_name=path.name,
         threads=args.threads,
         device=args.device,
+        security=ServerSecurity.from_args(args),
+        liveness=liveness_from_args(args),
     )
     factory = functools.partial(
         load_runner, str(path), n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import grpc
-import numpy as np
 from google.protobuf.message import DecodeError
 
 from picospec.cloud.config import CloudConfig
@@ -154,10 +153,15 @@ def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: Cloud
     if mismatch:
         raise SessionRefused(grpc.StatusCode.FAILED_PRECONDITION, mismatch)
     spec = parse_hello(hello, vocab.n_vocab)
-    needed = len(spec.prompt) + (spec.max_new_tokens if spec.autoregressive else 0)
-    if needed > config.max_context:
-        what = "prompt plus max_new_tokens" if spec.autoregressive else "prompt"
-        raise ProtocolError(f"the {what} ({needed} tokens) exceeds the context limit of {config.max_context} tokens")
+    # Refused here, before any model work, and with both numbers: a prompt that fills the context
+    # leaves no room for even one new token. Anything shorter is served; the edge learns the
+    # limit from the welcome and ends the generation there with finish reason "length".
+    if len(spec.prompt) >= config.max_context:
+        raise SessionRefused(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"the prompt ({len(spec.prompt)} tokens) does not fit the context limit of {config.max_context} "
+            f"tokens (prompt plus at least one new token)",
+        )
     return spec
 
 
@@ -177,14 +181,13 @@ class SpeculativeSession:
         self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, costs: CostTracker
     ) -> None:
         self.spec, self.config, self.stats, self.costs = spec, config, stats, costs
-        rng = np.random.default_rng(spec.config.seed)
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, rng)
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
         self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
         started = time.perf_counter()
-        self.verifier.begin(self.spec.prompt)
+        self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         self._unreported_prefill_s = time.perf_counter() - started
         self._account(self._unreported_prefill_s)
 
@@ -269,14 +272,16 @@ class SpeculativeSession:
 
 
 class AutoregressiveSession:
-    """The `ar` baseline: the target alone samples max_new_tokens, ending early after an EOS. It
+    """The `ar` baseline: the target alone samples max_new_tokens (fewer where the context limit
+    comes first), ending early after an EOS. It
     decodes through the same TargetVerifier.decode that a speculative session falls back to."""
 
-    def __init__(self, spec: SessionSpec, runner: ModelRunner, stats: SessionStats) -> None:
+    def __init__(self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats) -> None:
         self.spec, self.stats = spec, stats
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, np.random.default_rng(spec.config.seed))
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
-        self._remaining = spec.max_new_tokens
+        # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
+        self._remaining = min(spec.max_new_tokens, config.max_context - len(spec.prompt))
 
     @property
     def done(self) -> bool:
@@ -287,7 +292,7 @@ class AutoregressiveSession:
         is the prompt pass."""
         started = time.perf_counter()
         if self.verifier.passes == 0:
-            self.verifier.begin(self.spec.prompt)
+            self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         start = self.verifier.committed
         token = self.verifier.decode()
         compute_s = time.perf_counter() - started

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from picospec.app import edge_config
+from picospec.app import channel_security, edge_config
 from picospec.edge.client import Cancellation, GenerationCancelled, generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.edge.report import EdgeReport
@@ -91,6 +92,7 @@ class EdgeEngine:
     ) -> None:
         """`cloud` is the cloud's HOST:PORT (None for --method edge); `flags` as `picospec serve` parses them."""
         self.runner, self.cloud, self.flags = runner, cloud, flags
+        self.security = channel_security(flags)
         self.method = Method(flags.method)
         self.max_context = max_context
         self.admission = Admission(1, max_queue)
@@ -153,7 +155,8 @@ class EdgeEngine:
             tokens.put_nowait(future)
 
         try:
-            work = loop.run_in_executor(self._executor, generate, self.cloud, self.runner, prompt, config, on_tokens, cancel)
+            run = functools.partial(generate, security=self.security)
+            work = loop.run_in_executor(self._executor, run, self.cloud, self.runner, prompt, config, on_tokens, cancel)
         except BaseException:
             self.admission.release(0.0)
             raise
