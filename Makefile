@@ -6,7 +6,7 @@ WHEELS ?= $(HOME)/.cache/picospec/wheels
 LLAMA_CPP_VERSION := 0.3.36
 BIN := $(VENV)/bin
 
-.PHONY: setup models demo test test-fast proto clean
+.PHONY: setup models demo test test-fast soak proto clean
 
 setup: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		$(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,hf]'
 	touch $@
 
 models: setup
@@ -29,6 +29,11 @@ test: models
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not real"
+
+# A 10-minute soak (faults at random under 4 edges) and a 10,000-frame fuzz of a running cloud;
+# their figures are in docs/reliability.md.
+soak: setup
+	PICOSPEC_SOAK_S=600 PICOSPEC_FUZZ_FRAMES=10000 $(BIN)/python -m pytest -q -s tests/test_soak.py tests/test_fuzz.py -k "soak or partition or hostile"
 
 proto: setup
 	$(BIN)/python -m grpc_tools.protoc -Ipicospec/wire=picospec/wire --python_out=. --grpc_python_out=. --pyi_out=. picospec/wire/picospec.proto

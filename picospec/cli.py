@@ -15,9 +15,11 @@ COMMAND_MODULES = (
     "picospec.models.cli",
     "picospec.transport.netem",
     "picospec.app",
+    "picospec.serve.cli",
     "picospec.bench.cli",
     "picospec.bench.simulate",
     "picospec.bench.loadtest",
+    "picospec.certs",
 )
 
 

@@ -154,14 +154,23 @@ class TargetVerifier:
         self._pending: list[int] = []  # committed tokens not yet evaluated (a correction or bonus)
         self._rejected: tuple[np.ndarray, int] | None = None  # (target row, draft token) awaiting the edge
 
-    def begin(self, prompt: Sequence[int]) -> None:
-        """Evaluate the prompt; the last row is kept for the first chunk."""
+    def begin(self, prompt: Sequence[int], committed: Sequence[int] = ()) -> None:
+        """Evaluate the prompt, then the tokens a resumed generation already committed after it;
+        the last row is kept for the first chunk.
+
+        The committed tokens are evaluated as a continuation (extend), as the uninterrupted run
+        evaluated them, not within the prompt pass: in the deterministic configuration their
+        logits, and so everything after them, are then bitwise those of the uninterrupted run.
+        """
         if len(prompt) == 0:
             raise InvalidInputError("the prompt must hold at least one token")
         self.runner.rollback(0)
         self._kept_logits = self.runner.prefill(prompt)
-        self._pending, self._rejected, self.epoch = [], None, 0
         self.passes = 1
+        if committed:
+            self._kept_logits = self.runner.extend([int(t) for t in committed])[-1]
+            self.passes += 1
+        self._pending, self._rejected, self.epoch = [], None, 0
 
     @property
     def committed(self) -> int:

@@ -34,6 +34,7 @@ class CloudProcessConfig:
     core: int | None = CLOUD_CORE
     # Loading the model and measuring its cost curve take ~10 s here; a cloud silent for this long is hung.
     startup_timeout_s: float = 120.0
+    device: str = CloudConfig.device  # where a checkpoint directory runs
 
 
 class LocalCloud:
@@ -87,6 +88,8 @@ class LocalCloud:
                    "--max-sessions", str(self.config.max_sessions)]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
+        if self.config.device != CloudConfig.device:
+            command += ["--device", self.config.device]
         if self.config.core is not None:
             command += ["--cores", str(self.config.core)]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

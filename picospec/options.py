@@ -62,9 +62,9 @@ def add_edge_options(parser: argparse.ArgumentParser, *, with_defaults: bool = T
         "computes it, but near-ties can flip between batchings",
     )  # fmt: skip
     parser.add_argument("--draft", default=default(DEFAULT_DRAFT), metavar="MODEL",
-                        help="drafter: a default model name (draft-q4_0, draft) or a GGUF path")  # fmt: skip
+                        help="drafter: a default model name (draft-q4_0, draft), a GGUF path or a Hugging Face checkpoint directory")  # fmt: skip
     parser.add_argument("--target", default=default(DEFAULT_TARGET), metavar="MODEL",
-                        help="target of the local cloud: a default model name (target) or a GGUF path")  # fmt: skip
+                        help="target of the local cloud: a default model name (target), a GGUF path or a checkpoint directory")  # fmt: skip
     parser.add_argument("--draft-threads", type=int, default=default(DRAFTER.threads), metavar="T",
                         help="llama.cpp threads of the drafter")  # fmt: skip
     parser.add_argument("--draft-gpu-layers", type=int, default=default(DRAFTER.gpu_layers), metavar="N",

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+from picospec.runners.base import ModelRunner
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams, logits_to_probs
 
@@ -29,16 +30,26 @@ def chi_square_pvalue(counts: np.ndarray, expected_probs: np.ndarray, min_expect
     return float(stats.chisquare(obs[keep], exp[keep]).pvalue)
 
 
-def sequence_distribution(target: ToyRunner, prompt: Sequence[int], params: SamplingParams, length: int) -> dict[tuple, float]:
-    """The toy target's exact probability of every continuation of `prompt` with `length` tokens."""
+def sequence_distribution(target: ModelRunner, prompt: Sequence[int], params: SamplingParams, length: int) -> dict[tuple, float]:
+    """The target's exact probability of every continuation of `prompt` with `length` tokens (a small vocabulary)."""
     out = {}
     for seq in itertools.product(range(target.n_vocab), repeat=length):
         prob, context = 1.0, list(prompt)
         for token in seq:
-            prob *= logits_to_probs(target.next_logits(context), params)[token]
+            prob *= logits_to_probs(next_logits(target, context), params)[token]
             context.append(token)
         out[seq] = prob
     return out
+
+
+def next_logits(target: ModelRunner, context: Sequence[int]) -> np.ndarray:
+    """Logits (V,) for the token after `context`: the toy's table, or a fresh evaluation by any runner."""
+    if isinstance(target, ToyRunner):
+        return target.next_logits(context)
+    target.rollback(0)
+    logits = target.extend(context)[-1]
+    target.rollback(0)
+    return logits
 
 
 def sequence_pvalue(counts: dict[tuple, int], expected: dict[tuple, float]) -> float:

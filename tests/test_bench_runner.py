@@ -42,7 +42,7 @@ from picospec.errors import InvalidInputError, ModelError
 from picospec.runners.toy import ToyRunner
 from picospec.transport.netem import LinkEmulatorThread
 from picospec.verify import VerifyMode
-from toycloud import cloud_thread
+from clouds import cloud_thread
 
 # -- workloads ------------------------------------------------------------------------------------
 

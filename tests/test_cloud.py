@@ -31,7 +31,8 @@ from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
-from toycloud import BATCHING, cloud_thread
+import fuzz
+from clouds import BATCHING, cloud_thread
 
 V, TARGET_SEED = 5, 11
 VOCAB = ToyRunner.create(V, seed=TARGET_SEED).vocab_info()
@@ -269,13 +270,8 @@ def healthy_session(port: int):
 def status_of(port: int, messages: list) -> tuple[grpc.StatusCode, str]:
     """Send raw messages (protobufs or bytes) on one stream; read it to the end; return its status."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        generate = channel.stream_stream("/picospec.v1.Verifier/Generate")  # bytes in, bytes out
         raw = [m if isinstance(m, bytes) else m.SerializeToString() for m in messages]
-        try:
-            list(generate(iter(raw), timeout=CALL_TIMEOUT_S))
-        except grpc.RpcError as exc:
-            return exc.code(), exc.details()
-    return grpc.StatusCode.OK, ""
+        return fuzz.status_of(channel, raw, CALL_TIMEOUT_S)
 
 
 def hello(prompt=(0, 1), vocab=VOCAB, **fields):
@@ -355,7 +351,9 @@ BAD_EDGES = {
     "second hello": expect(INVALID, hello(), hello(), says="unexpected hello"),
     "malformed frame mid-session": expect(INVALID, hello(), MALFORMED, says="malformed message"),
     "wrong vocabulary": expect(grpc.StatusCode.FAILED_PRECONDITION, hello(vocab=OTHER_VOCAB_INFO), says="vocabularies differ"),
-    "prompt past the context": expect(INVALID, hello(prompt=[0] * 65), says="exceeds the context limit of 64"),
+    "prompt past the context": expect(
+        grpc.StatusCode.OUT_OF_RANGE, hello(prompt=[0] * 64), says="prompt (64 tokens) does not fit the context limit of 64"
+    ),
     "chunk past the context": expect(INVALID, hello(prompt=[0] * 60), chunk(start=60, tokens=(1,) * 5), says="context limit"),
     "message over the size limit": expect(grpc.StatusCode.RESOURCE_EXHAUSTED, hello(prompt=[0] * 2000)),
     "cancel mid-round": cancel_mid_round,

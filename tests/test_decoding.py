@@ -1,4 +1,5 @@
-"""Sequence-level exactness of speculative decoding on toy models, for every verification mode."""
+"""Sequence-level exactness of speculative decoding on toy models, for every verification mode, and
+on tiny Hugging Face checkpoints (the HF runner: same tests, through transformers and its KV cache)."""
 
 import numpy as np
 import pytest
@@ -13,12 +14,28 @@ from stats import ALPHA, sequence_distribution, sequence_pvalue
 V, LENGTH, PROMPT = 3, 3, [0]
 TARGET = ToyRunner.create(V, seed=11)
 N = 5000
+N_HF = 1000  # a transformers forward pass costs about a millisecond: fewer samples, the same test
 
 
-def sample_sequences(mode: str, params: SamplingParams, n: int, draft_len: int = 2, seed: int = 0, **cfg) -> dict:
-    config = VerifyConfig(mode=mode, topk=V, **cfg)
-    drafter = Drafter(TARGET.drafter(seed=5, noise=1.0), params, config, np.random.default_rng([seed, 1]))
-    verifier = TargetVerifier(TARGET, params, config, np.random.default_rng([seed, 2]))
+@pytest.fixture(scope="module")
+def hf_pair(tmp_path_factory):
+    """(target, drafter): two tiny random Qwen2 checkpoints over one 4-token vocabulary, as HFRunners."""
+    pytest.importorskip("transformers")
+    from hf_models import letter_tokenizer, tiny_checkpoint
+
+    from picospec.runners.hf import HFRunner
+
+    tokenizer = letter_tokenizer("abc")
+    root = tmp_path_factory.mktemp("hf")
+    return tuple(HFRunner(tiny_checkpoint(root / name, tokenizer, seed)) for name, seed in (("target", 11), ("drafter", 5)))
+
+
+def sample_sequences(mode: str, params: SamplingParams, n: int, draft_len: int = 2, seed: int = 0, pair=None, **cfg) -> dict:
+    """Counts of the LENGTH-token sequences speculative decoding samples; pair = (target, drafter), default the toys."""
+    target, draft_runner = pair or (TARGET, TARGET.drafter(seed=5, noise=1.0))
+    config = VerifyConfig(mode=mode, topk=target.n_vocab, **cfg)
+    drafter = Drafter(draft_runner, params, config, np.random.default_rng([seed, 1]))
+    verifier = TargetVerifier(target, params, config, np.random.default_rng([seed, 2]))
     counts: dict[tuple, int] = {}
     for i in range(n):
         if mode == "gumbel":  # a fresh shared seed per sample: the noise must be independent
@@ -36,10 +53,16 @@ CASES = [(mode, SamplingParams(temperature=1.0)) for mode in VerifyMode] + [
 
 
 @pytest.mark.parametrize("mode, params", CASES, ids=lambda x: getattr(x, "value", None) or str(x))
-def test_sequences_converge_on_the_target_distribution(mode, params):
-    counts = sample_sequences(mode, params, N)
-    assert sum(counts.values()) == N
-    assert sequence_pvalue(counts, sequence_distribution(TARGET, PROMPT, params, LENGTH)) > ALPHA
+@pytest.mark.parametrize("runners", ["toy", "hf"])
+def test_sequences_converge_on_the_target_distribution(mode, params, runners, request):
+    if runners == "hf" and params != SamplingParams(temperature=1.0):
+        pytest.skip("the HF runner is checked once per mode; the transforms are the toy cases' concern")
+    pair = request.getfixturevalue("hf_pair") if runners == "hf" else None
+    n = N_HF if pair else N
+    counts = sample_sequences(mode, params, n, pair=pair)
+    assert sum(counts.values()) == n
+    target = pair[0] if pair else TARGET
+    assert sequence_pvalue(counts, sequence_distribution(target, PROMPT, params, LENGTH)) > ALPHA
 
 
 def test_negative_control_a_wrong_residual_fails_the_convergence_test(monkeypatch):
@@ -56,13 +79,14 @@ DRAFTERS = [TARGET.drafter(seed=s, noise=noise) for s, noise in [(1, 0.2), (2, 1
 
 
 @pytest.mark.parametrize("mode", list(VerifyMode))
-@pytest.mark.parametrize("draft_runner", DRAFTERS)
-def test_greedy_speculative_equals_greedy_target(mode, draft_runner):
+@pytest.mark.parametrize("drafter_index", [*range(len(DRAFTERS)), "hf"])
+def test_greedy_speculative_equals_greedy_target(mode, drafter_index, request):
+    target, draft_runner = request.getfixturevalue("hf_pair") if drafter_index == "hf" else (TARGET, DRAFTERS[drafter_index])
     params, config = SamplingParams(temperature=0), VerifyConfig(mode=mode)
     for prompt in ([0], [1, 2], [2, 2, 0]):
-        reference = generate_autoregressive(TARGET, prompt, params, config, np.random.default_rng(0), 12)
+        reference = generate_autoregressive(target, prompt, params, config, np.random.default_rng(0), 12)
         drafter = Drafter(draft_runner, params, config, np.random.default_rng(1))
-        verifier = TargetVerifier(TARGET, params, config, np.random.default_rng(2))
+        verifier = TargetVerifier(target, params, config, np.random.default_rng(2))
         assert generate_speculative(drafter, verifier, prompt, 12, draft_len=3).token_ids == reference.token_ids
 
 

@@ -1,5 +1,6 @@
 """The edge and the cloud as separate gRPC peers on loopback, with toy models: every method x mode."""
 
+import dataclasses
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from picospec.decoding import generate_autoregressive
-from picospec.edge.client import generate
+from picospec.edge.client import Cancellation, CloudError, GenerationCancelled, generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.edge.controller import ControllerConfig
 from picospec.errors import ProtocolError
@@ -18,7 +19,7 @@ from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 from stats import ALPHA, sequence_distribution, sequence_pvalue
-from toycloud import BATCHING, cloud_thread
+from clouds import BATCHING, cloud_thread
 
 V = 5
 TARGET_SEED = 7
@@ -179,3 +180,88 @@ def test_a_cloud_that_reports_a_nonsensical_cost_curve_is_refused_with_a_clear_e
         with pytest.raises(ProtocolError, match="unusable cost curve"):
             generate(address(server), toy_drafter(), PROMPT, EdgeConfig(max_new_tokens=5))
         assert time.monotonic() - started < 10
+
+
+# -------------------------------------------------------------------------------------------------
+# Limits: the context limit the cloud states in its welcome ends a generation cleanly
+
+
+SMALL_CONTEXT = 12
+
+
+@pytest.fixture(scope="module")
+def small_cloud():
+    with cloud_thread(toy_target, max_context=SMALL_CONTEXT) as server:
+        yield server
+
+
+@pytest.mark.parametrize("controller", [None, SWITCHING], ids=["fixed", "switching"])
+@pytest.mark.parametrize("method, mode", SPECULATIVE + [(Method.AR, VerifyMode.EXACT)], ids=str)
+def test_a_generation_reaching_the_context_limit_ends_there_with_every_verified_token(small_cloud, method, mode, controller):
+    """Asking for far more tokens than fit ends at the limit with finish reason "length", not an error."""
+    if controller is not None and method is not Method.PICOSPEC:
+        pytest.skip("only the pipeline runs a controller")
+    params, verify = SamplingParams(temperature=0), VerifyConfig(mode=mode)
+    config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=500, chunk_len=3, max_lookahead=6,
+                        controller=controller)  # fmt: skip
+    report = generate(address(small_cloud), toy_drafter(noise=1.5), PROMPT, config)
+    assert report.token_ids == reference(params, verify, SMALL_CONTEXT - len(PROMPT))
+    assert report.finish_reason == "length"
+
+
+def test_max_tokens_below_the_context_limit_ends_with_length_too(small_cloud):
+    report = generate(address(small_cloud), toy_drafter(), PROMPT, EdgeConfig(max_new_tokens=4))
+    assert len(report.token_ids) == 4 and report.finish_reason == "length"
+
+
+@pytest.mark.parametrize("method", [Method.PICOSPEC, Method.AR])
+def test_a_prompt_that_cannot_fit_is_refused_at_the_hello_with_both_numbers(small_cloud, method):
+    prompt = [1] * SMALL_CONTEXT
+    with pytest.raises(CloudError, match=r"OUT_OF_RANGE: the prompt \(12 tokens\) does not fit the context limit of 12"):
+        generate(address(small_cloud), toy_drafter(), prompt, EdgeConfig(method=method, max_new_tokens=5))
+
+
+def test_a_generation_ending_with_a_stop_token_reports_stop():
+    class EosDrafter(ToyRunner):
+        def vocab_info(self):
+            info = super().vocab_info()
+            return type(info).from_token_bytes([chr(97 + i).encode() for i in range(V)], (0,), None)
+
+    drafter = toy_drafter()
+    runner = EosDrafter(drafter._table, drafter.order)
+    config = EdgeConfig(method=Method.EDGE, params=SamplingParams(temperature=1.0), max_new_tokens=200)
+    report = generate(None, runner, PROMPT, config)
+    assert report.token_ids[-1] == 0 and len(report.token_ids) < 200 and report.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("method", [Method.PICOSPEC, Method.SYNC, Method.AR, Method.EDGE])
+def test_a_cancelled_generation_stops_keeps_its_partial_report_and_frees_the_cloud_session(cloud, method):
+    cancel = Cancellation()
+    seen: list[int] = []
+
+    def on_tokens(tokens, source):
+        seen.extend(tokens)
+        if len(seen) >= 3:
+            cancel.cancel()  # from the thread that delivers tokens, as a server's client would
+
+    ended_before = cloud.server.sessions_ended
+    config = EdgeConfig(method=method, params=SamplingParams(temperature=0), max_new_tokens=200)
+    with pytest.raises(GenerationCancelled) as caught:
+        generate(address(cloud), toy_drafter(), PROMPT, config, on_tokens, cancel)
+    report = caught.value.report
+    assert 3 <= report.new_tokens < 200 and report.token_ids == seen[: report.new_tokens]
+    if method is not Method.EDGE:
+        wait_until(lambda: cloud.server.sessions_ended > ended_before)
+        assert cloud.server.pool.in_use == 0  # the session ended early and gave its runner back
+    # The runner is free again: the next generation runs to its end.
+    again = generate(address(cloud), toy_drafter(), PROMPT, dataclasses.replace(config, max_new_tokens=10))
+    assert again.new_tokens == 10
+
+
+def test_a_generation_cancelled_before_it_starts_does_not_open_a_session(cloud):
+    cancel = Cancellation()
+    cancel.cancel()
+    ended_before = cloud.server.sessions_ended
+    with pytest.raises(GenerationCancelled):
+        generate(address(cloud), toy_drafter(), PROMPT, EdgeConfig(max_new_tokens=5), cancel=cancel)
+    assert cloud.server.sessions_ended == ended_before

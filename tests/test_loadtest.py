@@ -17,7 +17,7 @@ from picospec.runners.replay import ReplayRunner, record_drafts
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig
-from toycloud import BATCHING, cloud_thread
+from clouds import BATCHING, cloud_thread
 
 V, SEED = 7, 5
 PROMPTS = [[1, 2], [3], [4, 0, 6]]

@@ -176,7 +176,7 @@ def test_model_path_accepts_user_file(tmp_path: Path) -> None:
 
 
 def test_model_path_missing_user_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no model file at .*nope.gguf"):
+    with pytest.raises(ModelError, match="no model file or checkpoint directory at .*nope.gguf"):
         registry.model_path(str(tmp_path / "nope.gguf"))
 
 

@@ -300,3 +300,28 @@ def test_cli_reports_an_invalid_profile(capsys: pytest.CaptureFixture[str]) -> N
     code = main(["netem", "--listen", "127.0.0.1:0", "--upstream", "h:1", "--rtt-ms", "1", "--bandwidth-mbps", "0"])
     assert code == 2
     assert "bandwidth_mbps must be positive" in capsys.readouterr().err
+
+
+def test_a_partition_holds_every_byte_until_it_heals_and_a_reset_drops_connections() -> None:
+    async def scenario() -> None:
+        async with _proxied(_echo, LinkProfile(rtt_ms=0, bandwidth_mbps=FAST)) as emulator:
+            reader, writer = await asyncio.open_connection(LOOPBACK, emulator.port)
+            emulator.partition()
+            writer.write(b"held")
+            with pytest.raises(TimeoutError):  # nothing crosses, though both sockets stay open
+                await asyncio.wait_for(reader.readexactly(4), 0.3)
+            emulator.heal()
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
+            await emulator.reset()
+            try:
+                dropped = await asyncio.wait_for(reader.read(1), 5) == b""
+            except ConnectionResetError:
+                dropped = True
+            assert dropped
+            again_reader, again_writer = await asyncio.open_connection(LOOPBACK, emulator.port)  # still listening
+            again_writer.write(b"new!")
+            assert await asyncio.wait_for(again_reader.readexactly(4), 5) == b"new!"
+            for w in (writer, again_writer):
+                w.close()
+
+    asyncio.run(scenario())

@@ -103,3 +103,44 @@ def test_the_cloud_refuses_a_drafter_with_another_vocabulary(local_cloud):
     config = EdgeConfig(method=Method.PICOSPEC, params=GREEDY, max_new_tokens=4)
     with pytest.raises(CloudError, match="FAILED_PRECONDITION.*vocabularies differ"):
         generate(local_cloud.address, toy, [1, 2], config)
+
+
+RESUME_PROMPT = "Write a Python function that returns the n-th Fibonacci number iteratively."
+
+
+def test_a_generation_resumed_after_link_resets_equals_the_uninterrupted_one(local_cloud, draft_runner):
+    """Gumbel tokens stay identical across a reset every few tokens (deterministic configuration)."""
+    prompt = draft_runner.chat_tokens(RESUME_PROMPT)
+    params = SamplingParams(temperature=1.0)
+    config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=VerifyConfig(mode="gumbel", seed=3), max_new_tokens=60)
+    reference = generate(local_cloud.address, draft_runner, prompt, config)
+    seen, resets = [0], []
+
+    def reset_every_6(tokens: list[int], source: str) -> None:
+        seen[0] += len(tokens)
+        if seen[0] >= 6 * (len(resets) + 1) and seen[0] < 60:
+            resets.append(seen[0])
+            local_cloud.link.reset()
+
+    report = generate(local_cloud.address, draft_runner, prompt, config, on_tokens=reset_every_6)
+    assert len(resets) >= 5 and report.resumes >= 5
+    assert report.token_ids == reference.token_ids
+
+
+def test_extending_the_committed_tokens_reproduces_the_uninterrupted_logits_bitwise(runners):
+    """Why a resumed session evaluates the committed tokens with extend after the prompt pass
+    (tests/test_faults.py checks that it does): in the deterministic configuration extend is
+    batch-invariant and a prompt pass over prompt + committed tokens is not. (Before, a SIGKILLed
+    cloud's resumed gumbel run parted from the uninterrupted one 1 token after the resumption.)"""
+    _, target = runners
+    prompt = target.chat_tokens(RESUME_PROMPT)
+    committed = generate_autoregressive(target, prompt, GREEDY, VerifyConfig(), np.random.default_rng(0), 24).token_ids
+    target.rollback(0)
+    target.prefill(prompt)
+    for token in committed:  # as the uninterrupted run evaluated them: one by one (or in small chunks)
+        uninterrupted = target.extend([token])[-1]
+    target.rollback(0)
+    target.prefill(prompt)
+    assert np.array_equal(target.extend(committed)[-1], uninterrupted)
+    target.rollback(0)
+    assert not np.array_equal(target.prefill(prompt + committed), uninterrupted)

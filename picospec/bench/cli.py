@@ -153,12 +153,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _load_drafter(config: BenchConfig):
     from picospec.affinity import EDGE_CORE, pin_to_cores
-    from picospec.models.registry import model_path
-    from picospec.runners.llama import LlamaRunner  # imported here: only running needs llama.cpp
+    from picospec.runners.load import load_runner  # imported here: only running needs a model backend
 
     # The bench process is the edge: the drafter, the gRPC client and the link emulator share core 0.
     pin_to_cores({EDGE_CORE})
-    return LlamaRunner(model_path(config.draft), n_threads=config.draft_threads, deterministic=config.deterministic,
+    return load_runner(config.draft, n_threads=config.draft_threads, deterministic=config.deterministic,
                        gpu_layers=config.draft_gpu_layers)  # fmt: skip
 
 

@@ -28,12 +28,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from picospec.app import add_session_args, cloud_context, edge_config, load_drafter
+from picospec.app import add_edge_args, add_session_args, channel_security, cloud_context, edge_config, load_drafter
 from picospec.options import CLOUD_PROCESS
-from picospec.edge.client import generate, generate_with_cloud
+from picospec.edge.client import CloudGeneration, generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner
+from picospec.security import ChannelSecurity
 
 EDGE_MODES = {
     "replay": "replayed drafts: the real drafter's rows recorded once per prompt (teacher-forced on the target's "
@@ -126,15 +127,16 @@ def run_load(
     edge_config: EdgeConfig,
     config: LoadtestConfig,
     cloud_stats: Callable[[], dict] | None = None,
+    security: ChannelSecurity = ChannelSecurity(),
 ) -> dict:
     """config.edges edges, each starting generations (edge i at prompt i) until the window of
     config.duration_s after config.warmup_s closes; summarize() of what they measured in the window.
-    runner_for(edge, prompt index) gives the drafter. Choose a duration many generations long: the
+    runner_for(edge, prompt index) gives the drafter; `security` reaches the cloud. Choose a duration many generations long: the
     window counts only the tokens that arrive in it."""
-    return asyncio.run(_run_load(address, runner_for, prompts, edge_config, config, cloud_stats))
+    return asyncio.run(_run_load(address, runner_for, prompts, edge_config, config, cloud_stats, security))
 
 
-async def _run_load(address, runner_for, prompts, edge_config, config, cloud_stats) -> dict:
+async def _run_load(address, runner_for, prompts, edge_config, config, cloud_stats, security) -> dict:
     # Every edge on this one event loop; each speculative session drafts on a thread of its own, and
     # one more thread reads the cloud's counters at the window's end whatever the edges do.
     loop = asyncio.get_running_loop()
@@ -154,7 +156,8 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
             session_config = dataclasses.replace(edge_config, verify=dataclasses.replace(edge_config.verify, seed=seed))
             runner = runner_for(index, prompt_index)
             try:
-                report = await generate_with_cloud(address, runner, prompts[prompt_index], session_config, sink)
+                generation = CloudGeneration(address, security, runner, prompts[prompt_index], session_config, sink)
+                report = await generation.run()
                 sample.ttft_s, sample.wall_s = report.ttft_s, report.wall_s
             except Exception as exc:  # noqa: BLE001 (an edge's failure is a measured error, not the test's end)
                 sample.error = f"{type(exc).__name__}: {exc}"
@@ -189,7 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workload", default=defaults.workload, help="prompts: humaneval or mtbench")
     parser.add_argument("--prompts", type=int, default=defaults.n_prompts, dest="n_prompts", metavar="N",
                         help="prompts of the workload, used round robin")  # fmt: skip
-    add_session_args(parser)  # --cloud HOST:PORT (None: a batching and an unbatched local cloud in turn), ...
+    add_session_args(parser)
+    add_edge_args(parser)  # --cloud HOST:PORT (None: a batching and an unbatched local cloud in turn), ...
     parser.add_argument("--json", action="store_true",
                         help="print one object: batched, unbatched (or cloud, with --cloud) and gain")  # fmt: skip
     parser.set_defaults(func=_run_loadtest)
@@ -205,6 +209,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         raise InvalidInputError("replayed drafts follow the target's greedy path: use --temperature 0 or --edge-mode live")
     if args.deterministic and not args.cloud:
         raise InvalidInputError("--deterministic turns batching off, and the load test compares batching on and off")
+    security = channel_security(args)
     drafter = load_drafter(args)
     prompts = [drafter.chat_tokens(p.text) for p in select_prompts([load.workload], load.n_prompts, load.seed)]
     live = [drafter] + [load_drafter(args) for _ in range(load.edges - 1)] if load.edge_mode == "live" else []
@@ -219,14 +224,15 @@ def _run_loadtest(args: argparse.Namespace) -> int:
             if load.edge_mode == "replay" and not recordings:
                 console.print(f"recording the drafter on {len(prompts)} prompts ...")
                 greedy = dataclasses.replace(config, method=Method.AR)
-                recordings = [record_drafts(drafter, p, generate(address, drafter, p, greedy).token_ids) for p in prompts]
+                recordings = [record_drafts(drafter, p, generate(address, drafter, p, greedy, security=security).token_ids)
+                              for p in prompts]  # fmt: skip
             vocab = drafter.vocab_info()
 
             def runner_for(edge: int, prompt: int) -> ModelRunner:
                 return ReplayRunner(recordings[prompt], vocab) if recordings else live[edge]
 
             console.print(f"{name}: {load.edges} edges, {load.warmup_s:g} s of warm-up, then {load.duration_s:g} s measured ...")
-            results[name] = run_load(address, runner_for, prompts, config, load, local.stats if local else None)
+            results[name] = run_load(address, runner_for, prompts, config, load, local.stats if local else None, security)
     if not args.cloud:
         results["gain"] = results["batched"]["aggregate_tokens_per_s"] / max(results["unbatched"]["aggregate_tokens_per_s"], 1e-9)
     if args.json:

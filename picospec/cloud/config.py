@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from picospec.cloud.scheduler import StepPolicy
 from picospec.errors import InvalidInputError
+from picospec.security import ServerSecurity
+from picospec.wire.liveness import Liveness
 from picospec.wire.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
 class CloudConfig:
-    """Where the cloud listens, what it serves, and how much one edge may ask of it."""
+    """Where the cloud listens, whom it serves, what it serves, and how much one edge may ask of it."""
 
     host: str = "127.0.0.1"
     port: int = 50051  # 0 picks a free port
@@ -25,7 +27,10 @@ class CloudConfig:
     drain_s: float = 30.0
     model_name: str = "target"  # what the welcome message names
     threads: int = 1  # llama.cpp threads of the target
-    gpu_layers: int = 0  # target layers offloaded to a GPU (-1: all); needs a llama.cpp built with one
+    device: str = "cpu"  # where a Hugging Face checkpoint runs (cpu, cuda, ...)
+    gpu_layers: int = 0  # llama.cpp target layers offloaded to a GPU (-1: all); needs a llama.cpp built with one
+    security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS, token; loopback-only without them
+    liveness: Liveness = field(default_factory=Liveness)  # keepalive: a vanished edge's session is freed within its bound
     # Batching: one pass evaluates the pending work of every session (one llama.cpp context holding a
     # sequence per session), at most step_tokens tokens, cutting longer work (a prompt) into pieces.
     # Off: one context per session and one session's work per pass, in arrival order.

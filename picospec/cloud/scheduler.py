@@ -20,7 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -244,6 +244,9 @@ class SequenceView(TokenList):
 
     def chat_tokens(self, user_message: str) -> list[int]:
         return self._runner.chat_tokens(user_message)
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return self._runner.chat_messages_tokens(messages)
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         """Evaluate `tokens` after the sequence; their logits rows, shape (len(tokens), n_vocab)."""

@@ -44,8 +44,10 @@ from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.models.registry import DEFAULT_TARGET
 from picospec.runners.base import MultiSeqRunner, VocabInfo
+from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
+from picospec.wire.liveness import add_liveness_arguments, liveness_from_args
 from picospec.wire.messages import SessionSpec, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
@@ -77,6 +79,10 @@ class CloudServer(pb_grpc.VerifierServicer):
 
     async def start(self) -> None:
         """Load the target (learning its vocabulary and measuring its cost curve), then listen."""
+        security = self.config.security
+        if warning := security.check_listen(self.config.host):  # refuses before any model is loaded
+            logger.warning(warning)
+        logger.info("security: %s", security.describe())
         runner = await asyncio.get_running_loop().run_in_executor(None, self._runner_factory, self.config.max_sessions)
         self.scheduler = BatchScheduler(runner, self.config.step_policy).start()
         self.pool = SequencePool(self.scheduler)
@@ -89,12 +95,18 @@ class CloudServer(pb_grpc.VerifierServicer):
             self.pool.release(lease)
         limits = self.config.max_message_bytes
         self._server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits)]
+            interceptors=security.interceptors(),
+            options=[("grpc.max_receive_message_length", limits), ("grpc.max_send_message_length", limits),
+                     *self.config.liveness.server_options()],  # fmt: skip
         )
         pb_grpc.add_VerifierServicer_to_server(self, self._server)
         address = f"{self.config.host}:{self.config.port}"
+        credentials = security.credentials()
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise InvalidInputError(f"cannot listen on {address}: {exc}") from None
         if self.port == 0:  # older gRPC reports a failed bind this way
@@ -215,7 +227,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
-        session = AutoregressiveSession(spec, lease.view, stats, lease.view.compute_clock)
+        session = AutoregressiveSession(spec, lease.view, self.config, stats, lease.view.compute_clock)
         while not session.done:
             yield await lease.run(session.next_message)
             message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say
@@ -302,7 +314,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cloud` command to the top-level parser."""
     defaults = CloudConfig()
     parser = subparsers.add_parser("cloud", help="serve the target model: verify draft chunks for edge sessions")
-    parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target) or a GGUF file")
+    parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target), a GGUF file or a Hugging Face checkpoint directory")
     parser.add_argument("--host", default=defaults.host, help="address to listen on")
     parser.add_argument("--port", type=int, default=defaults.port, help="port, 0 for any free one")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="llama.cpp threads of the target")
@@ -329,7 +341,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_s, metavar="S",
                         help="on SIGTERM: refuse new sessions (UNAVAILABLE) and let running ones finish for up to S s")  # fmt: skip
+    parser.add_argument("--device", default=defaults.device, help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
+    add_server_arguments(parser)
+    add_liveness_arguments(parser)
     parser.set_defaults(func=_serve_command)
 
 
@@ -338,14 +353,16 @@ def _serve_command(args: argparse.Namespace) -> int:
     if args.cores is not None:
         pin_to_cores(args.cores)
     from picospec.models.registry import model_path
-    from picospec.runners.llama import LlamaRunner  # imported here: only serving needs llama.cpp
+    from picospec.runners.load import load_runner  # imported here: only serving needs a model backend
     from picospec.runners.separate import SeparateRunners
 
     path = model_path(args.model)
-    batching = args.batching == "on" and not args.deterministic
-    if args.batching == "on" and args.deterministic:
-        # Other sessions' tokens in a pass would change the batch size llama.cpp's kernels see.
-        logger.info("deterministic configuration: batching off")
+    # Batching needs llama.cpp's multi-sequence context, and other sessions' tokens in a pass would
+    # change the batch size the deterministic configuration's kernels must see.
+    why_not = "a checkpoint directory" if path.is_dir() else "--deterministic" if args.deterministic else None
+    batching = args.batching == "on" and why_not is None
+    if args.batching == "on" and why_not:
+        logger.info("batching off: %s", why_not)
     config = CloudConfig(
         host=args.host,
         port=args.port,
@@ -360,15 +377,23 @@ def _serve_command(args: argparse.Namespace) -> int:
         step_tokens=args.step_tokens,
         kv_unified=args.kv_unified,
         drain_s=args.drain_timeout,
+        device=args.device,
+        security=ServerSecurity.from_args(args),
+        liveness=liveness_from_args(args),
     )
-    llama = functools.partial(
-        LlamaRunner, path, n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,
-        gpu_layers=config.gpu_layers,
-    )  # fmt: skip
-    if batching:  # one context with a sequence per session, whose decode holds a whole pass
-        factory = lambda n_seq: llama(n_seq=n_seq, n_batch=config.step_tokens, kv_unified=config.kv_unified)  # noqa: E731
-    else:
-        factory = functools.partial(SeparateRunners, llama, seq_capacity=config.max_context)
+    if batching:  # one llama.cpp context with a sequence per session, whose decode holds a whole pass
+        from picospec.runners.llama import LlamaRunner
+
+        def factory(n_seq: int) -> LlamaRunner:
+            return LlamaRunner(path, n_ctx=config.max_context, n_threads=config.threads, gpu_layers=config.gpu_layers,
+                               n_seq=n_seq, n_batch=config.step_tokens, kv_unified=config.kv_unified)  # fmt: skip
+
+    else:  # a runner per session
+        single = functools.partial(
+            load_runner, str(path), n_ctx=config.max_context, n_threads=config.threads,
+            deterministic=args.deterministic, device=config.device, gpu_layers=config.gpu_layers,
+        )  # fmt: skip
+        factory = functools.partial(SeparateRunners, single, seq_capacity=config.max_context)
     return asyncio.run(_serve_until_signalled(config, factory))
 
 

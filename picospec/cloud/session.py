@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 import grpc
-import numpy as np
 from google.protobuf.message import DecodeError
 
 from picospec.cloud.config import CloudConfig
@@ -159,10 +158,15 @@ def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: Cloud
     if mismatch:
         raise SessionRefused(grpc.StatusCode.FAILED_PRECONDITION, mismatch)
     spec = parse_hello(hello, vocab.n_vocab)
-    needed = len(spec.prompt) + (spec.max_new_tokens if spec.autoregressive else 0)
-    if needed > config.max_context:
-        what = "prompt plus max_new_tokens" if spec.autoregressive else "prompt"
-        raise ProtocolError(f"the {what} ({needed} tokens) exceeds the context limit of {config.max_context} tokens")
+    # Refused here, before any model work, and with both numbers: a prompt that fills the context
+    # leaves no room for even one new token. Anything shorter is served; the edge learns the
+    # limit from the welcome and ends the generation there with finish reason "length".
+    if len(spec.prompt) >= config.max_context:
+        raise SessionRefused(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"the prompt ({len(spec.prompt)} tokens) does not fit the context limit of {config.max_context} "
+            f"tokens (prompt plus at least one new token)",
+        )
     return spec
 
 
@@ -188,14 +192,13 @@ class SpeculativeSession:
         clock: Clock,
     ) -> None:
         self.spec, self.config, self.stats, self.costs, self._clock = spec, config, stats, costs, clock
-        rng = np.random.default_rng(spec.config.seed)
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, rng)
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
         self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
         started = self._clock()
-        self.verifier.begin(self.spec.prompt)
+        self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         self._unreported_prefill_s = self._clock() - started
         self._account(self._unreported_prefill_s)
 
@@ -280,14 +283,18 @@ class SpeculativeSession:
 
 
 class AutoregressiveSession:
-    """The `ar` baseline: the target alone samples max_new_tokens, ending early after an EOS. It
+    """The `ar` baseline: the target alone samples max_new_tokens (fewer where the context limit
+    comes first), ending early after an EOS. It
     decodes through the same TargetVerifier.decode that a speculative session falls back to."""
 
-    def __init__(self, spec: SessionSpec, runner: ModelRunner, stats: SessionStats, clock: Clock) -> None:
+    def __init__(
+        self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, clock: Clock
+    ) -> None:
         self.spec, self.stats, self._clock = spec, stats, clock
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, np.random.default_rng(spec.config.seed))
+        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
-        self._remaining = spec.max_new_tokens
+        # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
+        self._remaining = min(spec.max_new_tokens, config.max_context - len(spec.prompt))
 
     @property
     def done(self) -> bool:
@@ -298,7 +305,7 @@ class AutoregressiveSession:
         is the prompt pass."""
         started = self._clock()
         if self.verifier.passes == 0:
-            self.verifier.begin(self.spec.prompt)
+            self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         start = self.verifier.committed
         token = self.verifier.decode()
         compute_s = self._clock() - started

@@ -10,6 +10,7 @@ from picospec.edge.policy import ChunkPolicy
 from picospec.errors import InvalidInputError
 from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig, VerifyMode
+from picospec.wire.liveness import Liveness
 
 
 class Method(str, Enum):
@@ -32,6 +33,35 @@ class Method(str, Enum):
     @property
     def default_mode(self) -> VerifyMode:
         return VerifyMode.FULL if self is Method.VANILLA else VerifyMode.EXACT
+
+
+class CloudLoss(str, Enum):
+    """What the edge does when the stream to its cloud breaks mid-generation."""
+
+    FAIL = "fail"  # end with an error (the tokens so far are in the error's report)
+    RESUME = "resume"  # reconnect with backoff and continue from the committed tokens
+    LOCAL = "local"  # resume; once the retries run out, finish with the drafter alone (marked edge-only)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How the edge survives losing its cloud: reconnection with exponential backoff, bounded
+    by `retries` attempts in a row that commit nothing, and keepalive to notice a silent one."""
+
+    on_loss: CloudLoss = CloudLoss.RESUME
+    retries: int = 6
+    backoff_s: float = 0.25  # the first wait; it doubles with each failed attempt
+    max_backoff_s: float = 8.0
+    liveness: Liveness = field(default_factory=Liveness)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on_loss", CloudLoss(self.on_loss))
+        if self.retries < 0 or not 0 <= self.backoff_s <= self.max_backoff_s:
+            raise InvalidInputError("retries must be >= 0 and 0 <= backoff_s <= max_backoff_s")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before reconnection attempt `attempt` (1, 2, ...)."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,7 @@ class EdgeConfig:
     # Most drafted-but-unverified tokens the fixed-policy pipeline holds; None: twice chunk_len.
     max_lookahead: int | None = None
     controller: ControllerConfig | None = field(default_factory=ControllerConfig)
+    recovery: Recovery = field(default_factory=Recovery)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", Method(self.method))

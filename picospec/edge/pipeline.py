@@ -62,7 +62,10 @@ class CloudLink:
 
 
 Inbox: TypeAlias = "queue.Queue[VerdictReport | TokensReport | CandidateReport | BaseException]"
-TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge)
+TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge | edge-only)
+# The source of tokens the drafter decoded alone after the cloud was lost (--on-cloud-loss local):
+# samples of the drafter, not of the target.
+EDGE_ONLY = "edge-only"
 
 
 class SpeculativeEdge(EdgeLoop):
@@ -77,12 +80,18 @@ class SpeculativeEdge(EdgeLoop):
         on_tokens: TokenSink | None = None,
         stop_ids: Sequence[int] = (),
         cloud: CloudLink | None = None,
+        report: EdgeReport | None = None,
     ) -> None:
+        """`report` (default: a new one) fills in as the generation runs, so a caller that stops
+        it early still has what it measured."""
         self.drafter, self.config, self._send, self.inbox = drafter, config, send, inbox
         self._on_tokens = on_tokens or (lambda tokens, source: None)
         self.stop_ids = set(stop_ids)
         self.policy = config.policy
-        self.report = EdgeReport(method=config.method.value, verify=config.verify.mode.value)
+        # A resumed session continues the report of the generation: its tokens are the context
+        # after the prompt, and the counts add up over sessions.
+        self.report = report if report is not None else EdgeReport(method=config.method.value, verify=config.verify.mode.value)
+        self._passes_before = self.report.cloud_passes
         self._building: list[DraftChunk] = []  # drafted, not yet shipped
         self._in_flight: deque[DraftChunk | DecodeOrder] = deque()  # shipped, awaiting answers, in order
         self._shipped_at: deque[float] = deque()  # when each in-flight item was shipped
@@ -90,6 +99,7 @@ class SpeculativeEdge(EdgeLoop):
         self._stopped = False
         self._t0 = time.perf_counter()
         self._prompt: list[int] = []
+        self._resumed_after: list[int] = []
         self._begun = False  # the drafter has evaluated the prompt
         self._unfollowed: list[int] = []  # decoded by the cloud, not yet evaluated by the drafter
         self.controller: Controller | None = None
@@ -102,9 +112,11 @@ class SpeculativeEdge(EdgeLoop):
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, prompt: Sequence[int]) -> EdgeReport:
-        """Generate after `prompt`; return the report once max_new_tokens or a stop token is committed."""
+        """Generate after `prompt` and the report's tokens; return the report once max_new_tokens
+        or a stop token is committed."""
         self._t0 = time.perf_counter()
         self._prompt = list(prompt)
+        self._resumed_after = list(self.report.token_ids)  # what earlier sessions committed
         if self.controller is None:
             self._catch_up()
         else:
@@ -113,7 +125,7 @@ class SpeculativeEdge(EdgeLoop):
         self.send(pb.EdgeMessage(close=pb.Close()))
         self.report.wall_s = self._now()
         if self.controller is not None:
-            self.report.mode_switches = self.controller.switches
+            self.report.mode_switches += self.controller.switches
         return self.report
 
     def _done(self) -> bool:
@@ -177,7 +189,7 @@ class SpeculativeEdge(EdgeLoop):
     def _catch_up(self) -> None:
         """Bring the drafter to the verified context: the prompt, then the tokens the cloud decoded."""
         if not self._begun:
-            self.drafter.begin(self._prompt)
+            self.drafter.begin(self._prompt + self._resumed_after)
             self._begun = True
         if self._unfollowed:
             shadow = self.drafter.follow(self._unfollowed)
@@ -216,7 +228,10 @@ class SpeculativeEdge(EdgeLoop):
     def _order_decode(self, count: int) -> None:
         """Ask the cloud to decode `count` tokens after everything committed or already ordered."""
         start = len(self._prompt) + self.report.new_tokens + sum(map(len, self._in_flight))
-        message = decode_message(self.drafter.epoch, start, count, self._correction_to_send)
+        # Until the drafter begins this session, no rejection has happened in it: epoch 0 (the
+        # drafter may still hold an earlier session's epoch when this one resumes a generation).
+        epoch = self.drafter.epoch if self._begun else 0
+        message = decode_message(epoch, start, count, self._correction_to_send)
         self._correction_to_send = None
         self._launch(DecodeOrder(start, count), message)
 
@@ -269,10 +284,12 @@ class SpeculativeEdge(EdgeLoop):
         shipped_at = self._shipped_at.popleft()
         self._cloud_reported(item.cloud_passes, item.verify_s, item.prefill_s)
         self._event("verdict", self._now())
+        # The accepted drafts are verified: commit them before fetching more candidates can fail,
+        # so a generation that loses its cloud then resumes after them.
+        self._emit([int(t) for t in chunk.tokens[: verdict.accepted]], "draft")
         token = None
         if verdict.rejected or verdict.token is not None:
             token = resolve_correction(verdict, chunk, self.drafter.rng, lambda: self._fetch_candidates(chunk.epoch + 1))
-        self._emit([int(t) for t in chunk.tokens[: verdict.accepted]], "draft")
         if token is not None:
             self._emit([token], "edge" if verdict.needs_edge_sampling else "cloud")
         self.report.accepted_lengths.append(verdict.accepted)
@@ -305,7 +322,7 @@ class SpeculativeEdge(EdgeLoop):
             self._shipped_at.popleft()
 
     def _cloud_reported(self, passes: int, compute_s: float, prefill_s: float) -> None:
-        self.report.cloud_passes = passes
+        self.report.cloud_passes = self._passes_before + passes
         self.report.cloud_busy_s += compute_s + prefill_s
         if prefill_s:
             self.report.cloud_prefill_s = prefill_s

@@ -22,7 +22,7 @@ class EdgeReport:
     method: str
     verify: str
     token_ids: list[int] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)  # per token: draft (accepted) | cloud | edge
+    sources: list[str] = field(default_factory=list)  # per token: draft (accepted) | cloud | edge | edge-only
     text: str = ""
     wall_s: float = 0.0
     ttft_s: float | None = None
@@ -42,6 +42,11 @@ class EdgeReport:
     cloud_prefill_s: float | None = None  # the cloud's prompt pass (compute only)
     cloud_decode_s: float = 0.0  # the cloud's compute for the tokens it decoded itself (`decoded`)
     edge_busy_s: float = 0.0
+    resumes: int = 0  # reconnection attempts after losing the cloud, each a session resuming after the committed tokens
+    edge_only: int = 0  # the last tokens, decoded by the drafter alone once the cloud was lost for good
+    # "stop" after a stop token, "length" at max_new_tokens or the cloud's context limit (as the
+    # OpenAI API reports it); set once the generation ends.
+    finish_reason: str = ""
     timeline: list[TimelineEvent] = field(default_factory=list)
 
     @property
@@ -73,3 +78,8 @@ class EdgeReport:
             bytes_down_per_token=self.bytes_down / max(1, self.new_tokens),
         )
         return data
+
+
+def finish_reason(token_ids: list[int], stop_ids: frozenset[int] | set[int]) -> str:
+    """Why a generation ended: "stop" when its last token is a stop token, else "length"."""
+    return "stop" if token_ids and token_ids[-1] in stop_ids else "length"

@@ -126,13 +126,14 @@ def _not_pulled(spec: ModelSpec, path: Path) -> ModelError:
 
 
 def model_path(name_or_path: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The GGUF file for a default model name ("draft", "target") or a user's own path, checked to exist."""
+    """The GGUF file for a default model name ("draft", "target"), or a user's own path (a GGUF file or a
+    Hugging Face checkpoint directory), checked to exist."""
     spec = DEFAULT_MODELS.get(name_or_path)
     if spec is None:
         path = Path(name_or_path).expanduser()
-        if not path.is_file():
+        if not (path.is_file() or path.is_dir()):
             known = ", ".join(DEFAULT_MODELS)
-            raise ModelError(f"no model file at {path} (and {name_or_path!r} is not a default model: {known})")
+            raise ModelError(f"no model file or checkpoint directory at {path} (and {name_or_path!r} is not a default model: {known})")
         return path
     path = default_path(spec, cache_dir)
     if not path.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -13,26 +13,34 @@ from picospec.errors import InvalidInputError
 
 @dataclass(frozen=True)
 class VocabInfo:
-    """What two models must share for one to draft for the other."""
+    """A model's vocabulary: what two models must share for one to draft for the other (the
+    fingerprint), and where its generations end (eos_ids).
+
+    The fingerprint covers what a token id means, every token's bytes and the BOS id, so it is
+    the same for the same tokenizer whatever the backend. The end-of-generation ids are left out:
+    they are each runner's stopping rule, and backends derive them differently (llama.cpp adds FIM
+    and other text-matched markers to a checkpoint's declared EOS ids). A drafter whose set
+    differs still drafts exactly; the edge stops at its own set's tokens.
+    """
 
     n_vocab: int
     eos_ids: tuple[int, ...]
     bos_id: int | None
-    fingerprint: str  # hex digest over every token's bytes and the special ids
+    fingerprint: str  # hex digest over every token's bytes and the BOS id
 
     @staticmethod
     def from_token_bytes(token_bytes: Sequence[bytes], eos_ids: Sequence[int], bos_id: int | None) -> "VocabInfo":
-        """Build the fingerprint from each token's text, in id order."""
+        """Build the fingerprint from each token's text, in id order, and the BOS id."""
         digest = hashlib.sha256()
         for piece in token_bytes:
             digest.update(len(piece).to_bytes(4, "little"))
             digest.update(piece)
-        digest.update(repr((tuple(eos_ids), bos_id)).encode())
+        digest.update(repr(bos_id).encode())
         return VocabInfo(len(token_bytes), tuple(eos_ids), bos_id, digest.hexdigest())
 
     def mismatch(self, n_vocab: int, fingerprint: str) -> str | None:
         """Why a drafter with this vocabulary size and fingerprint cannot draft for this model (the
-        target), or None when it can: the same tokens under the same ids and the same special ids."""
+        target), or None when it can: the same tokens under the same ids and the same BOS id."""
         if fingerprint == self.fingerprint and n_vocab == self.n_vocab:
             return None
         return (
@@ -67,6 +75,10 @@ class ModelRunner(Protocol):
 
     def chat_tokens(self, user_message: str) -> list[int]:
         """Token ids of a one-turn chat prompt, ready for the assistant's reply."""
+        ...
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a conversation ({"role": ..., "content": ...} dicts), ready for the assistant's reply."""
         ...
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
@@ -126,6 +138,8 @@ class MultiSeqRunner(Protocol):
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
     def chat_tokens(self, user_message: str) -> list[int]: ...
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]: ...
 
     def evaluate(self, evals: Sequence[SeqEval]) -> list[np.ndarray]:
         """Evaluate every SeqEval (at most one per sequence) in one pass; return, per SeqEval, its

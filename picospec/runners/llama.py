@@ -13,7 +13,7 @@ import ctypes
 import functools
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -335,6 +335,10 @@ class LlamaRunner:
 
     def chat_tokens(self, user_message: str) -> list[int]:
         """Token ids of a one-turn chat prompt in the GGUF's chat template, ready for the assistant's reply."""
+        return self.chat_messages_tokens([{"role": "user", "content": user_message}])
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a conversation ({"role", "content"} dicts) in the GGUF's chat template, ready for the assistant's reply."""
         template = llama_cpp.llama_model_chat_template(self._model.model, None)
         if template is None:
             raise ModelError(f"{self.model_path} has no chat template (tokenizer.chat_template)")
@@ -345,7 +349,7 @@ class LlamaRunner:
             bos_token="" if bos is None else self.token_bytes(bos).decode("utf-8", errors="replace"),
             add_generation_prompt=True,
         )
-        prompt = formatter(messages=[{"role": "user", "content": user_message}]).prompt
+        prompt = formatter(messages=[dict(message) for message in messages]).prompt
         ids = self.tokenize(prompt, add_special=False, parse_special=True)
         # Add BOS as the model asks, unless the template already wrote it.
         if bos is not None and self._model.add_bos_token() and ids[:1] != [bos]:

@@ -7,7 +7,7 @@ unbatched path (one llama.cpp context per session, as before batching existed).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -58,6 +58,9 @@ class SeparateRunners:
 
     def chat_tokens(self, user_message: str) -> list[int]:
         return self.runner(0).chat_tokens(user_message)
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return self.runner(0).chat_messages_tokens(messages)
 
     def evaluate(self, evals: Sequence[SeqEval]) -> list[np.ndarray]:
         """One pass per SeqEval, in order: through extend when it wants more than its last row (as a

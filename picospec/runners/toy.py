@@ -7,7 +7,7 @@ with its target is a parameter. It never stands in for the real pair outside uni
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -57,6 +57,10 @@ class ToyRunner(TokenList):
 
     def chat_tokens(self, user_message: str) -> list[int]:
         return self.tokenize(user_message)
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """The toy has no template: the contents, concatenated."""
+        return self.tokenize("".join(message["content"] for message in messages))
 
     def extend(self, tokens: Sequence[int]) -> np.ndarray:
         ids = check_token_ids(tokens, self.n_vocab).tolist()

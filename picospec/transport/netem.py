@@ -96,11 +96,12 @@ async def _relay(
     writer: asyncio.StreamWriter,
     schedule: LinkSchedule,
     count: Callable[[int], None],
+    flowing: asyncio.Event,
 ) -> None:
     """Carry one direction: read chunks, deliver each at its due time, then pass on the close."""
     queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
     async with asyncio.TaskGroup() as group:
-        group.create_task(_deliver(queue, writer, count))
+        group.create_task(_deliver(queue, writer, count, flowing))
         await _receive(reader, schedule, queue)
 
 
@@ -121,13 +122,18 @@ async def _receive(
 
 
 async def _deliver(
-    queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter, count: Callable[[int], None]
+    queue: asyncio.Queue[tuple[float, bytes] | None],
+    writer: asyncio.StreamWriter,
+    count: Callable[[int], None],
+    flowing: asyncio.Event,
 ) -> None:
-    """Write each chunk once its due time comes, in order; on the end marker, half-close like TCP."""
+    """Write each chunk once its due time comes, in order; on the end marker, half-close like TCP.
+    While the link is partitioned (`flowing` clear) nothing is written."""
     loop = asyncio.get_running_loop()
     while (item := await queue.get()) is not None:
         due, data = item
         await asyncio.sleep(max(0.0, due - loop.time()))
+        await flowing.wait()
         writer.write(data)
         await writer.drain()
         count(len(data))
@@ -164,6 +170,23 @@ class LinkEmulator:
         self._rng = random.Random(seed)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()  # cleared while partitioned
+        self._flowing.set()
+
+    def partition(self) -> None:
+        """Stop delivering in both directions of every connection, new ones included: the sockets
+        stay open and the bytes wait, as across a partitioned network, until heal()."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        """End a partition: the waiting bytes are delivered (TCP would retransmit them)."""
+        self._flowing.set()
+
+    async def reset(self) -> None:
+        """Drop every open connection at once (both peers see a reset), and keep listening."""
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def start(self) -> int:
         """Start listening; returns the bound port (a free one when listen_port is 0)."""
@@ -228,8 +251,8 @@ class LinkEmulator:
         """Run both directions; a reset or broken pipe on either side ends the whole connection."""
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(_relay(client_reader, upstream_writer, self._schedule(), self._count_up))
-                group.create_task(_relay(upstream_reader, client_writer, self._schedule(), self._count_down))
+                group.create_task(_relay(client_reader, upstream_writer, self._schedule(), self._count_up, self._flowing))
+                group.create_task(_relay(upstream_reader, client_writer, self._schedule(), self._count_down, self._flowing))
         except* OSError as group_error:
             logger.info("netem: connection ended: %s", group_error.exceptions[0])
 
@@ -290,6 +313,18 @@ class LinkEmulatorThread:
         except BaseException:
             self.stop()
             raise
+
+    def partition(self) -> None:
+        """LinkEmulator.partition, from any thread."""
+        self._loop.call_soon_threadsafe(self.emulator.partition)
+
+    def heal(self) -> None:
+        """LinkEmulator.heal, from any thread."""
+        self._loop.call_soon_threadsafe(self.emulator.heal)
+
+    def reset(self) -> None:
+        """LinkEmulator.reset, from any thread; returns once the connections are gone."""
+        asyncio.run_coroutine_threadsafe(self.emulator.reset(), self._loop).result()
 
     def stop(self) -> None:
         """Stop the proxy and the loop thread; safe to call twice."""

@@ -24,6 +24,12 @@ PROTOCOL_VERSION = 3
 # Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
 # 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Random streams derived from the session seed: the edge's drafter draws from (seed,
+# DRAFTER_STREAM), the cloud's sampler from (seed), or (seed, RESUMED_STREAM, n) in the n-th
+# resumed session. They must never coincide: a cloud stream equal to the drafter's would correlate
+# the accept tests with the drafts (tests/test_faults.py caught exactly that).
+DRAFTER_STREAM = 1
+RESUMED_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,25 @@ class SessionSpec:
     bonus: bool = False
     vocab_fingerprint: str = ""
     n_vocab: int = 0
+    resumed: int = 0  # 0 for a new generation, n for its n-th resumed session
+    committed: int = 0  # the last `committed` prompt tokens were generated before this (resumed) session
+
+    @property
+    def original_prompt(self) -> list[int]:
+        """The prompt the generation started from."""
+        return self.prompt[: len(self.prompt) - self.committed]
+
+    @property
+    def committed_tokens(self) -> list[int]:
+        """What earlier sessions of this generation committed (empty for a new generation)."""
+        return self.prompt[len(self.prompt) - self.committed :]
+
+    def sampler_rng(self) -> np.random.Generator:
+        """The cloud's random stream for this session: (seed) for a new generation, (seed,
+        RESUMED_STREAM, n) for its n-th resumption, so draws that decided committed tokens are
+        never reused, and no stream is the edge's drafter's."""
+        seed = self.config.seed
+        return np.random.default_rng(seed if self.resumed == 0 else [seed, RESUMED_STREAM, self.resumed])
 
 
 @dataclass(frozen=True)
@@ -130,6 +155,8 @@ def hello_message(spec: SessionSpec) -> pb.EdgeMessage:
             method=pb.AUTOREGRESSIVE if spec.autoregressive else pb.SPECULATIVE,
             max_new_tokens=spec.max_new_tokens,
             bonus=spec.bonus,
+            resumed=spec.resumed,
+            committed_tokens=spec.committed,
         )
     )
 
@@ -143,6 +170,10 @@ def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
     prompt = codec.decode_tokens(hello.prompt_tokens, n_vocab).tolist()
     if not prompt:
         raise ProtocolError("hello.prompt_tokens is empty")
+    if hello.committed_tokens >= len(prompt):
+        raise ProtocolError(
+            f"hello.committed_tokens ({hello.committed_tokens}) must leave at least one token of the {len(prompt)}-token prompt"
+        )
     try:
         params = SamplingParams(hello.sampling.temperature, hello.sampling.top_k, hello.sampling.top_p)
         verify = hello.verify
@@ -164,6 +195,8 @@ def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
         bonus=hello.bonus,
         vocab_fingerprint=hello.vocab_fingerprint,
         n_vocab=hello.n_vocab,
+        resumed=hello.resumed,
+        committed=hello.committed_tokens,
     )
 
 

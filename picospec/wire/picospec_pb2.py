@@ -24,43 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpicospec/wire/picospec.proto\x12\x0bpicospec.v1\"=\n\x08Sampling\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\r\n\x05top_p\x18\x03 \x01(\x02\"g\n\x0eVerifySettings\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0c\n\x04topk\x18\x02 \x01(\r\x12\x14\n\x0cn_candidates\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x15\n\rsparse_format\x18\x05 \x01(\t\"\x86\x02\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x19\n\x11vocab_fingerprint\x18\x02 \x01(\t\x12\x0f\n\x07n_vocab\x18\x03 \x01(\r\x12\'\n\x08sampling\x18\x04 \x01(\x0b\x32\x15.picospec.v1.Sampling\x12+\n\x06verify\x18\x05 \x01(\x0b\x32\x1b.picospec.v1.VerifySettings\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x0c\x12#\n\x06method\x18\x07 \x01(\x0e\x32\x13.picospec.v1.Method\x12\x16\n\x0emax_new_tokens\x18\x08 \x01(\r\x12\r\n\x05\x62onus\x18\t \x01(\x08\"\x8c\x01\n\nDraftChunk\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x01(\x0c\x12\x13\n\x0btoken_probs\x18\x04 \x01(\x0c\x12\x13\n\x0b\x64raft_probs\x18\x05 \x01(\x0c\x12\x17\n\ncorrection\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_correction\"\x1f\n\x0eMoreCandidates\x12\r\n\x05\x65poch\x18\x01 \x01(\r\"]\n\x06\x44\x65\x63ode\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x17\n\ncorrection\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_correction\"\x07\n\x05\x43lose\"\xe8\x01\n\x0b\x45\x64geMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.picospec.v1.HelloH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.picospec.v1.DraftChunkH\x00\x12\x36\n\x0fmore_candidates\x18\x03 \x01(\x0b\x32\x1b.picospec.v1.MoreCandidatesH\x00\x12#\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x12.picospec.v1.CloseH\x00\x12%\n\x06\x64\x65\x63ode\x18\x05 \x01(\x0b\x32\x13.picospec.v1.DecodeH\x00\x42\x06\n\x04kind\"/\n\tCostCurve\x12\x10\n\x08verify_s\x18\x01 \x03(\x02\x12\x10\n\x08\x64\x65\x63ode_s\x18\x02 \x01(\x02\"\x88\x01\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bmax_context\x18\x03 \x01(\r\x12%\n\x05\x63osts\x18\x04 \x01(\x0b\x32\x16.picospec.v1.CostCurve\x12\x18\n\x10max_chunk_tokens\x18\x05 \x01(\r\"\xc8\x01\n\x07Verdict\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\x08\x12\x12\n\x05token\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06sparse\x18\x06 \x01(\x0c\x12\x12\n\ncandidates\x18\x07 \x01(\x0c\x12\x10\n\x08verify_s\x18\x08 \x01(\x02\x12\x14\n\x0c\x63loud_passes\x18\t \x01(\r\x12\x11\n\tprefill_s\x18\n \x01(\x02\x42\x08\n\x06_token\"3\n\x0e\x43\x61ndidateBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x12\n\ncandidates\x18\x02 \x01(\x0c\"c\n\x06Tokens\x12\x0e\n\x06tokens\x18\x01 \x01(\x0c\x12\x11\n\tcompute_s\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\r\x12\x14\n\x0c\x63loud_passes\x18\x04 \x01(\r\x12\x11\n\tprefill_s\x18\x05 \x01(\x02\"\xc2\x01\n\x0c\x43loudMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.picospec.v1.WelcomeH\x00\x12\'\n\x07verdict\x18\x02 \x01(\x0b\x32\x14.picospec.v1.VerdictH\x00\x12\x31\n\ncandidates\x18\x03 \x01(\x0b\x32\x1b.picospec.v1.CandidateBatchH\x00\x12%\n\x06tokens\x18\x04 \x01(\x0b\x32\x13.picospec.v1.TokensH\x00\x42\x06\n\x04kind*E\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPECULATIVE\x10\x01\x12\x12\n\x0e\x41UTOREGRESSIVE\x10\x02\x32O\n\x08Verifier\x12\x43\n\x08Generate\x12\x18.picospec.v1.EdgeMessage\x1a\x19.picospec.v1.CloudMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpicospec/wire/picospec.proto\x12\x0bpicospec.v1\"=\n\x08Sampling\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\r\n\x05top_p\x18\x03 \x01(\x02\"g\n\x0eVerifySettings\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0c\n\x04topk\x18\x02 \x01(\r\x12\x14\n\x0cn_candidates\x18\x03 \x01(\r\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x15\n\rsparse_format\x18\x05 \x01(\t\"\xb1\x02\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x19\n\x11vocab_fingerprint\x18\x02 \x01(\t\x12\x0f\n\x07n_vocab\x18\x03 \x01(\r\x12\'\n\x08sampling\x18\x04 \x01(\x0b\x32\x15.picospec.v1.Sampling\x12+\n\x06verify\x18\x05 \x01(\x0b\x32\x1b.picospec.v1.VerifySettings\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x0c\x12#\n\x06method\x18\x07 \x01(\x0e\x32\x13.picospec.v1.Method\x12\x16\n\x0emax_new_tokens\x18\x08 \x01(\r\x12\r\n\x05\x62onus\x18\t \x01(\x08\x12\x0f\n\x07resumed\x18\n \x01(\r\x12\x18\n\x10\x63ommitted_tokens\x18\x0b \x01(\r\"\x8c\x01\n\nDraftChunk\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x01(\x0c\x12\x13\n\x0btoken_probs\x18\x04 \x01(\x0c\x12\x13\n\x0b\x64raft_probs\x18\x05 \x01(\x0c\x12\x17\n\ncorrection\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_correction\"\x1f\n\x0eMoreCandidates\x12\r\n\x05\x65poch\x18\x01 \x01(\r\"]\n\x06\x44\x65\x63ode\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x17\n\ncorrection\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_correction\"\x07\n\x05\x43lose\"\xe8\x01\n\x0b\x45\x64geMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.picospec.v1.HelloH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.picospec.v1.DraftChunkH\x00\x12\x36\n\x0fmore_candidates\x18\x03 \x01(\x0b\x32\x1b.picospec.v1.MoreCandidatesH\x00\x12#\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x12.picospec.v1.CloseH\x00\x12%\n\x06\x64\x65\x63ode\x18\x05 \x01(\x0b\x32\x13.picospec.v1.DecodeH\x00\x42\x06\n\x04kind\"/\n\tCostCurve\x12\x10\n\x08verify_s\x18\x01 \x03(\x02\x12\x10\n\x08\x64\x65\x63ode_s\x18\x02 \x01(\x02\"\x88\x01\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bmax_context\x18\x03 \x01(\r\x12%\n\x05\x63osts\x18\x04 \x01(\x0b\x32\x16.picospec.v1.CostCurve\x12\x18\n\x10max_chunk_tokens\x18\x05 \x01(\r\"\xc8\x01\n\x07Verdict\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\x08\x12\x12\n\x05token\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06sparse\x18\x06 \x01(\x0c\x12\x12\n\ncandidates\x18\x07 \x01(\x0c\x12\x10\n\x08verify_s\x18\x08 \x01(\x02\x12\x14\n\x0c\x63loud_passes\x18\t \x01(\r\x12\x11\n\tprefill_s\x18\n \x01(\x02\x42\x08\n\x06_token\"3\n\x0e\x43\x61ndidateBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x12\n\ncandidates\x18\x02 \x01(\x0c\"c\n\x06Tokens\x12\x0e\n\x06tokens\x18\x01 \x01(\x0c\x12\x11\n\tcompute_s\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\r\x12\x14\n\x0c\x63loud_passes\x18\x04 \x01(\r\x12\x11\n\tprefill_s\x18\x05 \x01(\x02\"\xc2\x01\n\x0c\x43loudMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.picospec.v1.WelcomeH\x00\x12\'\n\x07verdict\x18\x02 \x01(\x0b\x32\x14.picospec.v1.VerdictH\x00\x12\x31\n\ncandidates\x18\x03 \x01(\x0b\x32\x1b.picospec.v1.CandidateBatchH\x00\x12%\n\x06tokens\x18\x04 \x01(\x0b\x32\x13.picospec.v1.TokensH\x00\x42\x06\n\x04kind*E\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPECULATIVE\x10\x01\x12\x12\n\x0e\x41UTOREGRESSIVE\x10\x02\x32O\n\x08Verifier\x12\x43\n\x08Generate\x12\x18.picospec.v1.EdgeMessage\x1a\x19.picospec.v1.CloudMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'picospec.wire.picospec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METHOD']._serialized_start=1735
-  _globals['_METHOD']._serialized_end=1804
+  _globals['_METHOD']._serialized_start=1778
+  _globals['_METHOD']._serialized_end=1847
   _globals['_SAMPLING']._serialized_start=45
   _globals['_SAMPLING']._serialized_end=106
   _globals['_VERIFYSETTINGS']._serialized_start=108
   _globals['_VERIFYSETTINGS']._serialized_end=211
   _globals['_HELLO']._serialized_start=214
-  _globals['_HELLO']._serialized_end=476
-  _globals['_DRAFTCHUNK']._serialized_start=479
-  _globals['_DRAFTCHUNK']._serialized_end=619
-  _globals['_MORECANDIDATES']._serialized_start=621
-  _globals['_MORECANDIDATES']._serialized_end=652
-  _globals['_DECODE']._serialized_start=654
-  _globals['_DECODE']._serialized_end=747
-  _globals['_CLOSE']._serialized_start=749
-  _globals['_CLOSE']._serialized_end=756
-  _globals['_EDGEMESSAGE']._serialized_start=759
-  _globals['_EDGEMESSAGE']._serialized_end=991
-  _globals['_COSTCURVE']._serialized_start=993
-  _globals['_COSTCURVE']._serialized_end=1040
-  _globals['_WELCOME']._serialized_start=1043
-  _globals['_WELCOME']._serialized_end=1179
-  _globals['_VERDICT']._serialized_start=1182
-  _globals['_VERDICT']._serialized_end=1382
-  _globals['_CANDIDATEBATCH']._serialized_start=1384
-  _globals['_CANDIDATEBATCH']._serialized_end=1435
-  _globals['_TOKENS']._serialized_start=1437
-  _globals['_TOKENS']._serialized_end=1536
-  _globals['_CLOUDMESSAGE']._serialized_start=1539
-  _globals['_CLOUDMESSAGE']._serialized_end=1733
-  _globals['_VERIFIER']._serialized_start=1806
-  _globals['_VERIFIER']._serialized_end=1885
+  _globals['_HELLO']._serialized_end=519
+  _globals['_DRAFTCHUNK']._serialized_start=522
+  _globals['_DRAFTCHUNK']._serialized_end=662
+  _globals['_MORECANDIDATES']._serialized_start=664
+  _globals['_MORECANDIDATES']._serialized_end=695
+  _globals['_DECODE']._serialized_start=697
+  _globals['_DECODE']._serialized_end=790
+  _globals['_CLOSE']._serialized_start=792
+  _globals['_CLOSE']._serialized_end=799
+  _globals['_EDGEMESSAGE']._serialized_start=802
+  _globals['_EDGEMESSAGE']._serialized_end=1034
+  _globals['_COSTCURVE']._serialized_start=1036
+  _globals['_COSTCURVE']._serialized_end=1083
+  _globals['_WELCOME']._serialized_start=1086
+  _globals['_WELCOME']._serialized_end=1222
+  _globals['_VERDICT']._serialized_start=1225
+  _globals['_VERDICT']._serialized_end=1425
+  _globals['_CANDIDATEBATCH']._serialized_start=1427
+  _globals['_CANDIDATEBATCH']._serialized_end=1478
+  _globals['_TOKENS']._serialized_start=1480
+  _globals['_TOKENS']._serialized_end=1579
+  _globals['_CLOUDMESSAGE']._serialized_start=1582
+  _globals['_CLOUDMESSAGE']._serialized_end=1776
+  _globals['_VERIFIER']._serialized_start=1849
+  _globals['_VERIFIER']._serialized_end=1928
 # @@protoc_insertion_point(module_scope)

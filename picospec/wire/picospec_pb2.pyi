@@ -41,7 +41,7 @@ class VerifySettings(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., topk: _Optional[int] = ..., n_candidates: _Optional[int] = ..., seed: _Optional[int] = ..., sparse_format: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "vocab_fingerprint", "n_vocab", "sampling", "verify", "prompt_tokens", "method", "max_new_tokens", "bonus")
+    __slots__ = ("protocol_version", "vocab_fingerprint", "n_vocab", "sampling", "verify", "prompt_tokens", "method", "max_new_tokens", "bonus", "resumed", "committed_tokens")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     VOCAB_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     N_VOCAB_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class Hello(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BONUS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     vocab_fingerprint: str
     n_vocab: int
@@ -60,7 +62,9 @@ class Hello(_message.Message):
     method: Method
     max_new_tokens: int
     bonus: bool
-    def __init__(self, protocol_version: _Optional[int] = ..., vocab_fingerprint: _Optional[str] = ..., n_vocab: _Optional[int] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., verify: _Optional[_Union[VerifySettings, _Mapping]] = ..., prompt_tokens: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., max_new_tokens: _Optional[int] = ..., bonus: _Optional[bool] = ...) -> None: ...
+    resumed: int
+    committed_tokens: int
+    def __init__(self, protocol_version: _Optional[int] = ..., vocab_fingerprint: _Optional[str] = ..., n_vocab: _Optional[int] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., verify: _Optional[_Union[VerifySettings, _Mapping]] = ..., prompt_tokens: _Optional[bytes] = ..., method: _Optional[_Union[Method, str]] = ..., max_new_tokens: _Optional[int] = ..., bonus: _Optional[bool] = ..., resumed: _Optional[int] = ..., committed_tokens: _Optional[int] = ...) -> None: ...
 
 class DraftChunk(_message.Message):
     __slots__ = ("epoch", "start", "tokens", "token_probs", "draft_probs", "correction")
