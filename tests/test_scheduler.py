@@ -174,3 +174,18 @@ def test_separate_runners_check_where_a_sequence_continues():
     np.testing.assert_array_equal(rows[0], toy().extend([1, 2, 3])[1:])
     with pytest.raises(Exception, match="holds 3 tokens, not 1"):
         runners.evaluate([SeqEval(0, 1, (1,), 1)])
+
+
+def test_a_pass_is_sized_by_the_cost_curve_to_evaluate_the_most_tokens_per_second():
+    # design.md's V(m) on our CPU, in decode steps: a pass over 8 tokens costs 6, over 16 not 7.
+    steps = {1: 0.93, 2: 1.73, 3: 2.29, 4: 2.52, 5: 3.09, 6: 3.42, 7: 3.84, 8: 6.07, 10: 6.2, 12: 6.5, 16: 6.6,
+             24: 10.9, 32: 13.4}  # fmt: skip
+    known = sorted(steps)
+    cost = lambda m: float(np.interp(m, known, [steps[k] for k in known]))  # noqa: E731
+    policy = StepPolicy(32, None)
+    assert plan_step([4, 1, 4], policy, cost) == [4, 1, 2]  # 7 tokens for 3.8 steps, not 9 for 6.1
+    assert plan_step([4, 4, 4, 4], policy, cost) == [4, 4, 4, 4]  # 16 for 6.6
+    assert plan_step([1, 40], policy, cost) == [1, 15]  # a prompt's piece fills the pass to 16
+    assert plan_step([1], policy, cost) == [1]
+    assert plan_step([], policy, cost) == []
+    assert plan_step([5, 5], StepPolicy(None, 1), cost) == [5]  # unbatched: one whole request

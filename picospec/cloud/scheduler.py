@@ -20,7 +20,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,11 +45,19 @@ class StepPolicy:
                 raise InvalidInputError(f"{name} must be >= 1 or None, got {value}")
 
 
-def plan_step(remaining: Sequence[int], policy: StepPolicy) -> list[int]:
+def plan_step(remaining: Sequence[int], policy: StepPolicy, pass_cost: Callable[[int], float] | None = None) -> list[int]:
     """How many tokens of each waiting request (oldest first, by tokens left) the next pass takes:
-    whole requests in order while the budget lasts, the last one cut to what is left of it."""
+    whole requests in order while the budget lasts, the last one cut to what is left of it.
+
+    Given pass_cost (seconds of a pass over m tokens), the pass is cut, in the same order, to the
+    size that evaluates the most tokens per second: on a CPU a pass over 9 tokens can cost 6 decode
+    steps where one over 7 costs 4 and one over 16 costs 7 (docs/design.md), so the next pass may
+    hold fewer tokens than wait, or as many as the budget allows.
+    """
     budget = policy.token_budget if policy.token_budget is not None else sum(remaining)
     limit = policy.max_requests if policy.max_requests is not None else len(remaining)
+    if pass_cost is not None:
+        budget = max(range(1, min(budget, sum(remaining[:limit])) + 1), key=lambda m: (m / pass_cost(m), m), default=0)
     taken: list[int] = []
     for left in remaining[:limit]:
         if budget == 0:
@@ -117,6 +125,8 @@ class BatchScheduler:
 
     def __init__(self, runner: MultiSeqRunner, policy: StepPolicy) -> None:
         self.runner, self.policy = runner, policy
+        # Seconds of a pass over m tokens, once measured (plan_step sizes passes by it); None: FIFO.
+        self.pass_cost: Callable[[int], float] | None = None
         self.stats = SchedulerStats()
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
@@ -170,7 +180,7 @@ class BatchScheduler:
                 if self._closed:
                     break
                 rollbacks, self._rollbacks = self._rollbacks, []
-                plan = plan_step([len(r.tokens) - r.done for r in self._queue], self.policy)
+                plan = plan_step([len(r.tokens) - r.done for r in self._queue], self.policy, self.pass_cost)
                 batch = [(self._queue.popleft(), n) for n in plan]
             self._pass(rollbacks, batch)
         with self._cond:

@@ -89,8 +89,13 @@ class CloudServer(pb_grpc.VerifierServicer):
         lease = self.pool.acquire()
         try:
             self.vocab = await lease.run(lease.view.vocab_info)
-            self.costs = CostTracker(await lease.run(measure_cost_curve, lease.view))
-            logger.info("cost curve: %s", self.costs.curve)
+            curve = await lease.run(measure_cost_curve, lease.view)
+            self.costs = CostTracker(curve)
+            logger.info("cost curve: %s", curve)
+            if self.config.batching:
+                # The curve as measured, one sequence a pass: what the sessions observe later is the
+                # time of the shared passes they rode in, which would teach the planner nothing.
+                self.scheduler.pass_cost = curve.verify
         finally:
             self.pool.release(lease)
         limits = self.config.max_message_bytes
