@@ -74,7 +74,8 @@ def test_replayed_drafts_give_the_target_greedy_output_and_mostly_pass():
         fixed = dataclasses.replace(GREEDY, controller=None)  # the toy cloud decodes faster than any edge speculates
         report = generate(f"127.0.0.1:{cloud.port}", ReplayRunner(recording, target().vocab_info()), prompt, fixed)
     assert report.token_ids == continuation
-    assert sum(report.accepted_lengths) > len(report.accepted_lengths)  # more than one draft per round passed
+    # Greedy: a replayed draft passes wherever the drafter agrees with the target, however chunks were cut.
+    assert sum(report.accepted_lengths) >= len(continuation) // 2
 
 
 @pytest.mark.parametrize("batching", BATCHING.values(), ids=BATCHING.keys())
