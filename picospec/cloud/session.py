@@ -172,7 +172,7 @@ def accept_hello(message: pb.EdgeMessage | None, vocab: VocabInfo, config: Cloud
 
 def session_kind(spec: SessionSpec) -> str:
     """How a session is named in logs and stats."""
-    return "autoregressive" if spec.autoregressive else f"speculative/{spec.config.mode.value}"
+    return "autoregressive" if spec.autoregressive else f"speculative/{spec.verify.mode.value}"
 
 
 class SpeculativeSession:
@@ -192,7 +192,7 @@ class SpeculativeSession:
         clock: Clock,
     ) -> None:
         self.spec, self.config, self.stats, self.costs, self._clock = spec, config, stats, costs, clock
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
+        self.verifier = TargetVerifier(runner, spec.params, spec.verify, spec.sampler_rng())
         self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
@@ -212,7 +212,7 @@ class SpeculativeSession:
 
     def verify(self, chunk: pb.DraftChunk) -> pb.CloudMessage:
         """Verify a current chunk, after committing the correction it carries; return the verdict (compute)."""
-        request = parse_chunk(chunk, self.spec.config.mode, self.verifier.runner.n_vocab, self.config.max_chunk_tokens)
+        request = parse_chunk(chunk, self.spec.verify.mode, self.verifier.runner.n_vocab, self.config.max_chunk_tokens)
         self._take_correction(request.correction)
         self._check_room(request.tokens.size, "a chunk of")
         pass_size = request.tokens.size + (self.verifier.committed - self.verifier.runner.n_tokens)
@@ -225,7 +225,7 @@ class SpeculativeSession:
         self._account(verify_s)
         self.costs.observe_verify(pass_size, verify_s)
         self.stats.chunks_verified += 1
-        fmt = self.spec.config.sparse_format
+        fmt = self.spec.verify.sparse_format
         return verdict_message(
             request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes, self._take_prefill_s()
         )
@@ -291,7 +291,7 @@ class AutoregressiveSession:
         self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, clock: Clock
     ) -> None:
         self.spec, self.stats, self._clock = spec, stats, clock
-        self.verifier = TargetVerifier(runner, spec.params, spec.config, spec.sampler_rng())
+        self.verifier = TargetVerifier(runner, spec.params, spec.verify, spec.sampler_rng())
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
         # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
         self._remaining = min(spec.max_new_tokens, config.max_context - len(spec.prompt))

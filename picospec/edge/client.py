@@ -312,7 +312,7 @@ class CloudGeneration:
         return SessionSpec(
             prompt=self.prompt + self.report.token_ids,
             params=self.config.params,
-            config=self.config.verify,
+            verify=self.config.verify,
             autoregressive=self.config.method is Method.AR,
             max_new_tokens=self.config.max_new_tokens - self.report.new_tokens,
             bonus=self.config.bonus,

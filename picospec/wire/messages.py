@@ -38,7 +38,7 @@ class SessionSpec:
 
     prompt: list[int]
     params: SamplingParams
-    config: VerifyConfig
+    verify: VerifyConfig
     autoregressive: bool = False
     max_new_tokens: int = 0
     bonus: bool = False
@@ -61,7 +61,7 @@ class SessionSpec:
         """The cloud's random stream for this session: (seed) for a new generation, (seed,
         RESUMED_STREAM, n) for its n-th resumption, so draws that decided committed tokens are
         never reused, and no stream is the edge's drafter's."""
-        seed = self.config.seed
+        seed = self.verify.seed
         return np.random.default_rng(seed if self.resumed == 0 else [seed, RESUMED_STREAM, self.resumed])
 
 
@@ -137,7 +137,7 @@ def reject_unknown_fields(message: Message) -> None:
 
 def hello_message(spec: SessionSpec) -> pb.EdgeMessage:
     """The opening message of a session."""
-    config = spec.config
+    verify = spec.verify
     return pb.EdgeMessage(
         hello=pb.Hello(
             protocol_version=PROTOCOL_VERSION,
@@ -145,11 +145,11 @@ def hello_message(spec: SessionSpec) -> pb.EdgeMessage:
             n_vocab=spec.n_vocab,
             sampling=pb.Sampling(temperature=spec.params.temperature, top_k=spec.params.top_k, top_p=spec.params.top_p),
             verify=pb.VerifySettings(
-                mode=config.mode.value,
-                topk=config.topk,
-                n_candidates=config.n_candidates,
-                seed=config.seed,
-                sparse_format=config.sparse_format.value,
+                mode=verify.mode.value,
+                topk=verify.topk,
+                n_candidates=verify.n_candidates,
+                seed=verify.seed,
+                sparse_format=verify.sparse_format.value,
             ),
             prompt_tokens=codec.encode_tokens(np.asarray(spec.prompt)),
             method=pb.AUTOREGRESSIVE if spec.autoregressive else pb.SPECULATIVE,
@@ -176,20 +176,20 @@ def parse_hello(hello: pb.Hello, n_vocab: int) -> SessionSpec:
         )
     try:
         params = SamplingParams(hello.sampling.temperature, hello.sampling.top_k, hello.sampling.top_p)
-        verify = hello.verify
-        config = VerifyConfig(
-            mode=VerifyMode(verify.mode),
-            topk=verify.topk,
-            n_candidates=verify.n_candidates,
-            seed=verify.seed,
-            sparse_format=ProbFormat(verify.sparse_format or "f16"),
+        settings = hello.verify
+        verify = VerifyConfig(
+            mode=VerifyMode(settings.mode),
+            topk=settings.topk,
+            n_candidates=settings.n_candidates,
+            seed=settings.seed,
+            sparse_format=ProbFormat(settings.sparse_format or "f16"),
         )
     except (InvalidInputError, ValueError) as exc:
         raise ProtocolError(f"bad sampling or verify settings: {exc}") from None
     return SessionSpec(
         prompt=prompt,
         params=params,
-        config=config,
+        verify=verify,
         autoregressive=hello.method == pb.AUTOREGRESSIVE,
         max_new_tokens=hello.max_new_tokens,
         bonus=hello.bonus,
