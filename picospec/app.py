@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from picospec.edge.client import CloudError, generate
-from picospec.edge.config import CloudLoss, EdgeConfig, Method, Recovery
+from picospec.edge.config import CloudLoss, DrafterConfig, EdgeConfig, Method, Recovery
 from picospec.edge.controller import ControllerConfig
 from picospec.edge.pipeline import EDGE_ONLY
 from picospec.edge.report import EdgeReport
@@ -42,6 +42,12 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     """What one generation asks for (`serve` takes these from each request instead)."""
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the prompt text")
     parser.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True, help="wrap the prompt in the chat template")
+    add_session_args(parser)
+
+
+def add_session_args(parser: argparse.ArgumentParser) -> None:
+    """The length and seed of each generation, whatever its prompt (generate, demo, loadtest; serve takes
+    them from each request)."""
     parser.add_argument("--max-tokens", type=int, default=EDGE.max_new_tokens, help="most new tokens")
     parser.add_argument("--seed", type=int, default=VERIFY.seed, help="the session seed (sampling, gumbel noise)")
 
@@ -98,13 +104,17 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
     )
 
 
-def cloud_context(args: argparse.Namespace):
+def cloud_context(
+    args: argparse.Namespace, batching: bool = CLOUD_PROCESS.batching, max_sessions: int = CLOUD_PROCESS.max_sessions
+):
     """A LocalCloud behind the emulated link, or nothing when --cloud names one."""
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
-    config = CloudProcessConfig(model=str(model_path(args.target)), deterministic=args.deterministic,
-                                startup_timeout_s=args.startup_timeout, device=args.device)  # fmt: skip
+    config = CloudProcessConfig(model=str(model_path(args.target)), threads=args.target_threads,
+                                gpu_layers=args.target_gpu_layers, batching=batching, max_sessions=max_sessions,
+                                deterministic=args.deterministic, startup_timeout_s=args.startup_timeout,
+                                device=args.device)  # fmt: skip
     return LocalCloud(config, profile)
 
 
@@ -125,7 +135,9 @@ def load_drafter(args: argparse.Namespace) -> ModelRunner:
     """The drafter the flags name (a GGUF file or a checkpoint directory), on the edge's core."""
     if not args.cloud:  # the local cloud has core 1; a remote one leaves this machine's cores free
         pin_to_cores({EDGE_CORE})
-    return load_runner(args.draft, n_threads=1, deterministic=args.deterministic, device=args.device)
+    drafter = DrafterConfig(args.draft_threads, args.draft_gpu_layers)
+    return load_runner(args.draft, n_threads=drafter.threads, deterministic=args.deterministic, device=args.device,
+                       gpu_layers=drafter.gpu_layers)  # fmt: skip
 
 
 def _run_generate(args: argparse.Namespace) -> int:

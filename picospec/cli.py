@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "picospec.serve.cli",
     "picospec.bench.cli",
     "picospec.bench.simulate",
+    "picospec.bench.loadtest",
     "picospec.certs",
 )
 

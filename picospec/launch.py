@@ -3,7 +3,9 @@ own process pinned to one core, the edge (this process) on another, the emulated
 
 from __future__ import annotations
 
+import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from picospec.affinity import CLOUD_CORE
 from picospec.cloud.config import CloudConfig
+from picospec.cloud.server import STATS_LINE
 from picospec.models.registry import DEFAULT_TARGET
 from picospec.errors import PicoSpecError
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
@@ -24,6 +27,9 @@ class CloudProcessConfig:
 
     model: str = DEFAULT_TARGET
     threads: int = CloudConfig.threads
+    gpu_layers: int = CloudConfig.gpu_layers
+    batching: bool = CloudConfig.batching
+    max_sessions: int = CloudConfig.max_sessions
     deterministic: bool = False
     core: int | None = CLOUD_CORE
     # Loading the model and measuring its cost curve take ~10 s here; a cloud silent for this long is hung.
@@ -43,6 +49,7 @@ class LocalCloud:
         self._process: subprocess.Popen | None = None
         self._link: LinkEmulatorThread | None = None
         self._stderr: list[str] = []
+        self._stdout: queue.Queue[str | None] = queue.Queue()  # the cloud's stdout lines, read on a thread
 
     @property
     def address(self) -> str:
@@ -76,7 +83,9 @@ class LocalCloud:
 
     def _start_cloud(self) -> int:
         command = [sys.executable, "-m", "picospec.cli", "cloud", "--model", self.config.model, "--port", "0",
-                   "--threads", str(self.config.threads)]  # fmt: skip
+                   "--threads", str(self.config.threads), "--gpu-layers", str(self.config.gpu_layers),
+                   "--batching", "on" if self.config.batching else "off",
+                   "--max-sessions", str(self.config.max_sessions)]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
         if self.config.device != CloudConfig.device:
@@ -94,13 +103,12 @@ class LocalCloud:
     def _wait_for_port(self) -> int:
         """The port from the cloud's 'serving ... on HOST:PORT' line; a clear error with the cloud's
         stderr if it exits or stays silent past the start-up timeout (the process is then stopped)."""
-        lines: queue.Queue[str | None] = queue.Queue()
         # Read on a thread: a blocking read of a hung child's stdout would never reach the deadline.
-        threading.Thread(target=self._forward_stdout, args=(lines,), daemon=True).start()
+        threading.Thread(target=self._forward_stdout, daemon=True).start()
         timeout_s = self.config.startup_timeout_s
         deadline = time.monotonic() + timeout_s
         try:
-            while (line := lines.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+            while (line := self._stdout.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
                 if "serving" in line:
                     return int(line.rsplit(":", 1)[1])
             problem = f"the cloud process exited (code {self._process.wait(timeout=5)})"
@@ -110,7 +118,19 @@ class LocalCloud:
         self.close()
         raise PicoSpecError(f"{problem}; its last output:\n{detail}")
 
-    def _forward_stdout(self, lines: queue.Queue) -> None:
+    def _forward_stdout(self) -> None:
         for line in self._process.stdout:  # keeps draining, so the cloud never blocks on a full pipe
-            lines.put(line)
-        lines.put(None)
+            self._stdout.put(line)
+        self._stdout.put(None)
+
+    def stats(self, timeout_s: float = 10.0) -> dict:
+        """The cloud's counters now (its scheduler's passes, tokens, busy seconds, ...), asked by SIGUSR1."""
+        self._process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (line := self._stdout.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+                if line.startswith(STATS_LINE):
+                    return json.loads(line[len(STATS_LINE) :])
+        except queue.Empty:
+            pass
+        raise PicoSpecError(f"the cloud process gave no stats within {timeout_s:g} s")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from picospec.edge.config import EdgeConfig
+from picospec.edge.config import DrafterConfig, EdgeConfig
 from picospec.edge.controller import DEFAULT_POLICY, POLICIES, ControllerConfig
 from picospec.launch import CloudProcessConfig
 from picospec.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
@@ -21,6 +21,7 @@ SAMPLING = SamplingParams()
 VERIFY = VerifyConfig()
 CONTROLLER = ControllerConfig()
 CLOUD_PROCESS = CloudProcessConfig()
+DRAFTER = DrafterConfig()
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -64,3 +65,12 @@ def add_edge_options(parser: argparse.ArgumentParser, *, with_defaults: bool = T
                         help="drafter: a default model name (draft-q4_0, draft), a GGUF path or a Hugging Face checkpoint directory")  # fmt: skip
     parser.add_argument("--target", default=default(DEFAULT_TARGET), metavar="MODEL",
                         help="target of the local cloud: a default model name (target), a GGUF path or a checkpoint directory")  # fmt: skip
+    parser.add_argument("--draft-threads", type=int, default=default(DRAFTER.threads), metavar="T",
+                        help="llama.cpp threads of the drafter")  # fmt: skip
+    parser.add_argument("--draft-gpu-layers", type=int, default=default(DRAFTER.gpu_layers), metavar="N",
+                        help="drafter layers offloaded to a GPU (-1: all); needs llama-cpp-python built with a GPU "
+                        "backend (README)")  # fmt: skip
+    parser.add_argument("--target-threads", type=int, default=default(CLOUD_PROCESS.threads), metavar="T",
+                        help="llama.cpp threads of the local cloud's target")  # fmt: skip
+    parser.add_argument("--target-gpu-layers", type=int, default=default(CLOUD_PROCESS.gpu_layers), metavar="N",
+                        help="local cloud: target layers offloaded to a GPU (-1: all)")  # fmt: skip

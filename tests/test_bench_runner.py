@@ -36,14 +36,13 @@ from picospec.bench.workloads import (
     seeded_subset,
     select_prompts,
 )
-from picospec.cloud.config import CloudConfig
-from picospec.cloud.server import CloudServerThread
 from picospec.edge.config import Method
 from picospec.edge.report import EdgeReport
 from picospec.errors import InvalidInputError, ModelError
 from picospec.runners.toy import ToyRunner
 from picospec.transport.netem import LinkEmulatorThread
 from picospec.verify import VerifyMode
+from clouds import cloud_thread
 
 # -- workloads ------------------------------------------------------------------------------------
 
@@ -274,7 +273,7 @@ def test_a_small_benchmark_runs_end_to_end_and_resumes(tmp_path):
     @contextmanager
     def open_cloud(profile):
         opened.append(profile)
-        with CloudServerThread(CloudConfig(port=0), target) as cloud:
+        with cloud_thread(target) as cloud:
             with LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud.port, profile) as link:
                 yield f"127.0.0.1:{link.port}"
 

@@ -16,8 +16,9 @@ from picospec.app import edge_config
 from picospec.bench.cli import config_from_args
 from picospec.bench.runner import BenchConfig
 from picospec.cli import all_parsers, build_parser
-from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.config import DrafterConfig, EdgeConfig, Method
 from picospec.errors import InvalidInputError
+from picospec.launch import CloudProcessConfig
 from picospec.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 from picospec.verify import VerifyConfig
 
@@ -105,6 +106,8 @@ def test_edge_defaults_come_from_the_configs() -> None:
     config = edge_config(args, Method(args.method))
     assert config == EdgeConfig(verify=VerifyConfig(mode=EdgeConfig().method.default_mode))
     assert (args.draft, args.target, args.deterministic) == (DEFAULT_DRAFT, DEFAULT_TARGET, False)
+    assert (args.draft_threads, args.draft_gpu_layers) == (DrafterConfig.threads, DrafterConfig.gpu_layers)
+    assert (args.target_threads, args.target_gpu_layers) == (CloudProcessConfig.threads, CloudProcessConfig.gpu_layers)
     bench = config_from_args(build_parser().parse_args(["bench", "run"]))
     assert bench == BenchConfig()
     assert (bench.chunk_len, bench.top_k, bench.top_p, bench.topk_entries, bench.candidates) == (

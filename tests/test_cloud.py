@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import queue
 import signal
@@ -17,11 +18,12 @@ import numpy as np
 import pytest
 
 from picospec.cli import build_parser
-from picospec.cloud import CloudConfig, CloudServerThread
+from picospec.cloud import CloudConfig
 from picospec.affinity import parse_cores
-from picospec.cloud.server import _serve_command, _serve_until_signalled
+from picospec.cloud.server import STATS_LINE, _serve_command, _serve_until_signalled
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.runners.base import VocabInfo
+from picospec.runners.separate import SeparateRunners
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
 from picospec.verify import Candidates, VerifyConfig, VerifyMode
@@ -30,6 +32,7 @@ from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
 from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
 import fuzz
+from clouds import BATCHING, cloud_thread
 
 V, TARGET_SEED = 5, 11
 VOCAB = ToyRunner.create(V, seed=TARGET_SEED).vocab_info()
@@ -66,9 +69,15 @@ def make_drafter() -> ToyRunner:
     return ToyRunner.create(V, seed=TARGET_SEED).drafter(seed=5, noise=1.0)
 
 
+@pytest.fixture(params=BATCHING.values(), ids=BATCHING.keys())
+def batching(request) -> bool:
+    """Each test that takes it runs against a batching cloud and an unbatched one."""
+    return request.param
+
+
 @contextmanager
 def serve(factory=make_target, **limits):
-    with CloudServerThread(CloudConfig(port=0, **limits), factory) as cloud:
+    with cloud_thread(factory, **limits) as cloud:
         yield cloud
 
 
@@ -145,11 +154,11 @@ def run_speculative(verifier, params, config, max_new_tokens=24):
 
 
 @pytest.mark.parametrize("mode", list(VerifyMode))
-def test_speculative_session_gives_the_verdicts_of_an_in_process_verifier(mode):
+def test_speculative_session_gives_the_verdicts_of_an_in_process_verifier(mode, batching):
     params, config = SamplingParams(temperature=1.0), VerifyConfig(mode=mode, topk=3, n_candidates=2, seed=7)
     local = RecordingVerifier(make_target(ToyRunner), params, config, np.random.default_rng(config.seed))
     expected = run_speculative(local, params, config)
-    with serve() as cloud:
+    with serve(batching=batching) as cloud:
         remote = RemoteVerifier(cloud.port, params, config)
         result = run_speculative(remote, params, config)
         remote.close()
@@ -167,10 +176,10 @@ def read_tokens(port: int, spec: SessionSpec) -> list[int]:
 
 
 @pytest.mark.parametrize("mode", [VerifyMode.GUMBEL, VerifyMode.EXACT])
-def test_autoregressive_session_streams_the_tokens_of_generate_autoregressive(mode):
+def test_autoregressive_session_streams_the_tokens_of_generate_autoregressive(mode, batching):
     params, config = SamplingParams(temperature=1.0), VerifyConfig(mode=mode, seed=3)
     expected = generate_autoregressive(make_target(), [2], params, config, np.random.default_rng(3), 20).token_ids
-    with serve() as cloud:
+    with serve(batching=batching) as cloud:
         assert read_tokens(cloud.port, spec_for([2], params, config, autoregressive=True, max_new_tokens=20)) == expected
 
 
@@ -184,7 +193,7 @@ def test_autoregressive_session_ends_after_an_eos():
         assert read_tokens(cloud.port, spec) == expected
 
 
-def test_chunks_queued_behind_a_rejection_are_dropped_unverified():
+def test_chunks_queued_behind_a_rejection_are_dropped_unverified(batching):
     params, config = SamplingParams(temperature=0), VerifyConfig(mode="exact")
     target = make_target(ToyRunner)
     best = int(np.argmax(target.next_logits([0])))
@@ -202,7 +211,7 @@ def test_chunks_queued_behind_a_rejection_are_dropped_unverified():
         chunk(1, 2, [after_best]),
         pb.EdgeMessage(close=pb.Close()),
     ]
-    with serve() as cloud:
+    with serve(batching=batching) as cloud:
         with grpc.insecure_channel(f"127.0.0.1:{cloud.port}") as channel:
             replies = list(pb_grpc.VerifierStub(channel).Generate(iter(messages), timeout=CALL_TIMEOUT_S))
         stats = wait_for(lambda: cloud.server.finished and cloud.server.finished[-1])
@@ -361,8 +370,8 @@ def wait_for(condition, timeout_s: float = 10.0):
 
 
 @pytest.mark.parametrize("bad_edge", BAD_EDGES.values(), ids=BAD_EDGES.keys())
-def test_a_bad_edge_neither_disturbs_other_sessions_nor_keeps_a_runner(bad_edge):
-    with serve(max_sessions=2, max_context=64, max_message_bytes=4096) as cloud:
+def test_a_bad_edge_neither_disturbs_other_sessions_nor_keeps_a_runner(bad_edge, batching):
+    with serve(max_sessions=2, max_context=64, max_message_bytes=4096, batching=batching) as cloud:
         with healthy_session(cloud.port):
             bad_edge(cloud.port)
             wait_for(lambda: cloud.server.pool.in_use == 1)  # only the healthy session holds one
@@ -370,8 +379,8 @@ def test_a_bad_edge_neither_disturbs_other_sessions_nor_keeps_a_runner(bad_edge)
         assert cloud.server.pool.created <= 2
 
 
-def test_a_cancelled_session_frees_the_only_runner_for_the_next():
-    with serve(max_sessions=1) as cloud:
+def test_a_cancelled_session_frees_the_only_runner_for_the_next(batching):
+    with serve(max_sessions=1, batching=batching) as cloud:
         cancel_mid_round(cloud.port)
         wait_for(lambda: cloud.server.pool.in_use == 0)
         cancelled = cloud.server.finished[-1]
@@ -407,13 +416,16 @@ def test_a_silent_edge_is_ended_after_the_idle_timeout():
 def test_cloud_command_parses_its_options():
     args = build_parser().parse_args(
         ["cloud", "--model", "m.gguf", "--port", "0", "--threads", "2", "--max-sessions", "3",
-         "--max-context", "2048", "--deterministic", "--cores", "0,2-3"]
+         "--max-context", "2048", "--deterministic", "--cores", "0,2-3", "--gpu-layers", "-1", "--batching", "off",
+         "--step-tokens", "16", "--kv-unified"]
     )  # fmt: skip
     assert args.func is _serve_command
     assert (args.model, args.port, args.threads, args.max_sessions, args.max_context) == ("m.gguf", 0, 2, 3, 2048)
     assert args.deterministic and args.cores == {0, 2, 3}
+    assert (args.gpu_layers, args.batching, args.step_tokens, args.kv_unified) == (-1, "off", 16, True)
     defaults = build_parser().parse_args(["cloud"])
     assert (defaults.model, defaults.host, defaults.port, defaults.cores) == ("target", "127.0.0.1", 50051, None)
+    assert (defaults.gpu_layers, defaults.batching, defaults.step_tokens) == (0, "on", CloudConfig.step_tokens)
     assert parse_cores("1") == {1}
 
 
@@ -426,14 +438,46 @@ def test_cloud_command_refuses_a_bad_core_list(text, capsys):
 
 def test_cloud_serves_until_sigterm_and_says_where(capsys):
     async def main() -> int:
-        serving = asyncio.create_task(_serve_until_signalled(CloudConfig(port=0, model_name="toy"), make_target))
+        factory = functools.partial(SeparateRunners, make_target, seq_capacity=CloudConfig.max_context)
+        serving = asyncio.create_task(_serve_until_signalled(CloudConfig(port=0, model_name="toy"), factory))
         lines = ""
         while "serving" not in lines:  # printed once the signal handlers are in place
             assert not serving.done(), serving
             await asyncio.sleep(0.01)
             lines += capsys.readouterr().out
         assert lines.startswith("picospec cloud: serving toy on 127.0.0.1:")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        while STATS_LINE not in lines:
+            await asyncio.sleep(0.01)
+            lines += capsys.readouterr().out
+        stats = json.loads(lines.split(STATS_LINE)[1])
+        assert stats["passes"] > 0 and stats["busy_s"] > 0 and stats["sessions_open"] == 0  # calibration's passes
         os.kill(os.getpid(), signal.SIGTERM)
         return await asyncio.wait_for(serving, CALL_TIMEOUT_S)
 
     assert asyncio.run(main()) == 0
+
+
+def test_on_sigterm_the_cloud_refuses_new_sessions_and_lets_running_ones_finish(capsys):
+    def drain_beside_a_running_session(port: int) -> grpc.StatusCode:
+        with healthy_session(port):  # paused after its first verdict; on leaving, it must finish exactly
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + CALL_TIMEOUT_S
+            while (code := status_of(port, [hello()])[0]) is grpc.StatusCode.OK:  # until the signal is handled
+                assert time.monotonic() < deadline
+            return code
+
+    async def main() -> tuple[grpc.StatusCode, int]:
+        factory = functools.partial(SeparateRunners, make_target, seq_capacity=CloudConfig.max_context)
+        config = CloudConfig(port=0, model_name="toy", drain_s=CALL_TIMEOUT_S)
+        serving = asyncio.create_task(_serve_until_signalled(config, factory))
+        lines = ""
+        while "serving" not in lines:
+            assert not serving.done(), serving
+            await asyncio.sleep(0.01)
+            lines += capsys.readouterr().out
+        port = int(lines.strip().rsplit(":", 1)[1])
+        code = await asyncio.to_thread(drain_beside_a_running_session, port)
+        return code, await asyncio.wait_for(serving, CALL_TIMEOUT_S)
+
+    assert asyncio.run(main()) == (grpc.StatusCode.UNAVAILABLE, 0)

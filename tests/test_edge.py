@@ -3,13 +3,12 @@
 import dataclasses
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from picospec.cloud.config import CloudConfig
-from picospec.cloud.server import CloudServerThread
 from picospec.decoding import generate_autoregressive
 from picospec.edge.client import Cancellation, CloudError, GenerationCancelled, generate
 from picospec.edge.config import EdgeConfig, Method
@@ -20,6 +19,7 @@ from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkEmulatorThread, LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 from stats import ALPHA, sequence_distribution, sequence_pvalue
+from clouds import BATCHING, cloud_thread
 
 V = 5
 TARGET_SEED = 7
@@ -34,9 +34,14 @@ def toy_drafter(noise: float = 0.8) -> ToyRunner:
     return toy_target().drafter(seed=3, noise=noise)
 
 
-@pytest.fixture(scope="module")
-def cloud():
-    with CloudServerThread(CloudConfig(port=0, max_sessions=4), toy_target) as server:
+# Room for the edges of the convergence test, which run at once, and for sessions the cloud has not
+# released yet when their edge starts the next.
+MAX_SESSIONS, CONCURRENT_EDGES = 8, 4
+
+
+@pytest.fixture(scope="module", params=BATCHING.values(), ids=BATCHING.keys())
+def cloud(request):
+    with cloud_thread(toy_target, max_sessions=MAX_SESSIONS, batching=request.param) as server:
         yield server
 
 
@@ -118,15 +123,22 @@ POLICIES = {
 @pytest.mark.parametrize("mode", ["exact", "full", "topk"])
 def test_pipelined_sequences_converge_on_the_target_distribution(cloud, mode, policy):
     """The pipeline (no bonus, lookahead, stale chunks, edge-sampled corrections, fallback to
-    cloud decoding and back) stays exact."""
+    cloud decoding and back) stays exact, with several edges' sessions at once (sharing passes
+    when the cloud batches)."""
     params, length, n = SamplingParams(temperature=1.0, top_k=3), 5 if POLICIES[policy] else 3, 1500
-    counts: dict[tuple, int] = {}
-    for seed in range(n):
+
+    def sample(seed: int) -> tuple[int, ...]:
         verify = VerifyConfig(mode=mode, seed=seed, topk=3, n_candidates=2)
         config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=length, chunk_len=1,
                             max_lookahead=2, controller=POLICIES[policy])  # fmt: skip
-        tokens = tuple(generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config).token_ids)
-        counts[tokens] = counts.get(tokens, 0) + 1
+        return tuple(generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config).token_ids)
+
+    counts: dict[tuple, int] = {}
+    with ThreadPoolExecutor(CONCURRENT_EDGES) as edges:
+        for tokens in edges.map(sample, range(n)):
+            counts[tokens] = counts.get(tokens, 0) + 1
+    if cloud.config.batching:
+        assert cloud.server.scheduler.stats.most_sequences > 1  # sessions did share passes
     assert sequence_pvalue(counts, sequence_distribution(toy_target(), PROMPT, params, length)) > ALPHA
 
 
@@ -162,7 +174,7 @@ def test_a_cloud_that_reports_a_nonsensical_cost_curve_is_refused_with_a_clear_e
     class BrokenCosts:  # what a buggy or hostile cloud might measure
         curve = SimpleNamespace(verify_s=(math.nan, -1.0), decode_s=0.0)
 
-    with CloudServerThread(CloudConfig(port=0), toy_target) as server:
+    with cloud_thread(toy_target) as server:
         server.server.costs = BrokenCosts()
         started = time.monotonic()
         with pytest.raises(ProtocolError, match="unusable cost curve"):
@@ -179,7 +191,7 @@ SMALL_CONTEXT = 12
 
 @pytest.fixture(scope="module")
 def small_cloud():
-    with CloudServerThread(CloudConfig(port=0, max_context=SMALL_CONTEXT), toy_target) as server:
+    with cloud_thread(toy_target, max_context=SMALL_CONTEXT) as server:
         yield server
 
 

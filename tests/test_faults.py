@@ -22,7 +22,6 @@ import pytest
 from picospec.app import edge_config
 from picospec.cli import build_parser
 from picospec.cloud.config import CloudConfig
-from picospec.cloud.server import CloudServerThread
 from picospec.cloud.session import AutoregressiveSession, SessionStats, SpeculativeSession
 from picospec.costmodel import CostCurve, CostTracker
 from picospec.edge.client import Cancellation, CloudError, GenerationCancelled, generate
@@ -38,6 +37,7 @@ from picospec.wire.messages import SessionSpec
 from stats import ALPHA, sequence_distribution, sequence_pvalue
 from test_edge import PROMPT, SPECULATIVE, SWITCHING, TARGET_SEED, V, reference, toy_drafter, toy_target
 from toy_cloud import FAST_LIVENESS, SlowToy
+from clouds import cloud_thread
 
 HERE = Path(__file__).parent
 # Reconnect at once and often: the tests break links on purpose.
@@ -47,7 +47,7 @@ LINK = LinkProfile(rtt_ms=2, bandwidth_mbps=1000)
 
 @contextmanager
 def cloud_behind_link(target=toy_target, liveness: Liveness = FAST_LIVENESS, **limits):
-    with CloudServerThread(CloudConfig(port=0, liveness=liveness, **limits), target) as cloud:
+    with cloud_thread(target, liveness=liveness, **limits) as cloud:
         with LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud.port, LINK) as link:
             yield cloud, link
 
@@ -146,8 +146,9 @@ def test_a_resumed_session_evaluates_the_committed_tokens_as_a_continuation(auto
     runner = RecordingToy(target._table, target.order)
     spec = SessionSpec(PROMPT + [3, 4, 0], SamplingParams(temperature=0), VerifyConfig(), autoregressive=autoregressive,
                        max_new_tokens=4, resumed=1, committed=3)  # fmt: skip
-    session = (AutoregressiveSession(spec, runner, CloudConfig(), SessionStats(1)) if autoregressive
-               else SpeculativeSession(spec, runner, CloudConfig(), SessionStats(1), CostTracker(CostCurve((0.1,), 0.1))))  # fmt: skip
+    session = (AutoregressiveSession(spec, runner, CloudConfig(), SessionStats(1), time.perf_counter) if autoregressive
+               else SpeculativeSession(spec, runner, CloudConfig(), SessionStats(1), CostTracker(CostCurve((0.1,), 0.1)),
+                                       time.perf_counter))  # fmt: skip
     session.next_message() if autoregressive else session.begin()
     assert runner.calls[:2] == [("prefill", PROMPT), ("extend", [3, 4, 0])]
 

@@ -9,8 +9,6 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from picospec.cloud.config import CloudConfig
-from picospec.cloud.server import CloudServerThread
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.errors import ProtocolError
@@ -30,6 +28,7 @@ from picospec.wire.messages import (
 )
 from fuzz import run_fuzz
 from test_edge import PROMPT, V, reference, toy_drafter, toy_target
+from clouds import cloud_thread
 
 FUZZ_FRAMES = int(os.environ.get("PICOSPEC_FUZZ_FRAMES", "400"))  # `make soak` sets 10,000
 HEALTHY = EdgeConfig(method=Method.PICOSPEC, params=SamplingParams(temperature=0), verify=VerifyConfig(mode="exact"),
@@ -54,7 +53,7 @@ def test_hostile_frames_get_clear_statuses_while_healthy_sessions_finish_exactly
             return repr(exc)
         return None if tokens == expected else f"wrong tokens {tokens}"
 
-    with CloudServerThread(CloudConfig(port=0, max_sessions=4, max_context=64, max_message_bytes=64 * 1024), toy_target) as cloud:
+    with cloud_thread(toy_target, max_sessions=4, max_context=64, max_message_bytes=64 * 1024) as cloud:
         result = run_fuzz(cloud.port, FUZZ_FRAMES, seed=0, valid_hello=valid_messages()[0], valid_chunk=valid_messages()[1],
                           healthy=healthy)  # fmt: skip
         assert healthy() is None  # still serving

@@ -109,7 +109,7 @@ def test_the_factory_picks_the_backend_by_path(checkpoint, tmp_path):
     with pytest.raises(ModelError, match="no model file or checkpoint directory"):
         load_runner(str(tmp_path / "absent"))
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    with pytest.raises(InvalidInputError, match="--device cuda: GGUF models run on llama.cpp's CPU build"):
+    with pytest.raises(InvalidInputError, match="--device cuda: GGUF models run on llama.cpp"):
         load_runner(str(tmp_path / "model.gguf"), device="cuda")
 
 
@@ -147,8 +147,7 @@ def test_a_gguf_drafter_and_a_checkpoint_with_its_tokenizer_share_the_fingerprin
 def test_checkpoints_draft_and_verify_across_the_network(tmp_path, checkpoint):
     """A checkpoint as the cloud's target and another as the edge's drafter, over gRPC: greedy
     output is the target's greedy output, for the pipeline and for cloud-only decoding."""
-    from picospec.cloud.config import CloudConfig
-    from picospec.cloud.server import CloudServerThread
+    from clouds import cloud_thread
     from picospec.decoding import generate_autoregressive
     from picospec.edge.client import generate
     from picospec.edge.config import EdgeConfig, Method
@@ -158,7 +157,7 @@ def test_checkpoints_draft_and_verify_across_the_network(tmp_path, checkpoint):
     drafter = load_runner(str(tiny_checkpoint(tmp_path / "drafter", letter_tokenizer(LETTERS), seed=3)))
     params, verify, prompt = SamplingParams(temperature=0), VerifyConfig(mode="exact"), [0, 1, 2]
     reference = generate_autoregressive(HFRunner(checkpoint), prompt, params, verify, np.random.default_rng(0), 20).token_ids
-    with CloudServerThread(CloudConfig(port=0, max_sessions=2), lambda: load_runner(str(checkpoint))) as cloud:
+    with cloud_thread(lambda: load_runner(str(checkpoint)), max_sessions=2) as cloud:
         for method in (Method.PICOSPEC, Method.AR):
             config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=20)
             report = generate(f"127.0.0.1:{cloud.port}", drafter, prompt, config)

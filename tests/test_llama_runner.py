@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from picospec.errors import InvalidInputError, ModelError
-from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.runners.base import ModelRunner, SeqEval, VocabInfo
 from picospec.runners.llama import LlamaRunner
 
 PROMPT = "Write a Python function that returns the sum of a list of numbers."
@@ -227,3 +227,57 @@ def test_memory_does_not_grow_with_context_times_vocabulary(draft_path: Path) ->
     grown = rss_bytes() - before
     logits_all_bytes = runner.n_ctx * runner.n_vocab * 4  # what Llama(logits_all=True) would allocate: 2.5 GB
     assert grown < draft_path.stat().st_size + 2**30 < logits_all_bytes
+
+
+# Several sequences in one context (the batching cloud's target) and GPU offload
+
+
+def test_gpu_layers_on_a_build_without_a_gpu_backend_is_a_clear_error(draft_path: Path, monkeypatch) -> None:
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    with pytest.raises(InvalidInputError, match="no GPU backend"):
+        LlamaRunner(draft_path, gpu_layers=8)
+    with pytest.raises(InvalidInputError, match="-1 \\(all\\)"):
+        LlamaRunner(draft_path, gpu_layers=-2)
+
+
+def test_the_deterministic_configuration_holds_one_sequence(draft_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="holds one sequence"):
+        LlamaRunner(draft_path, deterministic=True, n_seq=2)
+
+
+@pytest.mark.real
+def test_sequences_evaluated_together_are_isolated_and_roll_back_alone(draft_path: Path) -> None:
+    """A sequence's rows do not depend on what other sequences of the pass hold (only on the pass's
+    shape), and match one-sequence evaluation up to the fast configuration's batch effects."""
+    runner = LlamaRunner(draft_path, n_ctx=256, n_seq=3, n_batch=32)
+    alone = LlamaRunner(draft_path, n_ctx=256)
+    prompt = tuple(runner.tokenize(PROMPT))
+    other = tuple(runner.tokenize("Tell me a story about a cat."))[: len(prompt)]
+    other += (other[-1],) * (len(prompt) - len(other))
+    continuation = tuple(runner.tokenize(CONTINUATION, add_special=False))[:6]
+
+    def pass_over(second: tuple[int, ...]) -> list[np.ndarray]:
+        for seq in range(3):
+            runner.rollback_seq(seq, 0)
+        runner.evaluate([SeqEval(0, 0, prompt, 1), SeqEval(1, 0, second, 1)])
+        return runner.evaluate([SeqEval(0, len(prompt), continuation, len(continuation)),
+                                SeqEval(2, 0, continuation, 2)])  # fmt: skip
+
+    first, again = pass_over(prompt), pass_over(other)
+    np.testing.assert_array_equal(first[0], again[0])  # what sequence 1 held made no difference
+    assert first[1].shape == (2, runner.n_vocab)
+    alone.prefill(prompt)
+    reference = alone.extend(continuation)  # (6, V)
+    np.testing.assert_allclose(first[0], reference, atol=1.0)
+    # Rolling sequence 0 back leaves sequence 2 where it was, and sequence 0 continues as before.
+    runner.rollback_seq(0, len(prompt))
+    rows = runner.evaluate([SeqEval(0, len(prompt), continuation, len(continuation)), SeqEval(2, 6, continuation, 1)])
+    np.testing.assert_allclose(rows[0], first[0], atol=1e-3)
+    with pytest.raises(InvalidInputError, match="holds 12 tokens, not 0"):
+        runner.evaluate([SeqEval(2, 0, continuation, 1)])
+    with pytest.raises(InvalidInputError, match="at most once"):
+        runner.evaluate([SeqEval(1, len(prompt), (1,), 1), SeqEval(1, len(prompt) + 1, (1,), 1)])
+    with pytest.raises(InvalidInputError, match="exceed n_batch 32"):
+        runner.evaluate([SeqEval(1, len(prompt), (1,) * 33, 1)])

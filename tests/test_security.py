@@ -9,7 +9,6 @@ from cryptography import x509
 
 from picospec.certs import make_test_certs
 from picospec.cli import build_parser
-from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.edge.client import CloudError, CloudGeneration, generate
 from picospec.edge.config import EdgeConfig, Recovery
@@ -18,6 +17,7 @@ from picospec.sampling import SamplingParams
 from picospec.security import TOKEN_ENV, ChannelSecurity, ServerSecurity, read_token
 from picospec.verify import VerifyConfig
 from test_edge import PROMPT, reference, toy_drafter, toy_target
+from clouds import cloud_thread
 
 # Failing at once, not after reconnection attempts: a handshake the edge refuses would fail again.
 CONFIG = EdgeConfig(params=SamplingParams(temperature=0), verify=VerifyConfig(mode="exact"), max_new_tokens=12,
@@ -36,7 +36,7 @@ def other_certs(tmp_path_factory):
 
 def secure_cloud(certs, mutual: bool = False) -> CloudServerThread:
     security = ServerSecurity(certs.server_cert, certs.server_key, certs.ca if mutual else None, read_token(certs.token))
-    return CloudServerThread(CloudConfig(port=0, security=security), toy_target)
+    return cloud_thread(toy_target, security=security)
 
 
 def edge_security(certs, token: str | None = "from-file", ca: Path | None = None, client: bool = False) -> ChannelSecurity:
@@ -106,7 +106,7 @@ def test_loopback_needs_no_credentials(host):
 def test_a_cloud_refuses_before_loading_its_model():
     loaded = []
     with pytest.raises(InvalidInputError, match="refusing to listen on 0.0.0.0 without TLS and a token"):
-        CloudServerThread(CloudConfig(host="0.0.0.0", port=0), lambda: loaded.append(1) or toy_target()).start()
+        cloud_thread(lambda: loaded.append(1) or toy_target(), host="0.0.0.0").start()
     assert loaded == []
 
 

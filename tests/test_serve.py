@@ -20,7 +20,6 @@ import pytest
 import uvicorn
 
 from picospec.cli import build_parser
-from picospec.cloud.config import CloudConfig
 from picospec.cloud.server import CloudServerThread
 from picospec.decoding import generate_autoregressive
 from picospec.runners.toy import ToyRunner
@@ -28,6 +27,7 @@ from picospec.sampling import SamplingParams
 from picospec.serve.engine import EdgeEngine
 from picospec.serve.http import create_app
 from picospec.verify import VerifyConfig
+from clouds import cloud_thread
 
 V = 5
 TARGET_SEED = 7
@@ -126,7 +126,7 @@ def wait_until(condition, timeout_s: float = 10.0) -> None:
 
 @pytest.fixture(scope="module")
 def cloud():
-    with CloudServerThread(CloudConfig(port=0, max_sessions=4), toy_target) as server:
+    with cloud_thread(toy_target, max_sessions=4) as server:
         yield server
 
 
@@ -282,7 +282,7 @@ def test_an_api_key_is_required_when_set(cloud):
 
 @pytest.fixture
 def slow_cloud():
-    with CloudServerThread(CloudConfig(port=0, max_sessions=4), slow_toy_target) as server:
+    with cloud_thread(slow_toy_target, max_sessions=4) as server:
         yield server
 
 

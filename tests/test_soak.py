@@ -11,8 +11,6 @@ import time
 import numpy as np
 import pytest
 
-from picospec.cloud.config import CloudConfig
-from picospec.cloud.server import CloudServerThread
 from picospec.edge.client import generate
 from picospec.edge.config import Method
 from picospec.edge.controller import ControllerConfig
@@ -22,6 +20,7 @@ from test_edge import PROMPT, reference, toy_drafter, toy_target
 from picospec.wire.liveness import Liveness
 from test_faults import LINK, config_for, partition_mid_generation
 from toy_cloud import FAST_LIVENESS
+from clouds import cloud_thread
 
 SOAK_S = float(os.environ.get("PICOSPEC_SOAK_S", "0"))
 N_EDGES = 4
@@ -30,7 +29,7 @@ N_EDGES = 4
 @pytest.mark.skipif(SOAK_S <= 0, reason="set PICOSPEC_SOAK_S (make soak) to run the soak")
 def test_soak_under_resets_partitions_and_restarts():
     rng = np.random.default_rng(0)
-    cloud = CloudServerThread(CloudConfig(port=0, max_sessions=8, liveness=FAST_LIVENESS), toy_target).start()
+    cloud = cloud_thread(toy_target, max_sessions=8, liveness=FAST_LIVENESS).start()
     port = cloud.port
     link = LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", port, LINK)
     link.start()
@@ -70,7 +69,7 @@ def test_soak_under_resets_partitions_and_restarts():
             else:
                 cloud.stop()
                 time.sleep(float(rng.uniform(0.0, 1.0)))
-                cloud = CloudServerThread(CloudConfig(port=port, max_sessions=8, liveness=FAST_LIVENESS), toy_target).start()
+                cloud = cloud_thread(toy_target, port=port, max_sessions=8, liveness=FAST_LIVENESS).start()
     finally:
         stop.set()
         for thread in edges:

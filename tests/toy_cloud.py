@@ -20,6 +20,7 @@ from picospec.cloud.server import _serve_until_signalled  # noqa: E402
 from picospec.runners.toy import ToyRunner  # noqa: E402
 from picospec.wire.liveness import Liveness  # noqa: E402
 from test_edge import TARGET_SEED, V  # noqa: E402
+from clouds import per_session  # noqa: E402
 
 FAST_LIVENESS = Liveness(keepalive_s=0.5, keepalive_timeout_s=0.5, welcome_timeout_s=5.0)
 
@@ -42,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     SlowToy.delay_s = args.delay_ms / 1000
     config = CloudConfig(port=args.port, max_sessions=args.max_sessions, model_name="toy", liveness=FAST_LIVENESS)
-    return asyncio.run(_serve_until_signalled(config, functools.partial(SlowToy.create, V, seed=TARGET_SEED)))
+    return asyncio.run(_serve_until_signalled(config, per_session(functools.partial(SlowToy.create, V, seed=TARGET_SEED))))
 
 
 if __name__ == "__main__":

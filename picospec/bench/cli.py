@@ -157,7 +157,8 @@ def _load_drafter(config: BenchConfig):
 
     # The bench process is the edge: the drafter, the gRPC client and the link emulator share core 0.
     pin_to_cores({EDGE_CORE})
-    return load_runner(config.draft, n_threads=1, deterministic=config.deterministic)
+    return load_runner(config.draft, n_threads=config.draft_threads, deterministic=config.deterministic,
+                       gpu_layers=config.draft_gpu_layers)  # fmt: skip
 
 
 @contextmanager
@@ -165,6 +166,7 @@ def _local_cloud(config: BenchConfig, profile: LinkProfile) -> Iterator[str]:
     from picospec.launch import CloudProcessConfig, LocalCloud
     from picospec.models.registry import model_path
 
-    cloud_config = CloudProcessConfig(model=str(model_path(config.target)), deterministic=config.deterministic)
+    cloud_config = CloudProcessConfig(model=str(model_path(config.target)), threads=config.target_threads,
+                                      gpu_layers=config.target_gpu_layers, deterministic=config.deterministic)  # fmt: skip
     with LocalCloud(cloud_config, profile) as cloud:
         yield cloud.address

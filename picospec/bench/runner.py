@@ -27,8 +27,9 @@ from picospec.bench.profiles import NamedProfile, parse_profile
 from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, CellKey, RunRecord, append_records, load_records
 from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
 from picospec.edge.client import generate
-from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.config import DrafterConfig, EdgeConfig, Method
 from picospec.edge.controller import DEFAULT_POLICY, ControllerConfig
+from picospec.cloud.config import CloudConfig
 from picospec.launch import CloudProcessConfig
 from picospec.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 from picospec.errors import InvalidInputError
@@ -41,7 +42,8 @@ WARMUP_TOKENS = 8
 
 # The BenchConfig fields that picospec.options.add_edge_options sets (each flag's dest is the field's name).
 EDGE_OPTION_FIELDS = ("top_k", "top_p", "topk_entries", "candidates", "chunk_len", "lookahead", "policy",
-                      "fallback", "confidence", "deterministic", "draft", "target")  # fmt: skip
+                      "fallback", "confidence", "deterministic", "draft", "target", "draft_threads",
+                      "draft_gpu_layers", "target_threads", "target_gpu_layers")  # fmt: skip
 
 # Opens a cloud behind the given link and yields the address edges connect to.
 CloudFactory = Callable[[LinkProfile], AbstractContextManager[str]]
@@ -83,6 +85,10 @@ class BenchConfig:
     deterministic: bool = CloudProcessConfig.deterministic
     draft: str = DEFAULT_DRAFT  # a default model name or a GGUF path
     target: str = DEFAULT_TARGET
+    draft_threads: int = DrafterConfig.threads
+    draft_gpu_layers: int = DrafterConfig.gpu_layers
+    target_threads: int = CloudProcessConfig.threads
+    target_gpu_layers: int = CloudProcessConfig.gpu_layers
     out: Path = Path("results/bench.jsonl")
 
     def __post_init__(self) -> None:
@@ -97,6 +103,8 @@ class BenchConfig:
         SamplingParams(top_k=self.top_k, top_p=self.top_p)
         VerifyConfig(topk=self.topk_entries, n_candidates=self.candidates)
         EdgeConfig(chunk_len=self.chunk_len, max_lookahead=self.lookahead)
+        DrafterConfig(self.draft_threads, self.draft_gpu_layers)
+        CloudConfig(threads=self.target_threads, gpu_layers=self.target_gpu_layers)
         if min(self.n_prompts, self.repeats, self.max_new_tokens) < 1:
             raise InvalidInputError("prompts, repeats and max tokens must be >= 1")
         if not (self.workloads and self.methods and self.temperatures):
@@ -119,7 +127,8 @@ class BenchConfig:
                 "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence,
                 "deterministic": self.deterministic, "seed": self.seed, "top_k": self.top_k, "top_p": self.top_p,
                 "topk": self.topk_entries, "n_candidates": self.candidates, "draft": self.draft,
-                "target": self.target}  # fmt: skip
+                "target": self.target, "draft_threads": self.draft_threads, "draft_gpu_layers": self.draft_gpu_layers,
+                "target_threads": self.target_threads, "target_gpu_layers": self.target_gpu_layers}  # fmt: skip
 
     def chunking(self) -> Policy:
         """The fixed chunking of the runs, the lookahead as EdgeConfig resolves it."""

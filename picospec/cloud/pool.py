@@ -1,62 +1,72 @@
-"""Target runners shared by the cloud's sessions: one per session at a time, created on demand."""
+"""The cloud's sessions each lease one sequence of the scheduler's runner, with a thread of its own."""
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
-from picospec.runners.base import ModelRunner
+from picospec.cloud.scheduler import BatchScheduler, SequenceView
 
-RunnerFactory = Callable[[], ModelRunner]
-# Runs a blocking function off the event loop (on the cloud's compute executor) and awaits it.
-Offload = Callable[[Callable[[], ModelRunner]], Awaitable[ModelRunner]]
+T = TypeVar("T")
 
 
-class RunnerPool:
-    """At most max_runners runners; a session leases an idle one, or a new one while fewer exist.
+@dataclass
+class Lease:
+    """A sequence of the shared runner, and the one thread that runs its session's blocking calls.
 
-    With llama.cpp each runner is its own context (KV cache) over the same mmapped GGUF, so a new
-    runner costs a context, not another copy of the weights.
+    One thread per lease, kept with the lease: a cancelled session's compute still running when the
+    lease passes to the next session finishes before the next session's first call starts.
     """
 
-    def __init__(self, factory: RunnerFactory, max_runners: int, offload: Offload) -> None:
-        self._factory, self._max_runners, self._offload = factory, max_runners, offload
-        self._idle: list[ModelRunner] = []
-        self._created = 0
-        self._in_use = 0
+    view: SequenceView
+    executor: ThreadPoolExecutor
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking call of this lease's session on its thread, and await it."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+class SequencePool:
+    """At most the runner's n_seq leases; a session leases an idle one, or a new one while fewer exist."""
+
+    def __init__(self, scheduler: BatchScheduler) -> None:
+        self._scheduler = scheduler
+        self._leases: list[Lease] = []
+        self._idle: list[Lease] = []
 
     @property
     def created(self) -> int:
-        """Runners that exist (idle or leased)."""
-        return self._created
+        """Leases that exist (idle or leased)."""
+        return len(self._leases)
 
     @property
     def in_use(self) -> int:
-        """Runners leased to sessions now."""
-        return self._in_use
+        """Leases held by sessions now."""
+        return len(self._leases) - len(self._idle)
 
     @property
     def idle(self) -> int:
-        """Runners waiting for a session."""
+        """Leases waiting for a session."""
         return len(self._idle)
 
-    async def acquire(self) -> ModelRunner | None:
-        """Lease a runner, or return None when all max_runners are leased."""
+    def acquire(self) -> Lease | None:
+        """Lease a sequence, or return None when all are leased."""
         if self._idle:
-            self._in_use += 1
             return self._idle.pop()
-        if self._created >= self._max_runners:
+        seq = len(self._leases)
+        if seq >= self._scheduler.runner.n_seq:
             return None
-        # Count the slot before awaiting the new runner, so concurrent sessions cannot overshoot.
-        self._created += 1
-        self._in_use += 1
-        try:
-            return await self._offload(self._factory)
-        except BaseException:
-            self._created -= 1
-            self._in_use -= 1
-            raise
+        lease = Lease(self._scheduler.view(seq), ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"picospec-seq{seq}"))
+        self._leases.append(lease)
+        return lease
 
-    def release(self, runner: ModelRunner) -> None:
-        """Give a leased runner back for the next session."""
-        self._in_use -= 1
-        self._idle.append(runner)
+    def release(self, lease: Lease) -> None:
+        """Give a lease back for the next session."""
+        self._idle.append(lease)
+
+    def shutdown(self) -> None:
+        """Wait for every lease's calls in flight (blocking); cancel those not started."""
+        for lease in self._leases:
+            lease.executor.shutdown(wait=True, cancel_futures=True)

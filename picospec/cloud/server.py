@@ -1,30 +1,34 @@
 """The cloud: a gRPC (asyncio) server that verifies draft chunks for many concurrent edge sessions.
 
-Every session is one bidirectional Generate stream (see picospec/wire/picospec.proto). All model
-compute of all sessions runs on ONE single-thread executor: the target is CPU-bound, so sessions
-take turns FIFO while the event loop keeps reading, writing and dropping stale chunks.
+Every session is one bidirectional Generate stream (see picospec/wire/picospec.proto). Each session
+leases a sequence of one multi-sequence target runner and runs its TargetVerifier on a thread of
+its own; every model evaluation goes through ONE scheduler thread (picospec/cloud/scheduler.py),
+which batches the sessions' pending work into shared passes (or, with batching off, runs one
+session's work per pass, FIFO), while the event loop keeps reading, writing and dropping stale chunks.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import itertools
+import json
 import logging
 import signal
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, TypeVar
+from typing import AsyncIterator, Callable
 
 import grpc
 
 from picospec.affinity import parse_cores, pin_to_cores
 from picospec.cloud.calibrate import measure_cost_curve
 from picospec.cloud.config import CloudConfig
-from picospec.cloud.pool import RunnerFactory, RunnerPool
+from picospec.cloud.pool import Lease, SequencePool
+from picospec.cloud.scheduler import BatchScheduler
 from picospec.cloud.session import (
     AutoregressiveSession,
     Inbox,
@@ -39,7 +43,7 @@ from picospec.cloud.session import (
 from picospec.costmodel import CostTracker
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.models.registry import DEFAULT_TARGET
-from picospec.runners.base import ModelRunner, VocabInfo
+from picospec.runners.base import MultiSeqRunner, VocabInfo
 from picospec.security import ServerSecurity, add_server_arguments
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
@@ -48,18 +52,22 @@ from picospec.wire.messages import SessionSpec, welcome_message
 
 logger = logging.getLogger("picospec.cloud")
 
-T = TypeVar("T")
+# Builds the target for n sequences (one per session); called once, off the event loop.
+RunnerFactory = Callable[[int], MultiSeqRunner]
+STATS_LINE = "picospec cloud: stats "  # then one JSON object: what `SIGUSR1` asks for (loadtest reads it)
 FINISHED_KEPT = 1000  # stats of the most recent finished sessions kept for inspection
 STOP_GRACE_S = 1.0  # how long stop() lets running sessions finish before cancelling them
+DRAIN_POLL_S = 0.1  # how often drain() looks whether the running sessions have ended
 
 
 class CloudServer(pb_grpc.VerifierServicer):
-    """The Verifier service over a pool of target runners. Create it with start_server()."""
+    """The Verifier service over a target runner with a sequence per session. Create it with start_server()."""
 
     def __init__(self, config: CloudConfig, runner_factory: RunnerFactory) -> None:
         self.config = config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-compute")
-        self.pool = RunnerPool(runner_factory, config.max_sessions, self._compute)
+        self._runner_factory = runner_factory
+        self.scheduler: BatchScheduler | None = None
+        self.pool: SequencePool | None = None
         self.finished: deque[SessionStats] = deque(maxlen=FINISHED_KEPT)
         self.sessions_ended = 0
         self.vocab: VocabInfo | None = None
@@ -67,24 +75,29 @@ class CloudServer(pb_grpc.VerifierServicer):
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._session_ids = itertools.count(1)
-
-    async def _compute(self, fn: Callable[..., T], *args: object) -> T:
-        """Run blocking model work on the shared compute executor."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self.draining = False
 
     async def start(self) -> None:
-        """Load the first runner (learning the target's vocabulary and measuring its cost curve), then listen."""
+        """Load the target (learning its vocabulary and measuring its cost curve), then listen."""
         security = self.config.security
         if warning := security.check_listen(self.config.host):  # refuses before any model is loaded
             logger.warning(warning)
         logger.info("security: %s", security.describe())
-        runner = await self.pool.acquire()
+        runner = await asyncio.get_running_loop().run_in_executor(None, self._runner_factory, self.config.max_sessions)
+        self.scheduler = BatchScheduler(runner, self.config.step_policy).start()
+        self.pool = SequencePool(self.scheduler)
+        lease = self.pool.acquire()
         try:
-            self.vocab = await self._compute(runner.vocab_info)
-            self.costs = CostTracker(await self._compute(measure_cost_curve, runner))
-            logger.info("cost curve: %s", self.costs.curve)
+            self.vocab = await lease.run(lease.view.vocab_info)
+            curve = await lease.run(measure_cost_curve, lease.view)
+            self.costs = CostTracker(curve)
+            logger.info("cost curve: %s", curve)
+            if self.config.batching:
+                # The curve as measured, one sequence a pass: what the sessions observe later is the
+                # time of the shared passes they rode in, which would teach the planner nothing.
+                self.scheduler.pass_cost = curve.verify
         finally:
-            self.pool.release(runner)
+            self.pool.release(lease)
         limits = self.config.max_message_bytes
         self._server = grpc.aio.server(
             interceptors=security.interceptors(),
@@ -105,13 +118,27 @@ class CloudServer(pb_grpc.VerifierServicer):
             raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
         await self._server.start()
 
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new sessions with UNAVAILABLE (a balancer then sends them to another replica) and wait
+        up to timeout_s for the running ones to end."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.pool.in_use and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop listening, cancel sessions still running after grace_s, and finish the compute in flight."""
         if self._server is not None:
             await self._server.stop(grace_s)
         # Wait for the compute in flight: a llama.cpp call must not outlive the server that owns its runner.
-        shutdown = functools.partial(self._executor.shutdown, wait=True, cancel_futures=True)
-        await asyncio.get_running_loop().run_in_executor(None, shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_compute)
+
+    def _stop_compute(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()  # the sessions' calls in flight still need the scheduler
+        if self.scheduler is not None:
+            self.scheduler.close()
+            logger.info("scheduler: %s", self.scheduler.stats.summary())
 
     # -- the RPC --------------------------------------------------------------------------------
 
@@ -121,15 +148,17 @@ class CloudServer(pb_grpc.VerifierServicer):
         """One session: hello, welcome, then verdicts (speculative) or a token stream (autoregressive)."""
         stats = SessionStats(next(self._session_ids))
         inbox = Inbox(request_iterator, self.config.idle_timeout_s)
-        runner: ModelRunner | None = None
+        lease: Lease | None = None
         try:
+            if self.draining:
+                raise SessionRefused(grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; connect to another")
             spec = accept_hello(await inbox.get(), self.vocab, self.config)
             stats.kind = session_kind(spec)
-            runner = await self._lease_runner()
+            lease = self._lease()
             # Sent before the prompt is evaluated, so the edge's prompt pass overlaps the cloud's.
             yield self._welcome()
             serve = self._serve_autoregressive if spec.autoregressive else self._serve_speculative
-            async for reply in serve(spec, runner, inbox, stats):
+            async for reply in serve(spec, lease, inbox, stats):
                 yield reply
             stats.outcome = "completed"
         except SessionRefused as exc:
@@ -151,56 +180,61 @@ class CloudServer(pb_grpc.VerifierServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"the cloud failed: {exc}")
         finally:
             inbox.close()
-            if runner is not None:
+            if lease is not None:
                 # Safe even while a cancelled session's compute still runs: the next user's work
-                # queues behind it on the same single-thread executor.
-                self.pool.release(runner)
+                # queues behind it on the lease's own thread.
+                self.pool.release(lease)
             self.finished.append(stats)
             self.sessions_ended += 1
             logger.info(stats.summary())
 
-    async def _lease_runner(self) -> ModelRunner:
-        runner = await self.pool.acquire()
-        if runner is None:
+    def _lease(self) -> Lease:
+        lease = self.pool.acquire()
+        if lease is None:
             raise SessionRefused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"the cloud is serving its maximum of {self.config.max_sessions} sessions; try again later",
             )
-        return runner
+        return lease
+
+    def stats(self) -> dict:
+        """The scheduler's counters since the start, and the sessions open and ended (JSON-ready)."""
+        return {**dataclasses.asdict(self.scheduler.stats), "sessions_open": self.pool.in_use,
+                "sessions_ended": self.sessions_ended}  # fmt: skip
 
     def _welcome(self) -> pb.CloudMessage:
         config = self.config
         return welcome_message(config.model_name, config.max_context, config.max_chunk_tokens, self.costs.curve)
 
     async def _serve_speculative(
-        self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
+        self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Answer each current chunk with a verdict, drop stale ones, decode when asked, until close."""
-        session = SpeculativeSession(spec, runner, self.config, stats, self.costs)
-        await self._compute(session.begin)
+        session = SpeculativeSession(spec, lease.view, self.config, stats, self.costs, lease.view.compute_clock)
+        await lease.run(session.begin)
         while (message := await inbox.get()) is not None:
             kind = kind_of(message)
             if kind == "close":
                 return
             if kind == "chunk":
                 if not session.is_stale(message.chunk.epoch):
-                    yield await self._compute(session.verify, message.chunk)
+                    yield await lease.run(session.verify, message.chunk)
             elif kind == "decode":
                 request = session.start_decode(message.decode)
                 for _ in range(request.count):
-                    yield await self._compute(session.decode_one)
+                    yield await lease.run(session.decode_one)
             elif kind == "more_candidates":
                 yield session.more_candidates(message.more_candidates)
             else:
                 raise ProtocolError(f"unexpected {kind} message in a speculative session")
 
     async def _serve_autoregressive(
-        self, spec: SessionSpec, runner: ModelRunner, inbox: Inbox, stats: SessionStats
+        self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
-        session = AutoregressiveSession(spec, runner, self.config, stats)
+        session = AutoregressiveSession(spec, lease.view, self.config, stats, lease.view.compute_clock)
         while not session.done:
-            yield await self._compute(session.next_message)
+            yield await lease.run(session.next_message)
             message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say
             if message is None:
                 continue
@@ -288,9 +322,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=DEFAULT_TARGET, metavar="MODEL", help="a default model name (target), a GGUF file or a Hugging Face checkpoint directory")
     parser.add_argument("--host", default=defaults.host, help="address to listen on")
     parser.add_argument("--port", type=int, default=defaults.port, help="port, 0 for any free one")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="llama.cpp threads per session")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="llama.cpp threads of the target")
+    parser.add_argument("--gpu-layers", type=int, default=defaults.gpu_layers, metavar="N",
+                        help="target layers offloaded to a GPU (-1: all); needs llama-cpp-python built with a GPU "
+                        "backend (README)")  # fmt: skip
     parser.add_argument("--max-sessions", type=int, default=defaults.max_sessions,
                         help="concurrent sessions, each with its own KV cache")  # fmt: skip
+    parser.add_argument("--batching", choices=("on", "off"), default="on" if defaults.batching else "off",
+                        help="on: one pass evaluates every session's pending work (one context, a sequence per "
+                        "session); off: a context per session, one session's work per pass. --deterministic "
+                        "turns it off")  # fmt: skip
+    parser.add_argument("--step-tokens", type=int, default=defaults.step_tokens, metavar="N",
+                        help="batching: most tokens per pass; longer work (a prompt) is cut into pieces")  # fmt: skip
+    parser.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=defaults.kv_unified,
+                        help="batching: one KV buffer for all sessions instead of a stream each (llama.cpp then "
+                        "evaluates a pass in one sub-batch even when sessions bring different token counts)")  # fmt: skip
     parser.add_argument("--max-context", type=int, default=defaults.max_context,
                         help="tokens per session, prompt included")  # fmt: skip
     parser.add_argument("--max-chunk-tokens", type=int, default=defaults.max_chunk_tokens, help="draft tokens per chunk")
@@ -298,6 +344,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest message in MiB, either way")  # fmt: skip
     parser.add_argument("--deterministic", action="store_true",
                         help="batch-invariant llama.cpp settings: logits independent of chunking (slower)")  # fmt: skip
+    parser.add_argument("--drain-timeout", type=float, default=defaults.drain_s, metavar="S",
+                        help="on SIGTERM: refuse new sessions (UNAVAILABLE) and let running ones finish for up to S s")  # fmt: skip
     parser.add_argument("--device", default=defaults.device, help="where a checkpoint directory runs: cpu, cuda, ... (GGUF: cpu only)")
     parser.add_argument("--cores", type=parse_cores, default=None, metavar="LIST", help="pin to these CPUs, e.g. 1 or 0,2-3")
     add_server_arguments(parser)
@@ -311,8 +359,15 @@ def _serve_command(args: argparse.Namespace) -> int:
         pin_to_cores(args.cores)
     from picospec.models.registry import model_path
     from picospec.runners.load import load_runner  # imported here: only serving needs a model backend
+    from picospec.runners.separate import SeparateRunners
 
     path = model_path(args.model)
+    # Batching needs llama.cpp's multi-sequence context, and other sessions' tokens in a pass would
+    # change the batch size the deterministic configuration's kernels must see.
+    why_not = "a checkpoint directory" if path.is_dir() else "--deterministic" if args.deterministic else None
+    batching = args.batching == "on" and why_not is None
+    if args.batching == "on" and why_not:
+        logger.info("batching off: %s", why_not)
     config = CloudConfig(
         host=args.host,
         port=args.port,
@@ -322,28 +377,45 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mib * 2**20,
         model_name=path.name,
         threads=args.threads,
+        gpu_layers=args.gpu_layers,
+        batching=batching,
+        step_tokens=args.step_tokens,
+        kv_unified=args.kv_unified,
+        drain_s=args.drain_timeout,
         device=args.device,
         security=ServerSecurity.from_args(args),
         liveness=liveness_from_args(args),
     )
-    factory = functools.partial(
-        load_runner, str(path), n_ctx=config.max_context, n_threads=config.threads, deterministic=args.deterministic,
-        device=config.device,
-    )  # fmt: skip
+    if batching:  # one llama.cpp context with a sequence per session, whose decode holds a whole pass
+        from picospec.runners.llama import LlamaRunner
+
+        def factory(n_seq: int) -> LlamaRunner:
+            return LlamaRunner(path, n_ctx=config.max_context, n_threads=config.threads, gpu_layers=config.gpu_layers,
+                               n_seq=n_seq, n_batch=config.step_tokens, kv_unified=config.kv_unified)  # fmt: skip
+
+    else:  # a runner per session
+        single = functools.partial(
+            load_runner, str(path), n_ctx=config.max_context, n_threads=config.threads,
+            deterministic=args.deterministic, device=config.device, gpu_layers=config.gpu_layers,
+        )  # fmt: skip
+        factory = functools.partial(SeparateRunners, single, seq_capacity=config.max_context)
     return asyncio.run(_serve_until_signalled(config, factory))
 
 
 async def _serve_until_signalled(config: CloudConfig, runner_factory: RunnerFactory) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+    """Serve until SIGINT or SIGTERM, then drain (config.drain_s) and shut down; on SIGUSR1 print the stats line."""
     server = await start_server(config, runner_factory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(STATS_LINE + json.dumps(server.stats()), flush=True))
     print(f"picospec cloud: serving {config.model_name} on {config.host}:{server.port}", flush=True)
     started = time.perf_counter()
     try:
         await stop.wait()
+        logger.info("draining: %d sessions may run for up to %g s; new ones are refused", server.pool.in_use, config.drain_s)
+        await server.drain(config.drain_s)
     finally:
         await server.stop()
     logger.info("stopped after %.1f s and %d sessions", time.perf_counter() - started, server.sessions_ended)

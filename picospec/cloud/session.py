@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,6 +34,11 @@ from picospec.wire.messages import (
 )
 
 logger = logging.getLogger("picospec.cloud")
+
+# What a session times its compute by: the time of the passes that evaluated its work
+# (SequenceView.compute_clock), so that a wait for a pass is not reported as compute (the edge sees
+# it in its round trip, as queueing, as it did when sessions took turns on one thread).
+Clock = Callable[[], float]
 
 # Incoming messages read ahead of the session's compute. Enough for an edge's whole lookahead;
 # beyond it gRPC's flow control holds the rest, which bounds memory (a message may be 64 MiB).
@@ -178,17 +183,23 @@ class SpeculativeSession:
     """
 
     def __init__(
-        self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, costs: CostTracker
+        self,
+        spec: SessionSpec,
+        runner: ModelRunner,
+        config: CloudConfig,
+        stats: SessionStats,
+        costs: CostTracker,
+        clock: Clock,
     ) -> None:
-        self.spec, self.config, self.stats, self.costs = spec, config, stats, costs
+        self.spec, self.config, self.stats, self.costs, self._clock = spec, config, stats, costs, clock
         self.verifier = TargetVerifier(runner, spec.params, spec.verify, spec.sampler_rng())
         self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
-        started = time.perf_counter()
+        started = self._clock()
         self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
-        self._unreported_prefill_s = time.perf_counter() - started
+        self._unreported_prefill_s = self._clock() - started
         self._account(self._unreported_prefill_s)
 
     def is_stale(self, epoch: int) -> bool:
@@ -205,12 +216,12 @@ class SpeculativeSession:
         self._take_correction(request.correction)
         self._check_room(request.tokens.size, "a chunk of")
         pass_size = request.tokens.size + (self.verifier.committed - self.verifier.runner.n_tokens)
-        started = time.perf_counter()
+        started = self._clock()
         verdict = self.verifier.verify(
             request.start, request.tokens,
             token_probs=request.token_probs, draft_probs=request.draft_probs, bonus=self.spec.bonus,
         )  # fmt: skip
-        verify_s = time.perf_counter() - started
+        verify_s = self._clock() - started
         self._account(verify_s)
         self.costs.observe_verify(pass_size, verify_s)
         self.stats.chunks_verified += 1
@@ -233,9 +244,9 @@ class SpeculativeSession:
     def decode_one(self) -> pb.CloudMessage:
         """Decode and commit one token, as a Tokens message to stream (compute)."""
         start = self.verifier.committed
-        started = time.perf_counter()
+        started = self._clock()
         token = self.verifier.decode()
-        compute_s = time.perf_counter() - started
+        compute_s = self._clock() - started
         self._account(compute_s)
         self.costs.observe_decode(compute_s)
         self.stats.tokens_decoded += 1
@@ -276,8 +287,10 @@ class AutoregressiveSession:
     comes first), ending early after an EOS. It
     decodes through the same TargetVerifier.decode that a speculative session falls back to."""
 
-    def __init__(self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats) -> None:
-        self.spec, self.stats = spec, stats
+    def __init__(
+        self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, clock: Clock
+    ) -> None:
+        self.spec, self.stats, self._clock = spec, stats, clock
         self.verifier = TargetVerifier(runner, spec.params, spec.verify, spec.sampler_rng())
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
         # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
@@ -290,12 +303,12 @@ class AutoregressiveSession:
     def next_message(self) -> pb.CloudMessage:
         """Sample the next token, as a Tokens message to stream (compute); the first one's compute
         is the prompt pass."""
-        started = time.perf_counter()
+        started = self._clock()
         if self.verifier.passes == 0:
             self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
         start = self.verifier.committed
         token = self.verifier.decode()
-        compute_s = time.perf_counter() - started
+        compute_s = self._clock() - started
         self._remaining = 0 if token in self._eos_ids else self._remaining - 1
         self.stats.tokens_decoded += 1
         self.stats.passes = self.verifier.passes

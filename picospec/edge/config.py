@@ -65,6 +65,18 @@ class Recovery:
 
 
 @dataclass(frozen=True)
+class DrafterConfig:
+    """How the edge runs its drafter (llama.cpp): what a faster edge, or one with a GPU, changes."""
+
+    threads: int = 1
+    gpu_layers: int = 0  # layers offloaded to a GPU (-1: all); needs llama-cpp-python built with one
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.gpu_layers < -1:
+            raise InvalidInputError(f"drafter threads must be >= 1 and GPU layers >= -1, got {self.threads}, {self.gpu_layers}")
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """One generation's settings. Stop-and-wait methods take a bonus token per accepted chunk;
     the pipeline does not, since its next chunk is already drafted on the edge's own guess.

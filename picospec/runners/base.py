@@ -94,6 +94,79 @@ class ModelRunner(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SeqEval:
+    """One sequence's share of a multi-sequence evaluation: `tokens` at positions start.. of sequence
+    `seq` (start must be the sequence's length), with logits rows wanted for the last n_rows of them."""
+
+    seq: int
+    start: int
+    tokens: tuple[int, ...]
+    n_rows: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.n_rows <= len(self.tokens):
+            raise InvalidInputError(f"n_rows must be in [0, {len(self.tokens)}], got {self.n_rows}")
+
+
+@runtime_checkable
+class MultiSeqRunner(Protocol):
+    """A causal LM holding n_seq independent contexts (sequences, each with its own KV range) that
+    one call evaluates together: what lets a cloud verify many sessions' chunks in one pass.
+
+    A sequence's logits must depend only on its own tokens, never on which other sequences share
+    the call (up to the floating-point effects of batch size that llama.cpp's fast configuration has).
+    """
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    @property
+    def n_seq(self) -> int:
+        """How many sequences it holds (ids 0 .. n_seq-1)."""
+        ...
+
+    @property
+    def seq_capacity(self) -> int:
+        """How many tokens one sequence may hold."""
+        ...
+
+    def vocab_info(self) -> VocabInfo: ...
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def chat_tokens(self, user_message: str) -> list[int]: ...
+
+    def chat_messages_tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]: ...
+
+    def evaluate(self, evals: Sequence[SeqEval]) -> list[np.ndarray]:
+        """Evaluate every SeqEval (at most one per sequence) in one pass; return, per SeqEval, its
+        logits rows, shape (n_rows, n_vocab): row i follows tokens[len(tokens) - n_rows + i]."""
+        ...
+
+    def rollback_seq(self, seq: int, n: int) -> None:
+        """Truncate sequence `seq` and its KV range to its first n tokens."""
+        ...
+
+
+class TokenList:
+    """n_tokens and tokens for a runner that keeps its context as the list `_tokens`."""
+
+    _tokens: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        """How many tokens the context holds now."""
+        return len(self._tokens)
+
+    @property
+    def tokens(self) -> list[int]:
+        """The token ids in the context now (a copy)."""
+        return list(self._tokens)
+
+
 def check_token_ids(tokens: Sequence[int], n_vocab: int) -> np.ndarray:
     """Return `tokens` as an int64 array, or raise InvalidInputError if any id is outside the vocabulary."""
     ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # (n,)

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from picospec.errors import InvalidInputError, ModelError
-from picospec.runners.base import VocabInfo, check_rollback, check_token_ids
+from picospec.runners.base import TokenList, VocabInfo, check_rollback, check_token_ids
 
 try:
     import torch
@@ -62,7 +62,7 @@ def _load(path: Path, device: str, dtype: str) -> tuple:
     return tokenizer, model.to(device).eval()
 
 
-class HFRunner:
+class HFRunner(TokenList):
     """A causal LM checkpoint whose context (and KV cache) the caller extends and rolls back."""
 
     def __init__(
@@ -104,14 +104,6 @@ class HFRunner:
     def n_vocab(self) -> int:
         """The width of every logits row (the output layer's, which may exceed the tokenizer's size)."""
         return self._n_vocab
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def tokens(self) -> list[int]:
-        return list(self._tokens)
 
     # Evaluation
 

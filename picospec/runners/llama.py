@@ -26,9 +26,10 @@ try:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 except ImportError as exc:  # one clear line instead of a traceback from the command that needed it
     raise ModelError(f"llama-cpp-python 0.3.36 is needed to run GGUF models ({exc}); `make setup` installs it") from exc
-from picospec.runners.base import VocabInfo, check_rollback, check_token_ids
+from picospec.runners.base import SeqEval, VocabInfo, check_rollback, check_token_ids
 
 GGUF_MAGIC = b"GGUF"
+ALL_LAYERS = 0x7FFFFFFF  # llama.cpp's n_gpu_layers for "every layer" (what -1 stands for here)
 
 
 @functools.cache
@@ -36,6 +37,17 @@ def _init_backend() -> None:
     """Initialise llama.cpp once per process and route its log through a filter that drops all but errors."""
     set_verbose(False)
     llama_cpp.llama_backend_init()
+
+
+def check_gpu_layers(gpu_layers: int) -> None:
+    """Raise InvalidInputError unless gpu_layers is -1 (all), 0 (none), or positive on a build that can offload."""
+    if gpu_layers < -1:
+        raise InvalidInputError(f"GPU layers must be -1 (all), 0 (none) or a count, got {gpu_layers}")
+    if gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+        raise InvalidInputError(
+            f"{gpu_layers} GPU layers asked, but this llama-cpp-python has no GPU backend; rebuild it with one "
+            "(e.g. CMAKE_ARGS=-DGGML_CUDA=on, or -DGGML_METAL=on on macOS; see the README) or use 0"
+        )
 
 
 def check_gguf(path: Path) -> None:
@@ -52,12 +64,18 @@ def check_gguf(path: Path) -> None:
 
 
 class LlamaRunner:
-    """A GGUF causal LM on the CPU whose context (and KV cache) the caller extends and rolls back.
+    """A GGUF causal LM whose context (and KV cache) the caller extends and rolls back.
+
+    As a ModelRunner it holds one sequence. With n_seq > 1 it is also a MultiSeqRunner: n_seq
+    sequences, each of n_ctx tokens in a KV stream of its own, that `evaluate` runs in one llama.cpp
+    decode; the ModelRunner methods then act on sequence 0.
 
     deterministic=True selects a batch-invariant configuration: flash attention, no repacked weight
     buffers, and evaluation in sub-batches of at most DETERMINISTIC_CHUNK tokens. Then the logits of
     a position depend only on the tokens before it, not on how callers chunked them, so greedy
-    speculative output can be tested for exact equality with greedy target-only output.
+    speculative output can be tested for exact equality with greedy target-only output. It holds
+    one sequence only: other sequences' tokens in the same decode would change the batch size the
+    kernels see, and with it the logits.
     """
 
     # Measured on our AVX-512 CPU (design.md): with flash attention and use_extra_bufts=False, batches
@@ -72,33 +90,47 @@ class LlamaRunner:
         n_threads: int = 1,
         deterministic: bool = False,
         n_batch: int = 64,
+        n_seq: int = 1,
+        gpu_layers: int = 0,
+        kv_unified: bool = False,
     ) -> None:
         """Load the model and create an empty context.
 
-        n_batch bounds the tokens per llama.cpp decode call, and with it llama.cpp's logits buffer
-        (n_batch x n_vocab float32: 39 MB at 64 for Qwen2.5).
+        n_ctx is per sequence. kv_unified keeps every sequence's KV cells in one buffer (a token then
+        attends over all sequences' cells, masked) instead of a stream per sequence; llama.cpp splits
+        a pass over streams into sub-batches with as many tokens of each sequence, which costs extra
+        passes when sequences bring different counts. n_batch bounds the tokens per llama.cpp decode call (all sequences
+        together), and with it llama.cpp's logits buffer (n_batch x n_vocab float32: 39 MB at 64
+        for Qwen2.5). gpu_layers offloads that many layers (-1: all) to a GPU, which needs a
+        llama-cpp-python built with a GPU backend (CUDA, Metal, Vulkan, ...).
         """
         path = Path(model_path).expanduser()
         check_gguf(path)
-        if n_ctx < 1 or n_threads < 1 or n_batch < 1:
-            raise InvalidInputError(f"n_ctx, n_threads and n_batch must be positive, got {n_ctx}, {n_threads}, {n_batch}")
+        if n_ctx < 1 or n_threads < 1 or n_batch < 1 or n_seq < 1:
+            raise InvalidInputError(
+                f"n_ctx, n_threads, n_batch and n_seq must be positive, got {n_ctx}, {n_threads}, {n_batch}, {n_seq}"
+            )
+        if deterministic and n_seq > 1:
+            raise InvalidInputError("the deterministic configuration holds one sequence: batching would change its logits")
         _init_backend()
+        check_gpu_layers(gpu_layers)
         self.model_path = path
         self.deterministic = deterministic
-        self._model = self._load_model(path, deterministic)
+        self._model = self._load_model(path, deterministic, gpu_layers)
         self._batch_size = min(n_batch, self.DETERMINISTIC_CHUNK) if deterministic else n_batch
         # A prompt is always prefilled in batches of n_batch, whatever the mode: every method's cloud
         # prefills the same prompt the same way, so outputs still match, and prefill stays fast.
         self._prefill_batch_size = n_batch
-        self._ctx = self._create_context(n_ctx, n_threads, n_batch, deterministic)
+        self._n_batch = n_batch
+        self._ctx = self._create_context(n_ctx, n_threads, n_batch, n_seq, deterministic, kv_unified)
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._n_vocab = self._model.n_vocab()
-        self._tokens: list[int] = []
+        self._seq_tokens: list[list[int]] = [[] for _ in range(n_seq)]
 
     @staticmethod
-    def _load_model(path: Path, deterministic: bool) -> _internals.LlamaModel:
+    def _load_model(path: Path, deterministic: bool, gpu_layers: int) -> _internals.LlamaModel:
         params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 0
+        params.n_gpu_layers = ALL_LAYERS if gpu_layers == -1 else gpu_layers
         if deterministic:
             # Repacked weights (extra buffer types) choose their matmul kernel by batch size.
             params.use_extra_bufts = False
@@ -108,13 +140,14 @@ class LlamaRunner:
             raise ModelError(f"llama.cpp could not load {path}: {exc}") from exc
 
     def _create_context(
-        self, n_ctx: int, n_threads: int, batch_size: int, deterministic: bool
+        self, n_ctx: int, n_threads: int, batch_size: int, n_seq: int, deterministic: bool, kv_unified: bool
     ) -> _internals.LlamaContext:
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
+        params.n_ctx = n_ctx * n_seq
         params.n_batch = batch_size
         params.n_ubatch = batch_size
-        params.n_seq_max = 1
+        params.n_seq_max = n_seq
+        params.kv_unified = kv_unified
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.flash_attn_type = (
@@ -123,7 +156,9 @@ class LlamaRunner:
         try:
             return _internals.LlamaContext(model=self._model, params=params, verbose=False)
         except ValueError as exc:
-            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.model_path}: {exc}") from exc
+            raise ModelError(
+                f"llama.cpp could not create a context of {n_seq} x {n_ctx} tokens for {self.model_path}: {exc}"
+            ) from exc
 
     # State
 
@@ -133,19 +168,29 @@ class LlamaRunner:
         return self._n_vocab
 
     @property
+    def n_seq(self) -> int:
+        """How many sequences the context holds."""
+        return len(self._seq_tokens)
+
+    @property
     def n_ctx(self) -> int:
-        """How many tokens the context can hold (llama.cpp may round the requested size up)."""
-        return self._ctx.n_ctx()
+        """How many tokens one sequence can hold (llama.cpp may round the requested size up)."""
+        return self._ctx.n_ctx() // self.n_seq
+
+    @property
+    def seq_capacity(self) -> int:
+        """The same as n_ctx: what MultiSeqRunner calls it."""
+        return self.n_ctx
 
     @property
     def n_tokens(self) -> int:
-        """How many tokens the context (and KV cache) holds now."""
-        return len(self._tokens)
+        """How many tokens sequence 0 (and its KV range) holds now."""
+        return len(self._seq_tokens[0])
 
     @property
     def tokens(self) -> list[int]:
-        """The token ids in the context now (a copy)."""
-        return list(self._tokens)
+        """The token ids in sequence 0 now (a copy)."""
+        return list(self._seq_tokens[0])
 
     # Evaluation
 
@@ -154,11 +199,11 @@ class LlamaRunner:
 
         Row i holds the logits for the token that follows tokens[i].
         """
-        ids = self._checked_new(tokens)
+        ids = self._checked_new(0, tokens)
         logits = np.empty((len(ids), self._n_vocab), dtype=np.float32)  # (n, V)
         for start in range(0, len(ids), self._batch_size):
-            sub_batch = ids[start : start + self._batch_size]
-            logits[start : start + len(sub_batch)] = self._decode(sub_batch)
+            sub_batch = tuple(ids[start : start + self._batch_size])
+            logits[start : start + len(sub_batch)] = self._decode([SeqEval(0, self.n_tokens, sub_batch, len(sub_batch))])[0]
         return logits
 
     def prefill(self, tokens: Sequence[int]) -> np.ndarray:
@@ -166,40 +211,81 @@ class LlamaRunner:
 
         llama.cpp then computes the output layer for one position only, and no (n, V) array is built.
         """
-        ids = self._checked_new(tokens)
+        ids = self._checked_new(0, tokens)
         if not ids:
             raise InvalidInputError("prefill needs at least one token")
         for start in range(0, len(ids), self._prefill_batch_size):
-            sub_batch = ids[start : start + self._prefill_batch_size]
-            last = self._decode(sub_batch, logits_all=False)
+            sub_batch = tuple(ids[start : start + self._prefill_batch_size])
+            last = self._decode([SeqEval(0, self.n_tokens, sub_batch, 1)])[0]
         return last[-1]
 
-    def _checked_new(self, tokens: Sequence[int]) -> list[int]:
+    def evaluate(self, evals: Sequence[SeqEval]) -> list[np.ndarray]:
+        """Evaluate every SeqEval (at most one per sequence, n_batch tokens in all) in one llama.cpp
+        decode; per SeqEval its logits rows, shape (n_rows, n_vocab) float32."""
+        if self.deterministic:
+            raise InvalidInputError("the deterministic configuration evaluates through extend, in sub-batches")
+        seqs = [item.seq for item in evals]
+        if len(set(seqs)) != len(seqs):
+            raise InvalidInputError(f"one pass evaluates each sequence at most once, got sequences {seqs}")
+        total = sum(len(item.tokens) for item in evals)
+        if total > self._n_batch:
+            raise InvalidInputError(f"{total} tokens in one pass exceed n_batch {self._n_batch}")
+        for item in evals:
+            if not item.tokens:
+                raise InvalidInputError(f"an evaluation of sequence {item.seq} holds no tokens")
+            if not 0 <= item.seq < self.n_seq:
+                raise InvalidInputError(f"sequence {item.seq} is outside [0, {self.n_seq})")
+            if item.start != len(self._seq_tokens[item.seq]):
+                raise InvalidInputError(f"sequence {item.seq} holds {len(self._seq_tokens[item.seq])} tokens, not {item.start}")
+            self._checked_new(item.seq, item.tokens)
+        return self._decode(evals) if evals else []
+
+    def _checked_new(self, seq: int, tokens: Sequence[int]) -> list[int]:
         ids = check_token_ids(tokens, self._n_vocab).tolist()
-        if self.n_tokens + len(ids) > self.n_ctx:
-            raise InvalidInputError(
-                f"context overflow: {self.n_tokens} tokens held + {len(ids)} new > n_ctx {self.n_ctx}"
-            )
+        held = len(self._seq_tokens[seq])
+        if held + len(ids) > self.n_ctx:
+            raise InvalidInputError(f"context overflow: {held} tokens held + {len(ids)} new > n_ctx {self.n_ctx}")
         return ids
 
-    def _decode(self, sub_batch: list[int], logits_all: bool = True) -> np.ndarray:
-        """Run one llama.cpp decode of at most n_batch tokens; return the logits rows asked for.
+    def _no_rows(self) -> np.ndarray:
+        return np.empty((0, self._n_vocab), dtype=np.float32)
 
-        logits_all=False asks for the last token's row only, shape (1, V).
-        """
-        self._batch.set_batch(batch=sub_batch, n_past=self.n_tokens, logits_all=logits_all)
+    def _decode(self, evals: Sequence[SeqEval]) -> list[np.ndarray]:
+        """Run one llama.cpp decode of checked SeqEvals, each non-empty (n_batch tokens at most); return
+        each one's rows. Logits are asked for the rows wanted only, so the output layer costs no more."""
+        batch = self._batch.batch
+        i = 0
+        for item in evals:
+            first_row = len(item.tokens) - item.n_rows
+            for j, token in enumerate(item.tokens):
+                batch.token[i], batch.pos[i] = token, item.start + j
+                batch.seq_id[i][0], batch.n_seq_id[i] = item.seq, 1
+                batch.logits[i] = j >= first_row
+                i += 1
+        batch.n_tokens = i
         self._ctx.decode(self._batch)
-        self._tokens.extend(sub_batch)
-        n_rows = len(sub_batch) if logits_all else 1
-        rows = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(n_rows, self._n_vocab))  # (rows, V) view
-        return rows.copy()
+        n_outputs = sum(item.n_rows for item in evals)
+        # (outputs, V) view, in batch order; llama.cpp keeps no buffer of outputs for a pass that asked for none
+        outputs = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(n_outputs, self._n_vocab)) if n_outputs else None
+        rows, offset = [], 0
+        for item in evals:
+            self._seq_tokens[item.seq].extend(item.tokens)
+            rows.append(outputs[offset : offset + item.n_rows].copy() if item.n_rows else self._no_rows())
+            offset += item.n_rows
+        return rows
 
     def rollback(self, n: int) -> None:
         """Truncate the context and its KV cache to the first n tokens."""
-        check_rollback(n, self.n_tokens)
-        if not self._ctx.kv_cache_seq_rm(0, n, -1):
-            raise ModelError(f"llama.cpp could not remove positions {n}.. from the KV cache")
-        del self._tokens[n:]
+        self.rollback_seq(0, n)
+
+    def rollback_seq(self, seq: int, n: int) -> None:
+        """Truncate sequence `seq` and its KV range to its first n tokens."""
+        if not 0 <= seq < self.n_seq:
+            raise InvalidInputError(f"sequence {seq} is outside [0, {self.n_seq})")
+        check_rollback(n, len(self._seq_tokens[seq]))
+        if not self._ctx.kv_cache_seq_rm(seq, n, -1):
+            raise ModelError(f"llama.cpp could not remove positions {n}.. of sequence {seq} from the KV cache")
+        del self._seq_tokens[seq][n:]
 
     # Vocabulary
 

@@ -12,10 +12,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from picospec.errors import InvalidInputError
-from picospec.runners.base import VocabInfo, check_rollback, check_token_ids
+from picospec.runners.base import TokenList, VocabInfo, check_rollback, check_token_ids
 
 
-class ToyRunner:
+class ToyRunner(TokenList):
     """A seeded n-gram model over a tiny vocabulary; token i prints as the i-th lowercase letter."""
 
     def __init__(self, logit_table: np.ndarray, order: int = 2) -> None:
@@ -44,14 +44,6 @@ class ToyRunner:
     @property
     def n_vocab(self) -> int:
         return self._table.shape[-1]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def tokens(self) -> list[int]:
-        return list(self._tokens)
 
     def vocab_info(self) -> VocabInfo:
         return VocabInfo.from_token_bytes([self._letter(i).encode() for i in range(self.n_vocab)], (), None)
