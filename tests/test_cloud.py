@@ -425,7 +425,7 @@ def test_cloud_command_parses_its_options():
     assert (args.gpu_layers, args.batching, args.step_tokens, args.kv_unified) == (-1, "off", 16, True)
     defaults = build_parser().parse_args(["cloud"])
     assert (defaults.model, defaults.host, defaults.port, defaults.cores) == ("target", "127.0.0.1", 50051, None)
-    assert (defaults.gpu_layers, defaults.batching, defaults.step_tokens) == (0, "on", CloudConfig.step_tokens)
+    assert (defaults.gpu_layers, defaults.batching, defaults.step_tokens) == (0, "off", CloudConfig.step_tokens)
     assert parse_cores("1") == {1}
 
 

@@ -33,8 +33,11 @@ class CloudConfig:
     liveness: Liveness = field(default_factory=Liveness)  # keepalive: a vanished edge's session is freed within its bound
     # Batching: one pass evaluates the pending work of every session (one llama.cpp context holding a
     # sequence per session), at most step_tokens tokens, cutting longer work (a prompt) into pieces.
-    # Off: one context per session and one session's work per pass, in arrival order.
-    batching: bool = True
+    # Off: one context per session and one session's work per pass, in arrival order. Off by default:
+    # on this 2-core CPU batching ran at 0.86-0.93x of unbatched aggregate tokens/s at 4 edges (1.01x
+    # at 8; docs/scaling.md), since a pass of 9-13 tokens costs per token what 3-4 do; turn it on for
+    # fairer waits (longest wait 14 s -> 2 s at 4 edges) or on a GPU, where passes cost ~the same at any size.
+    batching: bool = False
     step_tokens: int = 32  # on CPU a pass over 32 tokens costs ~16 decode steps, over 16 ~10
     # One KV buffer for all sessions' sequences instead of a stream each (LlamaRunner's kv_unified).
     kv_unified: bool = False
