@@ -37,6 +37,12 @@ class DraftChunk:
     tokens: np.ndarray  # (n,) int64
     draft_probs: np.ndarray  # (n, V) float64, the distributions the tokens were drafted from
     confidences: np.ndarray  # (n,) float64, the drafter's own probability of each token (sampling.confidence)
+    looked_up: np.ndarray | None = None  # (n,) bool: proposed by prompt lookup (None: none was)
+
+    @property
+    def from_lookup(self) -> np.ndarray:
+        """Which tokens prompt lookup proposed, shape (n,) bool (their draft_probs rows are one-hot)."""
+        return np.zeros(self.tokens.size, dtype=bool) if self.looked_up is None else self.looked_up
 
     @property
     def token_probs(self) -> np.ndarray:
@@ -56,12 +62,14 @@ class DraftChunk:
             np.concatenate([c.tokens for c in chunks]),
             np.concatenate([c.draft_probs for c in chunks]),
             np.concatenate([c.confidences for c in chunks]),
+            np.concatenate([c.from_lookup for c in chunks]),
         )
 
     def split(self, n: int) -> tuple["DraftChunk", "DraftChunk"]:
         """The first n tokens, and the rest (which starts n positions later)."""
-        head = DraftChunk(self.epoch, self.start, self.tokens[:n], self.draft_probs[:n], self.confidences[:n])
-        tail = DraftChunk(self.epoch, self.start + n, self.tokens[n:], self.draft_probs[n:], self.confidences[n:])
+        lookup = self.from_lookup
+        head = DraftChunk(self.epoch, self.start, self.tokens[:n], self.draft_probs[:n], self.confidences[:n], lookup[:n])
+        tail = DraftChunk(self.epoch, self.start + n, self.tokens[n:], self.draft_probs[n:], self.confidences[n:], lookup[n:])
         return head, tail
 
 
@@ -99,6 +107,35 @@ class Drafter:
             confidences[i] = confidence(self._next_logits, int(tokens[i]))
             self._next_logits = self.runner.extend([int(tokens[i])])[0]
         return DraftChunk(self.epoch, start, tokens, rows, confidences)
+
+    def absorb(self, tokens: Sequence[int], keep: Callable[[float, float, bool], bool]) -> DraftChunk | None:
+        """Draft given tokens (prompt lookup's), evaluated in one pass; None when none is kept.
+
+        Each gets a one-hot draft_probs row: a proposal fixed before verification is a valid draft
+        distribution, so rejection sampling stays exact (a rejected token's residual is the target
+        row without it), and gumbel mode's verdict is the target's own choice whatever is proposed.
+        Its confidence is the drafter's own probability of it. keep(confidence, top confidence,
+        the drafter's top token agrees) decides, token by token, whether the drafter should rather
+        draft from here itself; the first refused token and those after it are rolled back.
+        """
+        tokens = np.asarray(tokens, dtype=np.int64)
+        start, before = self.drafted_until, self._next_logits
+        if tokens.size == 0 or not self._keeps(before, int(tokens[0]), keep):
+            return None  # refused before any pass: the drafter drafts here itself
+        rows = self.runner.extend(tokens.tolist())  # (n, V): row i follows tokens[i]
+        kept = next((i for i in range(1, tokens.size) if not self._keeps(rows[i - 1], int(tokens[i]), keep)), tokens.size)
+        if kept < tokens.size:
+            self.runner.rollback(start + kept)
+        self._next_logits = rows[kept - 1]
+        confidences = np.array([confidence(before if i == 0 else rows[i - 1], int(tokens[i])) for i in range(kept)])
+        one_hot = np.zeros((kept, self.runner.n_vocab))  # (kept, V)
+        one_hot[np.arange(kept), tokens[:kept]] = 1.0
+        return DraftChunk(self.epoch, start, tokens[:kept], one_hot, confidences, np.ones(kept, dtype=bool))
+
+    @staticmethod
+    def _keeps(logits: np.ndarray, token: int, keep: Callable[[float, float, bool], bool]) -> bool:
+        top = int(np.argmax(logits))
+        return keep(confidence(logits, token), confidence(logits, top), top == token)
 
     def follow(self, tokens: Sequence[int]) -> list[tuple[float, float]]:
         """Commit tokens the cloud decoded itself, in one pass (nothing may be drafted beyond the

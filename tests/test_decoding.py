@@ -131,3 +131,54 @@ def test_generation_stops_after_a_stop_token():
     verifier = TargetVerifier(TARGET, params, config, np.random.default_rng(1))
     out = generate_speculative(drafter, verifier, [0], 20, draft_len=3, stop_ids=[stop]).token_ids
     assert out == reference[: reference.index(stop) + 1]
+
+
+def absorbing_drafter(mode: str = "exact") -> Drafter:
+    drafter = Drafter(TARGET.drafter(seed=5, noise=1.0), SamplingParams(temperature=1.0), VerifyConfig(mode=mode), np.random.default_rng(0))
+    drafter.begin([0, 1, 2])
+    return drafter
+
+
+@pytest.mark.parametrize("mode", list(VerifyMode))
+def test_absorbed_tokens_get_one_hot_rows_and_the_drafters_own_confidence(mode):
+    from picospec.sampling import confidence
+
+    drafter = absorbing_drafter(mode)
+    seen = []
+    chunk = drafter.absorb([2, 0, 1], lambda conf, top, agrees: seen.append((conf, top, agrees)) or True)
+    assert chunk.tokens.tolist() == [2, 0, 1] and chunk.start == 3 and chunk.from_lookup.all()
+    np.testing.assert_array_equal(chunk.draft_probs, np.eye(V)[[2, 0, 1]])
+    np.testing.assert_array_equal(chunk.token_probs, 1.0)  # what topk and exact uplink
+    context = [0, 1, 2]
+    for i, token in enumerate([2, 0, 1]):
+        logits = drafter.runner.next_logits(context)
+        assert chunk.confidences[i] == pytest.approx(confidence(logits, token))
+        top = int(np.argmax(logits))
+        assert seen[i] == (pytest.approx(confidence(logits, token)), pytest.approx(confidence(logits, top)), token == top)
+        context.append(token)
+    assert drafter.drafted_until == 6  # the drafter continues after them
+    row = drafter.draft(1).draft_probs[0]
+    if mode != "full":  # full mode drafts from float16-rounded rows
+        np.testing.assert_allclose(row, _row(drafter, context))
+
+
+def _row(drafter: Drafter, context: list[int]) -> np.ndarray:
+    from picospec.sampling import logits_to_probs
+
+    return logits_to_probs(drafter.runner.next_logits(context), drafter.params)
+
+
+def test_absorbing_stops_at_the_first_token_the_controller_refuses_and_rolls_it_back():
+    drafter = absorbing_drafter()
+    calls = []
+    chunk = drafter.absorb([2, 0, 1, 1], lambda *_: calls.append(1) or len(calls) <= 2)
+    assert chunk.tokens.tolist() == [2, 0] and drafter.drafted_until == 5
+    assert drafter.runner.tokens == [0, 1, 2, 2, 0]
+    # The drafter drafts on from there as if it had drafted the two itself.
+    np.testing.assert_allclose(drafter.draft(1).draft_probs[0], _row(drafter, [0, 1, 2, 2, 0]))
+
+
+def test_a_refused_first_token_costs_no_pass_and_absorbs_nothing():
+    drafter = absorbing_drafter()
+    assert drafter.absorb([2, 0], lambda *_: False) is None
+    assert drafter.drafted_until == 3 and drafter.runner.tokens == [0, 1, 2]
