@@ -155,3 +155,66 @@ def test_without_fallback_the_controller_always_speculates():
     for i in range(1, 5):
         controller.observe_verdict([0.5], accepted=0, verify_s=1.0, now_s=float(i), committed=i)
     assert controller.decide() is Mode.SPECULATE
+
+
+# -- prompt lookup's tokens ----------------------------------------------------------------------
+
+
+def test_lookup_tokens_keep_their_own_acceptance_estimate():
+    controller = make_controller(CPU)
+    slm_before = controller.acceptance.estimate(0.6)
+    # Two lookup tokens, the second rejected; the drafter's token after them is never verified.
+    controller.observe_verdict([0.6, 0.6, 0.6], accepted=1, verify_s=0.1, now_s=1.0, committed=10, looked_up=[True, True, False])
+    assert controller.acceptance.estimate(0.6) == slm_before
+    assert controller.lookup.estimate(0.6) == pytest.approx((0.7 * 3 + 1) / 5)
+
+
+def test_chunks_extend_over_lookup_tokens_that_pass_where_the_drafters_would_be_cut():
+    controller = make_controller(CPU)
+    for _ in range(200):  # in this session lookup's doubtful tokens pass, the drafter's fail
+        controller.lookup.observe(0.6, 1.0)
+        controller.acceptance.observe(0.6, 0.0)
+    assert controller.chunk_target([0.6] * 16, [True] * 16) == 16
+    assert controller.chunk_target([0.6] * 16) == 1
+    # Mixed: the chunk holds the lookup run and one doubtful token of the drafter's (where it
+    # fails, its slot still yields the correction, nearly free at 9 tokens), not a second one.
+    assert controller.chunk_target([0.6] * 10, [True] * 8 + [False] * 2) == 9
+
+
+def test_lookup_tokens_are_not_charged_the_drafters_step():
+    # A flat pass, and a drafter step as long as the pass: the drafter's chunks earn the same at
+    # any length (drafting is the bottleneck), lookup's cost one batched pass on the edge.
+    controller = Controller(ControllerConfig(), CostTracker(FLAT), draft_s=0.1, rtt_s=0.0)
+    for _ in range(200):
+        controller.lookup.observe(0.99, 1.0)
+        controller.acceptance.observe(0.99, 1.0)
+    assert controller.chunk_target([0.99] * 16) == 1
+    assert controller.chunk_target([0.99] * 16, [True] * 16) == 16
+
+
+def test_a_lookup_token_is_kept_unless_the_drafter_is_surer_of_its_own():
+    controller = make_controller(CPU)
+    assert controller.keeps_lookup(0.3, 0.3, agrees=True)  # the drafter would draft it too
+    assert not controller.keeps_lookup(0.01, 0.99, agrees=False)  # 0.5 (lookup, < 0.5) < 0.99 (drafter, >= 0.97)
+    assert controller.keeps_lookup(0.6, 0.65, agrees=False)  # 0.7 >= 0.6: the same bin, lookup's prior is higher
+
+
+def test_a_long_lookup_match_that_pays_ends_cloud_decoding():
+    controller = make_controller(CPU, window=16, probe_every=1000)
+    assert controller.mode is Mode.FALLBACK
+    for _ in range(16):  # lookup would have proposed every token the cloud decoded
+        controller.observe_lookup_shadow(True)
+    assert controller.decide(lookup_run=2) is Mode.FALLBACK  # two tokens cost two steps: no gain
+    assert controller.decide(lookup_run=16) is Mode.SPECULATE  # sixteen cost ten steps
+
+
+def test_a_lookup_match_does_not_end_cloud_decoding_where_it_would_not_pay():
+    wrong = make_controller(CPU, window=16, probe_every=1000)
+    for _ in range(16):  # lookup's proposals have been wrong
+        wrong.observe_lookup_shadow(False)
+    assert wrong.decide(lookup_run=16) is Mode.FALLBACK
+    # A pass costs a step per token: even perfect lookup runs earn what cloud decoding earns.
+    linear = make_controller(LINEAR, window=16, probe_every=1000)
+    for _ in range(16):
+        linear.observe_lookup_shadow(True)
+    assert linear.decide(lookup_run=16) is Mode.FALLBACK

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Sequence
 
@@ -18,6 +18,10 @@ from picospec.errors import InvalidInputError
 # (docs/design.md): >= 0.97 agreed 0.97-1.0, below 0.5 about 0.41; updated online per session.
 CONFIDENCE_EDGES = (0.5, 0.75, 0.9, 0.97)
 CONFIDENCE_PRIOR = (0.42, 0.6, 0.8, 0.92, 0.99)
+# Prompt lookup's tokens, by the drafter's confidence in them: a copied token the drafter doubts is
+# still often right (an identifier repeated from the prompt), one it is sure of as right as its own.
+# Not measured per bin: a guess, moved by what each session observes.
+LOOKUP_PRIOR = (0.5, 0.7, 0.85, 0.95, 0.99)
 PRIOR_WEIGHT = 3.0  # pseudo-observations behind each prior
 SHARED_WEIGHT = 0.25  # how far each reply moves the estimate of other sessions' tokens per pass
 
@@ -28,11 +32,11 @@ class AcceptanceModel:
     With by_confidence=False every token gets the session's mean (the ablation without the cut-off).
     """
 
-    def __init__(self, by_confidence: bool = True) -> None:
+    def __init__(self, by_confidence: bool = True, prior: Sequence[float] = CONFIDENCE_PRIOR, mean_prior: float = 0.8) -> None:
         self.by_confidence = by_confidence
-        self._passed = [p * PRIOR_WEIGHT for p in CONFIDENCE_PRIOR]
-        self._seen = [PRIOR_WEIGHT] * len(CONFIDENCE_PRIOR)
-        self._mean_passed, self._mean_seen = 0.8 * PRIOR_WEIGHT, PRIOR_WEIGHT
+        self._passed = [p * PRIOR_WEIGHT for p in prior]
+        self._seen = [PRIOR_WEIGHT] * len(prior)
+        self._mean_passed, self._mean_seen = mean_prior * PRIOR_WEIGHT, PRIOR_WEIGHT
 
     @staticmethod
     def bin_of(confidence: float) -> int:
@@ -50,11 +54,13 @@ class AcceptanceModel:
         """The chance that a token passes, whatever its confidence."""
         return self._mean_passed / self._mean_seen
 
-    def observe(self, confidence: float, passed: float) -> None:
-        """A token drafted with `confidence` passed (1), failed (0), or passed with a known probability."""
-        b = self.bin_of(confidence)
-        self._passed[b] += passed
-        self._seen[b] += 1.0
+    def observe(self, confidence: float | None, passed: float) -> None:
+        """A token drafted with `confidence` passed (1), failed (0), or passed with a known
+        probability; confidence None (not known) counts towards the mean only."""
+        if confidence is not None:
+            b = self.bin_of(confidence)
+            self._passed[b] += passed
+            self._seen[b] += 1.0
         self._mean_passed += passed
         self._mean_seen += 1.0
 
@@ -112,6 +118,7 @@ class Controller:
     rtt_s: float
     # State, not settings: set here and in __post_init__, changed only by the observations below.
     acceptance: AcceptanceModel = field(init=False)
+    lookup: AcceptanceModel = field(init=False)  # prompt lookup's tokens (its own estimate)
     mode: Mode = field(init=False)
     switches: int = field(init=False, default=0)
     _progress: deque = field(init=False)  # (seconds, tokens committed) samples while speculating
@@ -127,12 +134,15 @@ class Controller:
     _rtt_measured: bool = field(init=False, default=False)
     # Other sessions' tokens in each pass of a batching cloud (a moving mean of what replies report).
     _shared: float = field(init=False, default=0.0)
+    _lookup_shadow: deque = field(init=False)  # lookup's recent tokens: passed (1) or not, verified or shadowed
 
     def __post_init__(self) -> None:
         # With fallback allowed a session starts by letting the cloud decode (from its prompt pass,
         # as `ar` does) and speculates once what the drafter would have drafted says it pays.
         self.mode = Mode.FALLBACK if self.config.fallback else Mode.SPECULATE
         self.acceptance = AcceptanceModel(self.config.confidence)
+        self.lookup = AcceptanceModel(self.config.confidence, LOOKUP_PRIOR, mean_prior=0.7)
+        self._lookup_shadow = deque(maxlen=self.config.window)
         self._progress = deque()
         self._shadow = deque(maxlen=self.config.window * 2)
         self._verified = deque(maxlen=self.config.window * 2)
@@ -165,14 +175,24 @@ class Controller:
             self.rtt_s += 0.1 * (seconds - self.rtt_s)
 
     def observe_verdict(
-        self, confidences: Sequence[float], accepted: int, verify_s: float, now_s: float, committed: int, shared_tokens: int = 0
+        self,
+        confidences: Sequence[float],
+        accepted: int,
+        verify_s: float,
+        now_s: float,
+        committed: int,
+        shared_tokens: int = 0,
+        looked_up: Sequence[bool] = (),
     ) -> None:
         """A chunk drafted with these confidences had `accepted` tokens pass, in a pass that took
         verify_s and held shared_tokens of other sessions; `committed` tokens are now verified in
-        all, at `now_s` on the edge's clock."""
+        all, at `now_s` on the edge's clock. looked_up marks the tokens prompt lookup proposed."""
         for i, confidence in enumerate(confidences[: accepted + 1]):
-            self._verified.append(self.acceptance.estimate(confidence))
-            self.acceptance.observe(confidence, 1.0 if i < accepted else 0.0)
+            model = self._model(looked_up, i)
+            self._verified.append(model.estimate(confidence))
+            model.observe(confidence, 1.0 if i < accepted else 0.0)
+            if model is self.lookup:
+                self._lookup_shadow.append(1.0 if i < accepted else 0.0)
         self._observe_pass(len(confidences), verify_s, shared_tokens)
         self._progress.append((now_s, committed))
         self._speculated_since_switch += accepted + (accepted < len(confidences))
@@ -188,6 +208,14 @@ class Controller:
         self.tracker.observe_verify(own_tokens + shared_tokens, seconds)
         self._shared += SHARED_WEIGHT * (shared_tokens - self._shared)
 
+    def observe_lookup_shadow(self, passed: bool) -> None:
+        """The cloud decoded a token where prompt lookup proposed one: did they agree?"""
+        self.lookup.observe(None, float(passed))
+        self._lookup_shadow.append(float(passed))
+
+    def _model(self, looked_up: Sequence[bool], i: int) -> AcceptanceModel:
+        return self.lookup if i < len(looked_up) and looked_up[i] else self.acceptance
+
     def observe_decoded(self, confidence: float, passed: float) -> None:
         """The cloud decoded a token; the drafter would have drafted it with this confidence and
         the chance `passed` that it would have passed."""
@@ -197,16 +225,40 @@ class Controller:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def chunk_target(self, confidences: Sequence[float]) -> int:
-        """How many of the drafted tokens (with these confidences) the chunk should hold; more than
-        len(confidences) means: draft on.
+    def chunk_target(self, confidences: Sequence[float], looked_up: Sequence[bool] = ()) -> int:
+        """How many of the drafted tokens (with these confidences; looked_up marks prompt
+        lookup's) the chunk should hold; more than len(confidences) means: draft on.
 
         Tokens not drafted yet are planned as if confident: the edge sees each one's confidence
         before it joins the chunk, and cuts the chunk before one that does not pay.
         """
-        estimates = [self.acceptance.estimate(c) for c in confidences]
-        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self.costs, self.config.max_chunk)
+        estimates = [self._model(looked_up, i).estimate(c) for i, c in enumerate(confidences)]
+        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self._costs_drafting(looked_up, len(confidences)), self.config.max_chunk)
         return j
+
+    def _costs_drafting(self, looked_up: Sequence[bool], n: int) -> Costs:
+        """The costs with the drafter's step scaled by the share of tokens it drafts one by one:
+        lookup's cost one batched pass on the edge, next to nothing beside the cloud's."""
+        own = n - sum(bool(x) for x in looked_up[:n])
+        costs = self.costs
+        return costs if own == n else replace(costs, draft_s=costs.draft_s * own / max(n, 1))
+
+    def keeps_lookup(self, confidence: float, top_confidence: float, agrees: bool) -> bool:
+        """Should a token prompt lookup proposed be drafted (else the drafter drafts from here)?
+        Yes where the drafter's top token is the same one, or where lookup's estimate for it
+        (the drafter's confidence in it) is at least the drafter's for its own top token."""
+        return agrees or self.lookup.estimate(confidence) >= self.acceptance.estimate(top_confidence)
+
+    def lookup_pays(self, run: int) -> bool:
+        """While the cloud decodes: would a chunk of the `run` tokens lookup proposes now earn more
+        than cloud decoding? Lookup's acceptance: its recent shadow record, behind its mean."""
+        if run < 1:
+            return False
+        recent = sum(self._lookup_shadow) + PRIOR_WEIGHT * self.lookup.mean
+        acceptance = recent / (len(self._lookup_shadow) + PRIOR_WEIGHT)
+        costs = replace(self.costs, draft_s=0.0)
+        _, rate = best_chunk_len([acceptance] * run, 0.0, costs, min(run, self.config.max_chunk))
+        return self._bias * rate > costs.fallback_rate * (1 + self.config.margin)
 
     def speculation_rate(self) -> float | None:
         """Tokens per second committed while speculating, over the last `window` tokens (None
@@ -220,9 +272,13 @@ class Controller:
             return None
         return (n1 - n0) / (t1 - t0)
 
-    def decide(self) -> Mode:
-        """Switch modes when the other one pays; return the mode to run now."""
+    def decide(self, lookup_run: int = 0) -> Mode:
+        """Switch modes when the other one pays; return the mode to run now. lookup_run: the
+        tokens prompt lookup proposes after the committed context (0: none, or lookup is off)."""
         if not self.config.fallback:
+            return self.mode
+        if self.mode is Mode.FALLBACK and self.lookup_pays(lookup_run):
+            self._switch(Mode.SPECULATE)
             return self.mode
         fallback_rate = self.costs.fallback_rate
         if self.mode is Mode.SPECULATE:
