@@ -14,6 +14,7 @@ from rich.table import Table
 from picospec.edge.client import CloudError, generate
 from picospec.edge.config import CloudLoss, DrafterConfig, EdgeConfig, Method, Recovery
 from picospec.edge.controller import ControllerConfig
+from picospec.edge.lookup import LookupConfig
 from picospec.edge.pipeline import EDGE_ONLY
 from picospec.edge.report import EdgeReport
 from picospec.affinity import EDGE_CORE, pin_to_cores
@@ -100,6 +101,7 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
         chunk_len=args.chunk_len,
         max_lookahead=args.lookahead,
         controller=ControllerConfig.for_policy(args.policy, args.fallback, args.confidence),
+        lookup=LookupConfig() if args.lookup else None,
         recovery=Recovery(on_loss=args.on_cloud_loss, retries=args.retries, liveness=liveness_from_args(args)),
     )
 

@@ -50,6 +50,12 @@ def add_edge_options(parser: argparse.ArgumentParser, *, with_defaults: bool = T
                         help="adaptive: let the cloud decode when speculation does not pay")  # fmt: skip
     parser.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=default(CONTROLLER.confidence),
                         help="adaptive: cut chunks by the drafter's confidence in each token")  # fmt: skip
+    parser.add_argument(
+        "--lookup", action=argparse.BooleanOptionalAction, default=default(EDGE.lookup is not None),
+        help="speculative methods: draft tokens copied from earlier in the prompt or output where it repeats itself "
+        "(prompt lookup), the drafter drafting elsewhere; the controller weighs them by their own acceptance. "
+        "Exact in every verify mode",
+    )  # fmt: skip
     parser.add_argument("--chunk-len", type=int, default=default(EDGE.chunk_len),
                         help="fixed policy (and sync, vanilla): draft tokens per chunk")  # fmt: skip
     parser.add_argument("--lookahead", type=int, default=None,

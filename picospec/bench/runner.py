@@ -29,6 +29,7 @@ from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
 from picospec.edge.client import generate
 from picospec.edge.config import DrafterConfig, EdgeConfig, Method
 from picospec.edge.controller import DEFAULT_POLICY, ControllerConfig
+from picospec.edge.lookup import LookupConfig
 from picospec.cloud.config import CloudConfig
 from picospec.launch import CloudProcessConfig
 from picospec.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
@@ -42,7 +43,7 @@ WARMUP_TOKENS = 8
 
 # The BenchConfig fields that picospec.options.add_edge_options sets (each flag's dest is the field's name).
 EDGE_OPTION_FIELDS = ("top_k", "top_p", "topk_entries", "candidates", "chunk_len", "lookahead", "policy",
-                      "fallback", "confidence", "deterministic", "draft", "target", "draft_threads",
+                      "fallback", "confidence", "lookup", "deterministic", "draft", "target", "draft_threads",
                       "draft_gpu_layers", "target_threads", "target_gpu_layers")  # fmt: skip
 
 # Opens a cloud behind the given link and yields the address edges connect to.
@@ -80,6 +81,7 @@ class BenchConfig:
     policy: str = DEFAULT_POLICY
     fallback: bool = ControllerConfig.fallback
     confidence: bool = ControllerConfig.confidence
+    lookup: bool = EdgeConfig().lookup is not None  # prompt lookup drafts where the context repeats itself
     # Batch-invariant llama.cpp on both sides (--deterministic): at temperature 0 every method then
     # yields the target's greedy tokens exactly. Off by default: the fast configuration users run.
     deterministic: bool = CloudProcessConfig.deterministic
@@ -125,7 +127,7 @@ class BenchConfig:
         return {"max_new_tokens": self.max_new_tokens, "chunk_len": self.chunk_len,
                 "lookahead": self.chunking().max_lookahead,
                 "policy": self.policy, "fallback": self.fallback, "confidence": self.confidence,
-                "deterministic": self.deterministic, "seed": self.seed, "top_k": self.top_k, "top_p": self.top_p,
+                "lookup": self.lookup, "deterministic": self.deterministic, "seed": self.seed, "top_k": self.top_k, "top_p": self.top_p,
                 "topk": self.topk_entries, "n_candidates": self.candidates, "draft": self.draft,
                 "target": self.target, "draft_threads": self.draft_threads, "draft_gpu_layers": self.draft_gpu_layers,
                 "target_threads": self.target_threads, "target_gpu_layers": self.target_gpu_layers}  # fmt: skip
@@ -264,6 +266,7 @@ def edge_config(config: BenchConfig, key: CellKey, max_new_tokens: int | None = 
         chunk_len=config.chunk_len,
         max_lookahead=config.lookahead,
         controller=ControllerConfig.for_policy(config.policy, config.fallback, config.confidence),
+        lookup=LookupConfig() if config.lookup else None,
     )
 
 

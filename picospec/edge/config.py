@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from picospec.edge.controller import ControllerConfig
+from picospec.edge.lookup import LookupConfig
 from picospec.edge.policy import ChunkPolicy
 from picospec.errors import InvalidInputError
 from picospec.sampling import SamplingParams
@@ -94,6 +95,9 @@ class EdgeConfig:
     # Most drafted-but-unverified tokens the fixed-policy pipeline holds; None: twice chunk_len.
     max_lookahead: int | None = None
     controller: ControllerConfig | None = field(default_factory=ControllerConfig)
+    # Prompt lookup: draft tokens copied from earlier in the context where it repeats itself, the
+    # drafter drafting elsewhere (None: the drafter alone). Speculative methods only.
+    lookup: LookupConfig | None = field(default_factory=LookupConfig)
     recovery: Recovery = field(default_factory=Recovery)
 
     def __post_init__(self) -> None:

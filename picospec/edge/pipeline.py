@@ -22,6 +22,7 @@ from picospec.costmodel import CostCurve, CostTracker
 from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
 from picospec.edge.controller import Controller, Mode
+from picospec.edge.lookup import PromptLookup
 from picospec.edge.policy import EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import ProtocolError
@@ -102,6 +103,7 @@ class SpeculativeEdge(EdgeLoop):
         self._resumed_after: list[int] = []
         self._begun = False  # the drafter has evaluated the prompt
         self._unfollowed: list[int] = []  # decoded by the cloud, not yet evaluated by the drafter
+        self.lookup: PromptLookup | None = None  # over the committed context, from run()
         self.controller: Controller | None = None
         if config.adaptive is not None:
             if cloud is None:
@@ -117,6 +119,8 @@ class SpeculativeEdge(EdgeLoop):
         self._t0 = time.perf_counter()
         self._prompt = list(prompt)
         self._resumed_after = list(self.report.token_ids)  # what earlier sessions committed
+        if self.config.lookup is not None and self.config.method.speculative:
+            self.lookup = PromptLookup(self.config.lookup, context=self._prompt + self._resumed_after)
         if self.controller is None:
             self._catch_up()
         else:
@@ -165,7 +169,8 @@ class SpeculativeEdge(EdgeLoop):
 
     def _chunk_target(self) -> int:
         """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
-        return self.controller.chunk_target([c for chunk in self._building for c in chunk.confidences])
+        confidences = [c for chunk in self._building for c in chunk.confidences]
+        return self.controller.chunk_target(confidences, [x for chunk in self._building for x in chunk.from_lookup])
 
     def _decoding(self) -> bool:
         return any(isinstance(item, DecodeOrder) for item in self._in_flight)
@@ -198,13 +203,47 @@ class SpeculativeEdge(EdgeLoop):
                 self.controller.observe_decoded(confidence, passed)
 
     def _draft_one(self) -> None:
+        """Draft what prompt lookup proposes here, else one token of the drafter's own."""
         self._catch_up()
         start = self._now()
-        self._building.append(self.drafter.draft(1))
+        chunk = self._look_up()
+        if chunk is None:
+            chunk = self.drafter.draft(1)
+        self._building.append(chunk)
         self._event("draft", start)
-        self.report.drafted += 1
-        if self.controller is not None:
+        self.report.drafted += len(chunk)
+        self.report.looked_up += int(chunk.from_lookup.sum())
+        if self.controller is not None and chunk.looked_up is None:
             self.controller.observe_draft_step(self.report.timeline[-1].end - start)
+
+    def _look_up(self) -> DraftChunk | None:
+        """The tokens prompt lookup proposes after everything drafted, as many as may be drafted
+        now, those the controller keeps (all, without one); None when it has none."""
+        if self.lookup is None:
+            return None
+        drafted = [int(t) for item in (*self._in_flight, *self._building) if isinstance(item, DraftChunk) for t in item.tokens]
+        proposal = self.lookup.propose(drafted, self._draft_room())
+        if not proposal:
+            return None
+        keep = self.controller.keeps_lookup if self.controller is not None else (lambda *_: True)
+        return self.drafter.absorb(proposal, keep)
+
+    def _draft_room(self) -> int:
+        """How many tokens may be drafted now (at least one whenever _can_draft)."""
+        produced, building, in_flight = self._counts()
+        if self.controller is not None:
+            chunk, lookahead = self._max_chunk, self.controller.config.max_lookahead
+        else:
+            chunk = self.policy.chunk_len
+            lookahead = self.policy.max_lookahead if self.policy.pipelined else self.policy.chunk_len
+        unverified = building + in_flight
+        return min(chunk - building, lookahead - unverified, self.config.max_new_tokens - produced - unverified)
+
+    def _lookup_run(self) -> int:
+        """While the cloud decodes: how many tokens prompt lookup proposes after the committed context."""
+        if self.lookup is None or self.controller.mode is not Mode.FALLBACK:
+            return 0
+        return len(self.lookup.propose([], self._max_chunk))
 
     def _ship(self) -> None:
         if not self._building:
@@ -266,7 +305,7 @@ class SpeculativeEdge(EdgeLoop):
         except queue.Empty:
             pass
         if self.controller is not None and not self._done():
-            self.controller.decide()
+            self.controller.decide(self._lookup_run())
 
     def _apply(self, item: VerdictReport | TokensReport | CandidateReport | BaseException) -> None:
         if isinstance(item, BaseException):
@@ -287,6 +326,7 @@ class SpeculativeEdge(EdgeLoop):
         # The accepted drafts are verified: commit them before fetching more candidates can fail,
         # so a generation that loses its cloud then resumes after them.
         self._emit([int(t) for t in chunk.tokens[: verdict.accepted]], "draft")
+        self.report.lookup_accepted += int(chunk.from_lookup[: verdict.accepted].sum())
         token = None
         if verdict.rejected or verdict.token is not None:
             token = resolve_correction(verdict, chunk, self.drafter.rng, lambda: self._fetch_candidates(chunk.epoch + 1))
@@ -303,8 +343,9 @@ class SpeculativeEdge(EdgeLoop):
         if self.controller is not None:
             self.controller.observe_rtt(self._now() - shipped_at - item.verify_s - item.prefill_s)
             self.controller.observe_verdict(
-                chunk.confidences, verdict.accepted, item.verify_s, self._now(), self.drafter.committed, item.shared_tokens
-            )
+                chunk.confidences, verdict.accepted, item.verify_s, self._now(), self.drafter.committed, item.shared_tokens,
+                looked_up=chunk.from_lookup,
+            )  # fmt: skip
 
     def _apply_tokens(self, item: TokensReport) -> None:
         """Commit tokens the cloud decoded itself; the drafter follows them."""
@@ -315,7 +356,7 @@ class SpeculativeEdge(EdgeLoop):
         self.report.cloud_decode_s += item.compute_s
         if not item.prefill_s:
             self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
-        self._emit(item.tokens, "cloud")
+        self._emit(item.tokens, "cloud", shadow=True)
         self._unfollowed += item.tokens
         order.received += len(item.tokens)
         self.report.decoded += len(item.tokens)
@@ -347,11 +388,18 @@ class SpeculativeEdge(EdgeLoop):
         self._in_flight.clear()
         self._shipped_at.clear()
 
-    def _emit(self, tokens: list[int], source: str) -> None:
+    def _emit(self, tokens: list[int], source: str, shadow: bool = False) -> None:
+        """Commit tokens; with shadow (the cloud decoded them), tell the controller whether prompt
+        lookup would have proposed each."""
         room = self.config.max_new_tokens - self.report.new_tokens
         for token in tokens[: max(0, room)]:
             if self._stopped:
                 return
+            if self.lookup is not None:
+                proposal = self.lookup.propose([], 1) if shadow and self.controller is not None else []
+                if proposal:
+                    self.controller.observe_lookup_shadow(proposal[0] == token)
+                self.lookup.extend([token])
             if self.report.ttft_s is None:
                 self.report.ttft_s = self._now()
             self.report.token_ids.append(token)

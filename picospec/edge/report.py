@@ -31,6 +31,8 @@ class EdgeReport:
     verify_times: list[float] = field(default_factory=list)  # per round: cloud compute seconds
     topk_tail_mass: list[float] = field(default_factory=list)  # topk: target mass outside the K sent
     drafted: int = 0
+    looked_up: int = 0  # of the drafted tokens, those prompt lookup proposed
+    lookup_accepted: int = 0  # of those, the ones that passed verification
     discarded: int = 0  # drafted tokens thrown away after rejections
     decoded: int = 0  # tokens the cloud decoded itself in a speculative session (first token, fallback)
     mode_switches: int = 0  # between speculation and fallback to cloud decoding

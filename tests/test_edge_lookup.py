@@ -1,0 +1,104 @@
+"""Prompt lookup through the networked pipeline, toy models: the output stays the target's in every
+verify mode (greedy identity, gumbel identity with ar, chi-square convergence at temperature 1),
+with prompts that repeat themselves, so lookup does propose (asserted)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from picospec.decoding import DraftChunk, Drafter, generate_autoregressive
+from picospec.edge.client import generate
+from picospec.edge.config import EdgeConfig, Method
+from picospec.edge.controller import ControllerConfig
+from picospec.edge.lookup import LookupConfig
+from picospec.sampling import SamplingParams
+from picospec.verify import VerifyConfig, VerifyMode
+from stats import ALPHA, sequence_distribution, sequence_pvalue
+from clouds import cloud_thread
+from test_edge import CONCURRENT_EDGES, MAX_SESSIONS, SWITCHING, address, toy_drafter, toy_target
+
+PROMPT = [1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2]  # "1 2" recurs: lookup proposes "3 4 0 1 2 ..."
+LOOKUP = LookupConfig(min_n=2, max_n=3)
+SPECULATIVE = [(Method.VANILLA, VerifyMode.FULL)] + [(method, mode) for method in (Method.SYNC, Method.PICOSPEC) for mode in VerifyMode]
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    with cloud_thread(toy_target, max_sessions=MAX_SESSIONS) as server:
+        yield server
+
+
+def reference(params: SamplingParams, verify: VerifyConfig, n: int) -> list[int]:
+    return generate_autoregressive(toy_target(), PROMPT, params, verify, np.random.default_rng(0), n).token_ids
+
+
+@pytest.mark.parametrize("controller", [SWITCHING, None], ids=["switching", "fixed"])
+@pytest.mark.parametrize("method, mode", SPECULATIVE, ids=str)
+def test_greedy_output_with_lookup_equals_target_only_greedy(cloud, method, mode, controller):
+    params, verify = SamplingParams(temperature=0), VerifyConfig(mode=mode)
+    config = EdgeConfig(method=method, params=params, verify=verify, max_new_tokens=30, chunk_len=3, max_lookahead=6,
+                        controller=controller, lookup=LOOKUP)  # fmt: skip
+    report = generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config)
+    assert report.token_ids == reference(params, verify, 30)
+    assert report.looked_up > 0 and report.lookup_accepted <= report.looked_up <= report.drafted
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gumbel_output_with_lookup_equals_ar_with_the_same_seed(cloud, seed):
+    params, verify = SamplingParams(temperature=1.0), VerifyConfig(mode="gumbel", seed=seed)
+    config = EdgeConfig(params=params, verify=verify, max_new_tokens=25, controller=SWITCHING, lookup=LOOKUP)
+    report = generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config)
+    ar = generate(address(cloud), toy_drafter(), PROMPT, EdgeConfig(method=Method.AR, params=params, verify=verify, max_new_tokens=25))
+    assert report.token_ids == ar.token_ids == reference(params, verify, 25)
+    assert report.looked_up > 0
+
+
+# Fixed chunks; the controller cutting chunks by the acceptance of lookup's tokens and the
+# drafter's; and the controller letting the cloud decode the first tokens, then speculating.
+POLICIES = {
+    "fixed": None,
+    "adaptive": ControllerConfig(fallback=False, max_chunk=3, max_lookahead=4),
+    "switching": ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("mode", ["exact", "full", "topk"])
+def test_sequences_with_lookup_converge_on_the_target_distribution(cloud, mode, policy):
+    """One-hot draft rows for lookup's tokens, the drafter's rows for its own, mixed in chunks,
+    rejected and accepted: the sequences are the target's samples."""
+    params, length, n = SamplingParams(temperature=1.0, top_k=3), 5 if policy == "switching" else 4, 1500
+    looked_up = np.zeros(2, dtype=int)  # tokens lookup proposed, and those accepted
+
+    def sample(seed: int) -> tuple[int, ...]:
+        verify = VerifyConfig(mode=mode, seed=seed, topk=3, n_candidates=2)
+        config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=length, chunk_len=3,
+                            max_lookahead=4, controller=POLICIES[policy], lookup=LOOKUP)  # fmt: skip
+        report = generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config)
+        looked_up[:] += (report.looked_up, report.lookup_accepted)
+        return tuple(report.token_ids)
+
+    counts: dict[tuple, int] = {}
+    with ThreadPoolExecutor(CONCURRENT_EDGES) as edges:
+        for tokens in edges.map(sample, range(n)):
+            counts[tokens] = counts.get(tokens, 0) + 1
+    assert sequence_pvalue(counts, sequence_distribution(toy_target(), PROMPT, params, length)) > ALPHA
+    proposed, accepted = looked_up
+    assert proposed > n / 4 and 0 < accepted < proposed  # lookup proposed often, was accepted and rejected
+
+
+def test_negative_control_lookup_tokens_shipped_with_a_wrong_draft_probability_fail_the_test(cloud, monkeypatch):
+    """The convergence test has the power to see a wrong draft_probs row for lookup's tokens."""
+    absorb = Drafter.absorb
+
+    def with_wrong_rows(self, tokens, keep):
+        chunk = absorb(self, tokens, keep)
+        if chunk is None:
+            return None
+        rows = 0.5 * chunk.draft_probs + 0.5 / chunk.draft_probs.shape[1]  # claims q(x) ~ 0.6, not 1
+        return DraftChunk(chunk.epoch, chunk.start, chunk.tokens, rows, chunk.confidences, chunk.looked_up)
+
+    monkeypatch.setattr(Drafter, "absorb", with_wrong_rows)
+    with pytest.raises(AssertionError, match="sequence_pvalue"):
+        test_sequences_with_lookup_converge_on_the_target_distribution(cloud, "exact", "fixed")
