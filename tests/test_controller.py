@@ -202,10 +202,36 @@ def test_a_lookup_token_is_kept_unless_the_drafter_is_surer_of_its_own():
 def test_a_long_lookup_match_that_pays_ends_cloud_decoding():
     controller = make_controller(CPU, window=16, probe_every=1000)
     assert controller.mode is Mode.FALLBACK
-    for _ in range(16):  # lookup would have proposed every token the cloud decoded
+    for _ in range(30):  # lookup would have proposed each of the cloud's last 30 tokens
         controller.observe_lookup_shadow(True)
     assert controller.decide(lookup_run=2) is Mode.FALLBACK  # two tokens cost two steps: no gain
     assert controller.decide(lookup_run=16) is Mode.SPECULATE  # sixteen cost ten steps
+
+
+def test_speculation_on_lookups_tokens_alone_ends_when_lookup_has_nothing_that_pays():
+    controller = make_controller(CPU, window=16, probe_every=64)
+    for _ in range(30):
+        controller.observe_lookup_shadow(True)
+    assert controller.decide(lookup_run=16) is Mode.SPECULATE and controller.lookup_only
+    assert controller.decide(lookup_run=16) is Mode.SPECULATE  # lookup proposes on
+    assert controller.decide(lookup_run=0) is Mode.FALLBACK and not controller.lookup_only
+    assert controller._probe_every == 64  # not a failed probe of the drafter's
+    # A rejected lookup token ends the run too.
+    assert controller.decide(lookup_run=16) is Mode.SPECULATE
+    controller.observe_verdict([0.9] * 4, accepted=1, verify_s=0.1, now_s=1.0, committed=50, looked_up=[True] * 4)
+    assert controller.decide(lookup_run=16) is Mode.FALLBACK
+
+
+def test_one_wrong_proposal_ends_lookups_streak():
+    controller = make_controller(CPU, window=16, probe_every=1000)
+    for _ in range(30):
+        controller.observe_lookup_shadow(True)
+    controller.observe_lookup_shadow(False)
+    assert controller.lookup_streak == 0 and controller.decide(lookup_run=16) is Mode.FALLBACK
+    controller.observe_verdict([0.9] * 3, accepted=2, verify_s=0.1, now_s=1.0, committed=40, looked_up=[True] * 3)
+    assert controller.lookup_streak == 0  # two passed, the third did not
+    controller.observe_verdict([0.9] * 3, accepted=3, verify_s=0.1, now_s=2.0, committed=43, looked_up=[True] * 3)
+    assert controller.lookup_streak == 3
 
 
 def test_a_lookup_match_does_not_end_cloud_decoding_where_it_would_not_pay():

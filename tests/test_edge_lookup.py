@@ -2,6 +2,7 @@
 verify mode (greedy identity, gumbel identity with ar, chi-square convergence at temperature 1),
 with prompts that repeat themselves, so lookup does propose (asserted)."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,7 +17,9 @@ from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig, VerifyMode
 from stats import ALPHA, sequence_distribution, sequence_pvalue
 from clouds import cloud_thread
-from test_edge import CONCURRENT_EDGES, MAX_SESSIONS, SWITCHING, address, toy_drafter, toy_target
+from test_edge import CONCURRENT_EDGES, MAX_SESSIONS, SWITCHING, TARGET_SEED, V, address, toy_drafter, toy_target
+from picospec.edge.controller import Controller
+from picospec.runners.toy import ToyRunner
 
 PROMPT = [1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2]  # "1 2" recurs: lookup proposes "3 4 0 1 2 ..."
 LOOKUP = LookupConfig(min_n=2, max_n=3)
@@ -27,6 +30,37 @@ SPECULATIVE = [(Method.VANILLA, VerifyMode.FULL)] + [(method, mode) for method i
 def cloud():
     with cloud_thread(toy_target, max_sessions=MAX_SESSIONS) as server:
         yield server
+
+
+class FlatToy(ToyRunner):
+    """The toy target with a pass that costs the same for 1 or 16 tokens (a GPU's curve), so the
+    cost model says lookup's runs pay and sessions speculate on lookup's tokens alone."""
+
+    def extend(self, tokens):
+        time.sleep(0.01)  # well above a loopback round trip
+        return super().extend(tokens)
+
+
+@pytest.fixture(scope="module")
+def flat_cloud():
+    with cloud_thread(lambda: FlatToy(toy_target()._table), max_sessions=MAX_SESSIONS) as server:
+        yield server
+
+
+@pytest.fixture
+def lookup_runs(monkeypatch) -> list[int]:
+    """Counts the times sessions start speculating on lookup's tokens alone."""
+    runs: list[int] = []
+    decide = Controller.decide
+
+    def counting(self, lookup_run=0):
+        before = self.lookup_only
+        mode = decide(self, lookup_run)
+        runs.extend([1] if self.lookup_only and not before else [])
+        return mode
+
+    monkeypatch.setattr(Controller, "decide", counting)
+    return runs
 
 
 def reference(params: SamplingParams, verify: VerifyConfig, n: int) -> list[int]:
@@ -45,19 +79,31 @@ def test_greedy_output_with_lookup_equals_target_only_greedy(cloud, method, mode
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gumbel_output_with_lookup_equals_ar_with_the_same_seed(cloud, seed):
+@pytest.mark.parametrize("flat", [False, True], ids=["toy", "flat"])
+def test_gumbel_output_with_lookup_equals_ar_with_the_same_seed(cloud, flat_cloud, lookup_runs, seed, flat):
     params, verify = SamplingParams(temperature=1.0), VerifyConfig(mode="gumbel", seed=seed)
+    server = flat_cloud if flat else cloud
     config = EdgeConfig(params=params, verify=verify, max_new_tokens=25, controller=SWITCHING, lookup=LOOKUP)
-    report = generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config)
-    ar = generate(address(cloud), toy_drafter(), PROMPT, EdgeConfig(method=Method.AR, params=params, verify=verify, max_new_tokens=25))
+    report = generate(address(server), toy_drafter(noise=1.5), PROMPT, config)
+    ar = generate(address(server), toy_drafter(), PROMPT, EdgeConfig(method=Method.AR, params=params, verify=verify, max_new_tokens=25))
     assert report.token_ids == ar.token_ids == reference(params, verify, 25)
-    assert report.looked_up > 0
+    assert report.looked_up > 0 and bool(lookup_runs) == flat
+
+
+@pytest.mark.parametrize("mode", list(VerifyMode))
+def test_greedy_output_with_speculation_on_lookups_tokens_alone_equals_target_only_greedy(flat_cloud, lookup_runs, mode):
+    params, verify = SamplingParams(temperature=0), VerifyConfig(mode=mode)
+    config = EdgeConfig(params=params, verify=verify, max_new_tokens=40, controller=ControllerConfig(window=4, follow_batch=2), lookup=LOOKUP)
+    report = generate(address(flat_cloud), toy_drafter(noise=1.5), PROMPT, config)
+    assert report.token_ids == reference(params, verify, 40)
+    assert lookup_runs and report.decoded > 0 and report.lookup_accepted > 0
 
 
 # Fixed chunks; the controller cutting chunks by the acceptance of lookup's tokens and the
 # drafter's; and the controller letting the cloud decode the first tokens, then speculating.
 POLICIES = {
     "fixed": None,
+    "lookup-runs": ControllerConfig(window=2, max_chunk=2, max_lookahead=4, follow_batch=1),
     "adaptive": ControllerConfig(fallback=False, max_chunk=3, max_lookahead=4),
     "switching": ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
 }
@@ -65,17 +111,21 @@ POLICIES = {
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("mode", ["exact", "full", "topk"])
-def test_sequences_with_lookup_converge_on_the_target_distribution(cloud, mode, policy):
+def test_sequences_with_lookup_converge_on_the_target_distribution(cloud, flat_cloud, lookup_runs, mode, policy):
     """One-hot draft rows for lookup's tokens, the drafter's rows for its own, mixed in chunks,
-    rejected and accepted: the sequences are the target's samples."""
-    params, length, n = SamplingParams(temperature=1.0, top_k=3), 5 if policy == "switching" else 4, 1500
+    rejected and accepted, and (on a cloud with a flat cost curve) speculation on lookup's tokens
+    alone between stretches of cloud decoding: the sequences are the target's samples."""
+    params, length, n = SamplingParams(temperature=1.0, top_k=3), 4 if policy in ("fixed", "adaptive") else 5, 1500
+    server = flat_cloud if policy == "lookup-runs" else cloud
     looked_up = np.zeros(2, dtype=int)  # tokens lookup proposed, and those accepted
 
     def sample(seed: int) -> tuple[int, ...]:
         verify = VerifyConfig(mode=mode, seed=seed, topk=3, n_candidates=2)
+        # Lookup runs start where lookup proposes: let it match single tokens, so it proposes at once.
+        lookup = LookupConfig(min_n=1, max_n=3) if policy == "lookup-runs" else LOOKUP
         config = EdgeConfig(method=Method.PICOSPEC, params=params, verify=verify, max_new_tokens=length, chunk_len=3,
-                            max_lookahead=4, controller=POLICIES[policy], lookup=LOOKUP)  # fmt: skip
-        report = generate(address(cloud), toy_drafter(noise=1.5), PROMPT, config)
+                            max_lookahead=4, controller=POLICIES[policy], lookup=lookup)  # fmt: skip
+        report = generate(address(server), toy_drafter(noise=1.5), PROMPT, config)
         looked_up[:] += (report.looked_up, report.lookup_accepted)
         return tuple(report.token_ids)
 
@@ -86,6 +136,7 @@ def test_sequences_with_lookup_converge_on_the_target_distribution(cloud, mode, 
     assert sequence_pvalue(counts, sequence_distribution(toy_target(), PROMPT, params, length)) > ALPHA
     proposed, accepted = looked_up
     assert proposed > n / 4 and 0 < accepted < proposed  # lookup proposed often, was accepted and rejected
+    assert (len(lookup_runs) > n / 10) == (policy == "lookup-runs")
 
 
 def test_negative_control_lookup_tokens_shipped_with_a_wrong_draft_probability_fail_the_test(cloud, monkeypatch):
@@ -101,4 +152,4 @@ def test_negative_control_lookup_tokens_shipped_with_a_wrong_draft_probability_f
 
     monkeypatch.setattr(Drafter, "absorb", with_wrong_rows)
     with pytest.raises(AssertionError, match="sequence_pvalue"):
-        test_sequences_with_lookup_converge_on_the_target_distribution(cloud, "exact", "fixed")
+        test_sequences_with_lookup_converge_on_the_target_distribution(cloud, None, [], "exact", "fixed")

@@ -134,7 +134,10 @@ class Controller:
     _rtt_measured: bool = field(init=False, default=False)
     # Other sessions' tokens in each pass of a batching cloud (a moving mean of what replies report).
     _shared: float = field(init=False, default=0.0)
-    _lookup_shadow: deque = field(init=False)  # lookup's recent tokens: passed (1) or not, verified or shadowed
+    # Speculating on prompt lookup's tokens alone (switched to by a lookup run that pays; the drafter
+    # drafts nothing of its own, and the cloud decodes again once lookup has nothing that pays).
+    lookup_only: bool = field(init=False, default=False)
+    lookup_streak: int = field(init=False, default=0)  # lookup's latest proposals (verified or shadowed) that were right, in a row
 
     def __post_init__(self) -> None:
         # With fallback allowed a session starts by letting the cloud decode (from its prompt pass,
@@ -142,7 +145,6 @@ class Controller:
         self.mode = Mode.FALLBACK if self.config.fallback else Mode.SPECULATE
         self.acceptance = AcceptanceModel(self.config.confidence)
         self.lookup = AcceptanceModel(self.config.confidence, LOOKUP_PRIOR, mean_prior=0.7)
-        self._lookup_shadow = deque(maxlen=self.config.window)
         self._progress = deque()
         self._shadow = deque(maxlen=self.config.window * 2)
         self._verified = deque(maxlen=self.config.window * 2)
@@ -192,7 +194,7 @@ class Controller:
             self._verified.append(model.estimate(confidence))
             model.observe(confidence, 1.0 if i < accepted else 0.0)
             if model is self.lookup:
-                self._lookup_shadow.append(1.0 if i < accepted else 0.0)
+                self._lookup_ran(i < accepted)
         self._observe_pass(len(confidences), verify_s, shared_tokens)
         self._progress.append((now_s, committed))
         self._speculated_since_switch += accepted + (accepted < len(confidences))
@@ -211,7 +213,10 @@ class Controller:
     def observe_lookup_shadow(self, passed: bool) -> None:
         """The cloud decoded a token where prompt lookup proposed one: did they agree?"""
         self.lookup.observe(None, float(passed))
-        self._lookup_shadow.append(float(passed))
+        self._lookup_ran(passed)
+
+    def _lookup_ran(self, passed: bool) -> None:
+        self.lookup_streak = self.lookup_streak + 1 if passed else 0
 
     def _model(self, looked_up: Sequence[bool], i: int) -> AcceptanceModel:
         return self.lookup if i < len(looked_up) and looked_up[i] else self.acceptance
@@ -251,14 +256,18 @@ class Controller:
 
     def lookup_pays(self, run: int) -> bool:
         """While the cloud decodes: would a chunk of the `run` tokens lookup proposes now earn more
-        than cloud decoding? Lookup's acceptance: its recent shadow record, behind its mean."""
+        than cloud decoding?
+
+        Copying goes on, or it stops: lookup's acceptance is Laplace's rule over its current streak
+        of right proposals, (s + 1) / (s + 2), not the session's mean (a docstring written between
+        two copied blocks says nothing of the second). Not scaled by the bias measured on the
+        drafter's speculation: that is the replay's optimism about the drafter's acceptance."""
         if run < 1:
             return False
-        recent = sum(self._lookup_shadow) + PRIOR_WEIGHT * self.lookup.mean
-        acceptance = recent / (len(self._lookup_shadow) + PRIOR_WEIGHT)
+        acceptance = (self.lookup_streak + 1) / (self.lookup_streak + 2)
         costs = replace(self.costs, draft_s=0.0)
         _, rate = best_chunk_len([acceptance] * run, 0.0, costs, min(run, self.config.max_chunk))
-        return self._bias * rate > costs.fallback_rate * (1 + self.config.margin)
+        return rate > costs.fallback_rate * (1 + self.config.margin)
 
     def speculation_rate(self) -> float | None:
         """Tokens per second committed while speculating, over the last `window` tokens (None
@@ -274,11 +283,23 @@ class Controller:
 
     def decide(self, lookup_run: int = 0) -> Mode:
         """Switch modes when the other one pays; return the mode to run now. lookup_run: the
-        tokens prompt lookup proposes after the committed context (0: none, or lookup is off)."""
+        tokens prompt lookup proposes after the context and the drafts outstanding (0: none, or
+        lookup is off).
+
+        Three ways to run: cloud decoding; speculation on the drafter's tokens (and lookup's where
+        it proposes), entered when the replay of the drafter's shadow says it pays; speculation on
+        lookup's tokens alone, entered when a lookup run pays and left when none does.
+        """
         if not self.config.fallback:
             return self.mode
         if self.mode is Mode.FALLBACK and self.lookup_pays(lookup_run):
             self._switch(Mode.SPECULATE)
+            self.lookup_only = True
+            return self.mode
+        if self.lookup_only:
+            rate = self.speculation_rate()
+            if not self.lookup_pays(lookup_run) or (rate is not None and rate < self.costs.fallback_rate * (1 - self.config.margin)):
+                self._end_lookup_run()
             return self.mode
         fallback_rate = self.costs.fallback_rate
         if self.mode is Mode.SPECULATE:
@@ -295,7 +316,15 @@ class Controller:
                 self._switch(Mode.SPECULATE)
         return self.mode
 
+    def _end_lookup_run(self) -> None:
+        """Back to cloud decoding after speculating on lookup's tokens alone: no failed probe of
+        the drafter's, and the replay's bias is the drafter's to measure."""
+        probe_every = self._probe_every
+        self._switch(Mode.FALLBACK)
+        self._probe_every = probe_every
+
     def _switch(self, mode: Mode) -> None:
+        self.lookup_only = False
         if mode is Mode.FALLBACK:
             # A try that fell back before earning a second window was a failed probe: wait longer.
             failed = self._speculated_since_switch < 2 * self.config.window

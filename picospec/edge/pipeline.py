@@ -64,6 +64,8 @@ class CloudLink:
 
 Inbox: TypeAlias = "queue.Queue[VerdictReport | TokensReport | CandidateReport | BaseException]"
 TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge | edge-only)
+# Prompt lookup has proposed this many of the cloud's tokens in a row: it is tracking a copy.
+LOOKUP_TRACKING = 2
 # The source of tokens the drafter decoded alone after the cloud was lost (--on-cloud-loss local):
 # samples of the drafter, not of the target.
 EDGE_ONLY = "edge-only"
@@ -146,6 +148,8 @@ class SpeculativeEdge(EdgeLoop):
         produced, building, in_flight = self._counts()
         if self.controller.mode is Mode.FALLBACK or self._decoding():
             return False
+        if self.controller.lookup_only and not self._lookup_run():
+            return False  # the drafter drafts nothing of its own here
         unverified = building + in_flight
         return (
             produced + unverified < self.config.max_new_tokens
@@ -165,7 +169,8 @@ class SpeculativeEdge(EdgeLoop):
         # An idle cloud gets what is drafted at once (latency-aware truncation: on a CPU the cloud
         # is the bottleneck, and a pass over few tokens costs few steps); a busy one gets the
         # chunk once it is as long as the cost model says pays, or cut before a doubtful draft.
-        return in_flight == 0 or self._chunk_target() <= building
+        lookup_ended = self.controller.lookup_only and not self._lookup_run()  # nothing more will join this chunk
+        return in_flight == 0 or lookup_ended or self._chunk_target() <= building
 
     def _chunk_target(self) -> int:
         """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
@@ -185,7 +190,9 @@ class SpeculativeEdge(EdgeLoop):
         costs = self.controller.costs
         # Enough outstanding that the cloud never waits for an order, nor while the drafter catches
         # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted.
-        ahead = max(self.controller.config.follow_batch, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s))
+        # While prompt lookup proposes the cloud's tokens, a short queue lets speculation start sooner.
+        follow = 1 if self.lookup is not None and self.controller.lookup_streak >= LOOKUP_TRACKING else self.controller.config.follow_batch
+        ahead = max(follow, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s))
         keep = min(ahead, self._max_chunk)
         return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
 
@@ -221,11 +228,13 @@ class SpeculativeEdge(EdgeLoop):
         now, those the controller keeps (all, without one); None when it has none."""
         if self.lookup is None:
             return None
-        drafted = [int(t) for item in (*self._in_flight, *self._building) if isinstance(item, DraftChunk) for t in item.tokens]
-        proposal = self.lookup.propose(drafted, self._draft_room())
+        proposal = self.lookup.propose(self._drafts_outstanding(), self._draft_room())
         if not proposal:
             return None
-        keep = self.controller.keeps_lookup if self.controller is not None else (lambda *_: True)
+        # Without a controller, or speculating on lookup's tokens alone, the alternative is not the
+        # drafter's own token: keep them all (the controller's chunk length still weighs them).
+        judged = self.controller is not None and not self.controller.lookup_only
+        keep = self.controller.keeps_lookup if judged else (lambda *_: True)
         return self.drafter.absorb(proposal, keep)
 
     def _draft_room(self) -> int:
@@ -240,10 +249,15 @@ class SpeculativeEdge(EdgeLoop):
         return min(chunk - building, lookahead - unverified, self.config.max_new_tokens - produced - unverified)
 
     def _lookup_run(self) -> int:
-        """While the cloud decodes: how many tokens prompt lookup proposes after the committed context."""
-        if self.lookup is None or self.controller.mode is not Mode.FALLBACK:
+        """How many tokens prompt lookup proposes after the context and the drafts outstanding (at
+        most a chunk's worth)."""
+        if self.lookup is None:
             return 0
-        return len(self.lookup.propose([], self._max_chunk))
+        return len(self.lookup.propose(self._drafts_outstanding(), self._max_chunk))
+
+    def _drafts_outstanding(self) -> list[int]:
+        """Drafted tokens not yet verified, in order (shipped, then being built)."""
+        return [int(t) for item in (*self._in_flight, *self._building) if isinstance(item, DraftChunk) for t in item.tokens]
 
     def _ship(self) -> None:
         if not self._building:
