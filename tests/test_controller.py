@@ -5,7 +5,7 @@ import math
 import pytest
 
 from picospec.costmodel import MAX_PASS_TOKENS, CostCurve, Costs, CostTracker, best_chunk_len, replay_rate
-from picospec.edge.controller import AcceptanceModel, Controller, ControllerConfig, Mode
+from picospec.edge.controller import LOOKUP_PRIOR, AcceptanceModel, Controller, ControllerConfig, Mode
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import PROTOCOL_VERSION, parse_welcome
@@ -166,7 +166,7 @@ def test_lookup_tokens_keep_their_own_acceptance_estimate():
     # Two lookup tokens, the second rejected; the drafter's token after them is never verified.
     controller.observe_verdict([0.6, 0.6, 0.6], accepted=1, verify_s=0.1, now_s=1.0, committed=10, looked_up=[True, True, False])
     assert controller.acceptance.estimate(0.6) == slm_before
-    assert controller.lookup.estimate(0.6) == pytest.approx((0.7 * 3 + 1) / 5)
+    assert controller.lookup.estimate(0.6) == pytest.approx((LOOKUP_PRIOR[1] * 3 + 1) / 5)
 
 
 def test_chunks_extend_over_lookup_tokens_that_pass_where_the_drafters_would_be_cut():
@@ -195,8 +195,8 @@ def test_lookup_tokens_are_not_charged_the_drafters_step():
 def test_a_lookup_token_is_kept_unless_the_drafter_is_surer_of_its_own():
     controller = make_controller(CPU)
     assert controller.keeps_lookup(0.3, 0.3, agrees=True)  # the drafter would draft it too
-    assert not controller.keeps_lookup(0.01, 0.99, agrees=False)  # 0.5 (lookup, < 0.5) < 0.99 (drafter, >= 0.97)
-    assert controller.keeps_lookup(0.6, 0.65, agrees=False)  # 0.7 >= 0.6: the same bin, lookup's prior is higher
+    assert not controller.keeps_lookup(0.01, 0.99, agrees=False)  # 0.7 (lookup, < 0.5) < 0.99 (drafter, >= 0.97)
+    assert controller.keeps_lookup(0.6, 0.65, agrees=False)  # 0.85 >= 0.6: the same bin, lookup's prior is higher
 
 
 def test_a_long_lookup_match_that_pays_ends_cloud_decoding():

@@ -47,6 +47,16 @@ def test_the_index_grows_with_committed_tokens():
     assert lookup.propose([], 4) == [3, 4, 1, 2]
 
 
+def test_a_copy_goes_on_from_where_the_last_proposal_came_from():
+    # "7 8" occurs twice; the copy that proposed "7 8" from the first occurrence goes on with 1,
+    # not with what follows the more recent occurrence.
+    context = [5, 6, 7, 8, 1, 2, 9, 7, 8, 3, 4, 0, 5, 6]
+    lookup = PromptLookup(LookupConfig(min_n=2, max_n=2), context=context)
+    assert lookup.propose([], budget=2) == [7, 8] and lookup.source_end == 4
+    assert lookup.propose([7, 8], budget=2) == [1, 2]
+    assert PromptLookup(LookupConfig(min_n=2, max_n=2), context=context + [7, 8]).propose([], 2) == [3, 4]
+
+
 def test_the_configuration_is_checked():
     with pytest.raises(InvalidInputError):
         LookupConfig(min_n=3, max_n=2)

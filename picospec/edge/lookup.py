@@ -12,6 +12,7 @@ ends at, appended to as tokens are committed: a query costs O(max_n + budget), n
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -40,6 +41,9 @@ class PromptLookup:
 
     config: LookupConfig = field(default_factory=LookupConfig)
     context: list[int] = field(default_factory=list)
+    # Where the last proposal's tokens end in the context: a copy goes on from there, so a match
+    # ending there wins over a more recent one (code repeats short phrases, "for start, end in").
+    source_end: int | None = field(default=None, init=False)
     # n -> (n-gram -> end positions, exclusive, increasing)
     _ends: dict[int, dict[tuple[int, ...], list[int]]] = field(init=False, repr=False)
 
@@ -59,7 +63,8 @@ class PromptLookup:
 
     def propose(self, drafted: Sequence[int], budget: int) -> list[int]:
         """Up to `budget` tokens that followed the most recent earlier occurrence of the longest
-        suffix (max_n down to min_n tokens) of context + drafted; [] when none occurs."""
+        suffix (max_n down to min_n tokens) of context + drafted, or the occurrence that continues
+        the last proposal's source where there is one; [] when none occurs."""
         if budget < 1:
             return []
         sequence_len = len(self.context) + len(drafted)
@@ -69,8 +74,17 @@ class PromptLookup:
             # The suffix itself is indexed when nothing is drafted: it has nothing after it.
             end = next((e for e in reversed(ends) if e < sequence_len), None)
             if end is not None:
-                return self._slice(drafted, end, min(end + budget, sequence_len))
+                if self.source_end is not None and self.source_end < sequence_len and self._ends_at(ends, self.source_end):
+                    end = self.source_end
+                proposal = self._slice(drafted, end, min(end + budget, sequence_len))
+                self.source_end = end + len(proposal)
+                return proposal
         return []
+
+    @staticmethod
+    def _ends_at(ends: list[int], position: int) -> bool:
+        i = bisect.bisect_left(ends, position)
+        return i < len(ends) and ends[i] == position
 
     def _tail(self, drafted: Sequence[int], n: int) -> list[int]:
         """The last n tokens of context + drafted."""
