@@ -195,6 +195,9 @@ def test_lookup_tokens_are_not_charged_the_drafters_step():
 def test_a_lookup_token_is_kept_unless_the_drafter_is_surer_of_its_own():
     controller = make_controller(CPU)
     assert controller.keeps_lookup(0.3, 0.3, agrees=True)  # the drafter would draft it too
+    assert not controller.keeps_lookup(0.6, 0.65, agrees=False)  # lookup is not tracking a copy
+    for _ in range(2):
+        controller.observe_lookup_shadow(True)
     assert not controller.keeps_lookup(0.01, 0.99, agrees=False)  # 0.7 (lookup, < 0.5) < 0.99 (drafter, >= 0.97)
     assert controller.keeps_lookup(0.6, 0.65, agrees=False)  # 0.85 >= 0.6: the same bin, lookup's prior is higher
 

@@ -24,6 +24,7 @@ CONFIDENCE_PRIOR = (0.42, 0.6, 0.8, 0.92, 0.99)
 # docs/benchmarks.md): moved by what each session observes.
 LOOKUP_PRIOR = (0.7, 0.85, 0.93, 0.97, 0.99)
 PRIOR_WEIGHT = 3.0  # pseudo-observations behind each prior
+LOOKUP_TRACKING = 2  # lookup's proposals right in a row: it is tracking a copy
 SHARED_WEIGHT = 0.25  # how far each reply moves the estimate of other sessions' tokens per pass
 
 
@@ -251,9 +252,12 @@ class Controller:
 
     def keeps_lookup(self, confidence: float, top_confidence: float, agrees: bool) -> bool:
         """Should a token prompt lookup proposed be drafted (else the drafter drafts from here)?
-        Yes where the drafter's top token is the same one, or where lookup's estimate for it
-        (the drafter's confidence in it) is at least the drafter's for its own top token."""
-        return agrees or self.lookup.estimate(confidence) >= self.acceptance.estimate(top_confidence)
+        Yes where the drafter's top token is the same one; against the drafter only while lookup
+        is tracking a copy (its last proposals were right: in chat a two-token match is mostly
+        chance, and its tokens were all rejected there) and its estimate for the token (by the
+        drafter's confidence in it) is at least the drafter's for its own top token."""
+        tracking = self.lookup_streak >= LOOKUP_TRACKING
+        return agrees or (tracking and self.lookup.estimate(confidence) >= self.acceptance.estimate(top_confidence))
 
     def lookup_pays(self, run: int) -> bool:
         """While the cloud decodes: would a chunk of the `run` tokens lookup proposes now earn more

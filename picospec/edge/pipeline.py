@@ -21,7 +21,7 @@ from typing import Callable, Sequence, TypeAlias
 from picospec.costmodel import CostCurve, CostTracker
 from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
-from picospec.edge.controller import Controller, Mode
+from picospec.edge.controller import LOOKUP_TRACKING, Controller, Mode
 from picospec.edge.lookup import PromptLookup
 from picospec.edge.policy import EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
@@ -64,8 +64,6 @@ class CloudLink:
 
 Inbox: TypeAlias = "queue.Queue[VerdictReport | TokensReport | CandidateReport | BaseException]"
 TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | cloud | edge | edge-only)
-# Prompt lookup has proposed this many of the cloud's tokens in a row: it is tracking a copy.
-LOOKUP_TRACKING = 2
 # The source of tokens the drafter decoded alone after the cloud was lost (--on-cloud-loss local):
 # samples of the drafter, not of the target.
 EDGE_ONLY = "edge-only"
