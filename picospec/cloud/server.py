@@ -27,6 +27,7 @@ import grpc
 from picospec.affinity import parse_cores, pin_to_cores
 from picospec.cloud.calibrate import measure_cost_curve
 from picospec.cloud.config import CloudConfig
+from picospec.cloud.health import CloudHealth
 from picospec.cloud.pool import Lease, SequencePool
 from picospec.cloud.scheduler import BatchScheduler
 from picospec.cloud.session import (
@@ -74,6 +75,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self.costs: CostTracker | None = None  # measured at start, refined by every session's passes
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._health: CloudHealth | None = None
         self._session_ids = itertools.count(1)
         self.draining = False
 
@@ -105,6 +107,7 @@ class CloudServer(pb_grpc.VerifierServicer):
                      *self.config.liveness.server_options()],  # fmt: skip
         )
         pb_grpc.add_VerifierServicer_to_server(self, self._server)
+        self._health = CloudHealth(self._server)
         address = f"{self.config.host}:{self.config.port}"
         credentials = security.credentials()
         try:
@@ -117,11 +120,13 @@ class CloudServer(pb_grpc.VerifierServicer):
         if self.port == 0:  # older gRPC reports a failed bind this way
             raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
         await self._server.start()
+        await self._health.serving()
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new sessions with UNAVAILABLE (a balancer then sends them to another replica) and wait
-        up to timeout_s for the running ones to end."""
+        up to timeout_s for the running ones to end. The health service says NOT_SERVING from now on."""
         self.draining = True
+        await self._health.draining()
         deadline = time.monotonic() + timeout_s
         while self.pool.in_use and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
