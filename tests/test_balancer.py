@@ -1,6 +1,7 @@
 """Two cloud replicas of the default pair behind nginx, as deploy/ runs them: every session goes
 through the balancer's one address, spreads over both replicas, and gives the target's own greedy
-tokens; a replica told to drain says NOT_SERVING while the other takes the new sessions.
+tokens; a replica told to drain says NOT_SERVING while the other takes the new sessions; the edge's
+token passes through nginx to the cloud.
 
 nginx proxies with deploy/nginx/picospec-grpc.conf, the file the example deployment ships. `make
 test` sets PICOSPEC_REQUIRE_NGINX (and installs nginx): there a missing nginx fails the test.
@@ -20,14 +21,15 @@ from pathlib import Path
 import pytest
 
 from picospec.cloud.health import check_health
-from picospec.edge.client import generate
+from picospec.edge.client import CloudError, generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.launch import CloudProcessConfig, LocalCloud
+from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
+from picospec.security import ChannelSecurity, ServerSecurity
 from picospec.verify import VerifyConfig, VerifyMode
+from clouds import cloud_thread
 from test_real_pair import PROMPTS, greedy_reference
-
-pytestmark = pytest.mark.real
 
 REQUIRE_NGINX_ENV = "PICOSPEC_REQUIRE_NGINX"
 GRPC_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "picospec-grpc.conf"
@@ -162,6 +164,7 @@ def sessions_ended(replica: LocalCloud) -> int:
     return replica.stats()["sessions_ended"]
 
 
+@pytest.mark.real
 def test_eight_edges_through_the_balancer_spread_over_both_replicas_and_are_exact(replicas, balancer, drafters, references):
     assert check_health(balancer.address) == "SERVING"  # the health service answers through nginx too
     before = [sessions_ended(replica) for replica in replicas]
@@ -177,6 +180,7 @@ def test_eight_edges_through_the_balancer_spread_over_both_replicas_and_are_exac
     assert balancer.log().count("/picospec.v1.Verifier/Generate") >= EDGES
 
 
+@pytest.mark.real
 def test_a_draining_replica_says_not_serving_and_the_other_takes_the_new_sessions(replicas, balancer, drafters, references):
     """SIGTERM one replica while it serves a session: its health turns NOT_SERVING at once; new
     sessions through nginx all succeed on the other (those nginx sends to the draining one are refused
@@ -211,3 +215,15 @@ def test_a_draining_replica_says_not_serving_and_the_other_takes_the_new_session
             release.set()
         assert running.result().token_ids == references[PROMPTS[0]]
     assert draining.wait(START_TIMEOUT_S) == 0
+
+
+def test_the_edges_token_reaches_the_cloud_through_nginx(tmp_path):
+    """nginx passes the `authorization` header on: the cloud, not the balancer, checks the token."""
+    toy = ToyRunner.create(5, seed=11)
+    config = EdgeConfig(method=Method.AR, params=SamplingParams(temperature=0), max_new_tokens=4)
+    with cloud_thread(lambda: ToyRunner.create(5, seed=11), model_name="toy", security=ServerSecurity(token="secret")) as cloud:
+        with Nginx(tmp_path, [f"127.0.0.1:{cloud.port}"]) as nginx:
+            report = generate(nginx.address, toy, [0, 1], config, security=ChannelSecurity(token="secret"))
+            assert report.new_tokens == 4
+            with pytest.raises(CloudError, match="UNAUTHENTICATED|token"):
+                generate(nginx.address, toy, [0, 1], config, security=ChannelSecurity(token="wrong"))
