@@ -24,8 +24,8 @@ models: setup
 demo: models
 	$(BIN)/picospec demo
 
-# tests/test_balancer.py runs two replicas behind nginx (Debian's nginx-light: 1.22 on bookworm);
-# under `make test` a missing nginx fails it instead of skipping it.
+# tests/test_balancer.py runs clouds behind nginx (Debian's nginx-light: 1.22 on bookworm); under
+# `make test` and `make test-fast` a missing nginx fails it instead of skipping it.
 nginx:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update && apt-get install -y --no-install-recommends nginx-light)
@@ -33,8 +33,8 @@ nginx:
 test: models nginx
 	PICOSPEC_REQUIRE_NGINX=1 $(BIN)/python -m pytest -q
 
-test-fast: setup
-	$(BIN)/python -m pytest -q -m "not real"
+test-fast: setup nginx
+	PICOSPEC_REQUIRE_NGINX=1 $(BIN)/python -m pytest -q -m "not real"
 
 # A 10-minute soak (faults at random under 4 edges) and a 10,000-frame fuzz of a running cloud;
 # their figures are in docs/reliability.md.
