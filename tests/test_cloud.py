@@ -20,6 +20,7 @@ import pytest
 from picospec.cli import build_parser
 from picospec.cloud import CloudConfig
 from picospec.affinity import parse_cores
+from picospec.cloud.calibrate import CALIBRATION_SIZES, CONTEXT_TOKENS, calibration_plan
 from picospec.cloud.health import VERIFIER_SERVICE, HealthProbe, check_health
 from picospec.cloud.server import STATS_LINE, _serve_command, _serve_until_signalled
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
@@ -487,3 +488,14 @@ def test_on_sigterm_the_cloud_refuses_new_sessions_says_not_serving_and_lets_run
 
     serving, not_serving = ["SERVING"] * 2, ["NOT_SERVING"] * 2
     assert asyncio.run(main()) == ((grpc.StatusCode.UNAVAILABLE, serving + not_serving), 0)
+
+
+def test_a_cloud_with_a_short_context_calibrates_what_fits_and_serves(batching):
+    """Calibration measures only the passes that fit beside its context (it once needed 48 tokens)."""
+    assert calibration_plan(32, 4096) == (CALIBRATION_SIZES + (24, 32), CONTEXT_TOKENS)
+    assert calibration_plan(32, 20) == ((1, 2, 3, 4, 6, 8), 10)
+    with serve(max_context=20, batching=batching) as cloud:
+        assert cloud.server.costs.curve.max_measured == 8
+        remote = RemoteVerifier(cloud.port, PARAMS, CONFIG)
+        assert run_speculative(remote, PARAMS, CONFIG, max_new_tokens=6).token_ids == healthy_reference()[:6]
+        remote.close()

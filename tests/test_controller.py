@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from picospec.costmodel import CostCurve, Costs, CostTracker, best_chunk_len, replay_rate
+from picospec.costmodel import MAX_PASS_TOKENS, CostCurve, Costs, CostTracker, best_chunk_len, replay_rate
 from picospec.edge.controller import AcceptanceModel, Controller, ControllerConfig, Mode
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.wire import picospec_pb2 as pb
@@ -12,6 +12,8 @@ from picospec.wire.messages import PROTOCOL_VERSION, parse_welcome
 
 FLAT = CostCurve((0.1,) * 16, decode_s=0.1)  # a GPU: a pass costs the same for 1 or 16 tokens
 LINEAR = CostCurve(tuple(0.1 * m for m in range(1, 17)), decode_s=0.1)  # verifying m costs m steps
+# This machine's CPU, roughly: a step per token up to 8, a quarter step per token beyond.
+CPU = CostCurve(tuple(0.05 * m if m <= 8 else 0.4 + 0.0125 * (m - 8) for m in range(1, 33)), decode_s=0.05)
 
 
 def costs(curve: CostCurve, draft_s: float = 0.0, rtt_s: float = 0.0) -> Costs:
@@ -49,8 +51,36 @@ def test_replay_rate_is_the_fallback_rate_where_drafts_never_pass():
     assert replay_rate([1.0] * 32, costs(FLAT), 16) == pytest.approx(160.0)
 
 
+def test_a_pass_shared_with_other_sessions_costs_what_the_whole_pass_does():
+    shared = Costs(CPU, 0.0, 0.0, shared=12.0)
+    assert shared.pass_s(4) == pytest.approx(CPU.verify(16))
+    assert shared.fallback_rate == pytest.approx(1 / CPU.verify(13))  # here a decode step costs V(1)
+    assert Costs(CPU, 0.0, 0.0, shared=2.5).pass_s(1) == pytest.approx((CPU.verify(3) + CPU.verify(4)) / 2)
+    assert Costs(CPU, 0.0, 0.0).fallback_rate == pytest.approx(1 / CPU.decode_s)
+
+
+def test_sharing_a_batching_clouds_passes_makes_speculation_pay_where_alone_it_does_not():
+    alone, shared = Costs(CPU, 0.01, 0.02), Costs(CPU, 0.01, 0.02, shared=12.0)
+    assert best_chunk_len([], 0.95, alone, 16)[1] < alone.fallback_rate  # alone: let the cloud decode
+    j, rate = best_chunk_len([], 0.95, shared, 16)
+    assert j == 16 and rate > 5 * shared.fallback_rate  # the drafts ride in a pass that runs anyway
+
+
+def test_a_controller_that_learns_its_passes_are_shared_speculates_where_alone_it_would_not():
+    alone, shared = make_controller(CPU, window=4, probe_every=1000), make_controller(CPU, window=4, probe_every=1000)
+    for _ in range(16):
+        for controller in (alone, shared):
+            controller.observe_decoded(0.99, 0.95)
+        alone.observe_decode_step(0.05)
+        shared.observe_decode_step(CPU.verify(13), shared_tokens=12)
+    assert alone.decide() is Mode.FALLBACK and shared.decide() is Mode.SPECULATE
+    assert shared.tracker.curve.verify(13) == pytest.approx(CPU.verify(13))  # the shared pass's size, not 1
+
+
 @pytest.mark.parametrize(
-    "verify_s, decode_s", [((), 0.1), ((math.nan,), 0.1), ((0.1, -0.1), 0.1), ((0.1,), 0.0), ((0.1,), math.inf), ((1e9,), 0.1)]
+    "verify_s, decode_s",
+    [((), 0.1), ((math.nan,), 0.1), ((0.1, -0.1), 0.1), ((0.1,), 0.0), ((0.1,), math.inf), ((1e9,), 0.1),
+     ((0.1,) * (MAX_PASS_TOKENS + 1), 0.1)],  # fmt: skip
 )
 def test_a_nonsensical_cost_curve_is_refused(verify_s, decode_s):
     with pytest.raises(InvalidInputError):

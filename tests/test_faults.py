@@ -138,6 +138,16 @@ class RecordingToy(ToyRunner):
         return super().extend(tokens)
 
 
+class WallMeter:
+    """A session's PassMeter over a runner of its own: wall time, no passes shared."""
+
+    compute_clock = staticmethod(time.perf_counter)
+
+    @staticmethod
+    def shared_tokens() -> int:
+        return 0
+
+
 @pytest.mark.parametrize("autoregressive", [False, True])
 def test_a_resumed_session_evaluates_the_committed_tokens_as_a_continuation(autoregressive):
     """Not in the prompt pass: llama.cpp's deterministic configuration is batch-invariant for
@@ -146,9 +156,9 @@ def test_a_resumed_session_evaluates_the_committed_tokens_as_a_continuation(auto
     runner = RecordingToy(target._table, target.order)
     spec = SessionSpec(PROMPT + [3, 4, 0], SamplingParams(temperature=0), VerifyConfig(), autoregressive=autoregressive,
                        max_new_tokens=4, resumed=1, committed=3)  # fmt: skip
-    session = (AutoregressiveSession(spec, runner, CloudConfig(), SessionStats(1), time.perf_counter) if autoregressive
+    session = (AutoregressiveSession(spec, runner, CloudConfig(), SessionStats(1), WallMeter()) if autoregressive
                else SpeculativeSession(spec, runner, CloudConfig(), SessionStats(1), CostTracker(CostCurve((0.1,), 0.1)),
-                                       time.perf_counter))  # fmt: skip
+                                       WallMeter()))  # fmt: skip
     session.next_message() if autoregressive else session.begin()
     assert runner.calls[:2] == [("prefill", PROMPT), ("extend", [3, 4, 0])]
 

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
+from picospec.costmodel import MAX_PASS_TOKENS
 from picospec.errors import ProtocolError
 from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig, VerifyMode
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire.messages import (
+    PROTOCOL_VERSION,
     SessionSpec,
     chunk_message,
     hello_message,
@@ -118,7 +120,7 @@ def test_parse_decode_accepts_only_sane_requests(decode):
 
 
 @given(st.builds(pb.Verdict, epoch=u32, start=u32, accepted=u32, rejected=st.booleans(), token=st.one_of(st.none(), u32),
-                 sparse=blobs, candidates=blobs, verify_s=floats, cloud_passes=u32, prefill_s=floats))  # fmt: skip
+                 sparse=blobs, candidates=blobs, verify_s=floats, cloud_passes=u32, prefill_s=floats, shared_tokens=u32))  # fmt: skip
 def test_parse_verdict_accepts_only_sane_verdicts(verdict):
     try:
         report = parse_verdict(verdict, N_VOCAB)
@@ -126,11 +128,12 @@ def test_parse_verdict_accepts_only_sane_verdicts(verdict):
         return
     v = report.verdict
     assert v.token is None or v.token < N_VOCAB
+    assert report.shared_tokens <= MAX_PASS_TOKENS
     if v.rejected:
         assert (v.token is not None) + (v.sparse is not None) + (v.candidates is not None) == 1
 
 
-@given(st.builds(pb.Welcome, protocol_version=st.one_of(st.just(3), u32), model=st.text(max_size=8), max_context=u32,
+@given(st.builds(pb.Welcome, protocol_version=st.one_of(st.just(PROTOCOL_VERSION), u32), model=st.text(max_size=8), max_context=u32,
                  costs=st.builds(pb.CostCurve, verify_s=st.lists(floats, max_size=6), decode_s=floats),
                  max_chunk_tokens=u32))  # fmt: skip
 def test_parse_welcome_accepts_only_usable_limits_and_costs(welcome):
@@ -142,10 +145,10 @@ def test_parse_welcome_accepts_only_usable_limits_and_costs(welcome):
     assert all(np.isfinite(info.costs.verify_s)) and np.isfinite(info.costs.decode_s)
 
 
-@given(st.builds(pb.Tokens, tokens=blobs, compute_s=floats, start=u32, cloud_passes=u32, prefill_s=floats))
+@given(st.builds(pb.Tokens, tokens=blobs, compute_s=floats, start=u32, cloud_passes=u32, prefill_s=floats, shared_tokens=u32))
 def test_parse_tokens_accepts_only_tokens_in_the_vocabulary(tokens):
     try:
         report = parse_tokens(tokens, N_VOCAB)
     except ProtocolError:
         return
-    assert report.tokens and _ids_ok(report.tokens)
+    assert report.tokens and _ids_ok(report.tokens) and report.shared_tokens <= MAX_PASS_TOKENS

@@ -137,6 +137,25 @@ def test_a_long_prompt_is_evaluated_in_pieces_between_other_sessions_steps():
     assert 0 < short_view.compute_clock() < waited / 3
 
 
+@pytest.mark.parametrize("policy, shared", [(StepPolicy(8, None), (0, 1, 2)), (StepPolicy(None, 1), (0, 0, 0))], ids=str)
+def test_each_view_counts_the_other_sessions_tokens_in_its_passes(policy, shared):
+    """What a session tells its edge: a batching pass's other tokens; none when passes are not shared."""
+    runner = RecordingRunners(3)
+    runner.gate.clear()
+    with BatchScheduler(runner, policy) as scheduler:
+        views = [scheduler.view(seq) for seq in range(3)]
+        threads = [run_in_thread(views[0].extend, [1, 2, 3])[0]]
+        assert runner.first_pass.wait(TIMEOUT_S)  # held alone in the first pass
+        for view, tokens in ((views[1], [1, 2]), (views[2], [3])):
+            threads.append(run_in_thread(view.extend, tokens)[0])
+            while len(scheduler._queue) < len(threads) - 1:  # noqa: SLF001
+                threading.Event().wait(0.001)
+        runner.gate.set()
+        for thread in threads:
+            thread.join(TIMEOUT_S)
+    assert tuple(view.shared_tokens() for view in views) == shared
+
+
 def test_a_bad_request_fails_alone_and_a_failed_pass_does_not_stop_the_scheduler():
     class FailingOnce(SeparateRunners):
         failed = False

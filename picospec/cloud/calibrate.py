@@ -14,13 +14,25 @@ from picospec.sampling import SamplingParams, logits_to_probs, sample
 # Pass sizes measured; the sizes between are interpolated. Up to 16: on CPU a pass over 16 tokens
 # costs about what 8 do (llama.cpp changes kernel at 8), so longer chunks can pay.
 CALIBRATION_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
+# A batching cloud's passes hold several sessions' tokens: it measures these too, up to its step budget.
+SHARED_PASS_SIZES = (24, 32, 48, 64)
 CONTEXT_TOKENS = 32  # a short context, so attention costs what it costs early in a generation
 
 
-def measure_cost_curve(runner: ModelRunner, sizes: tuple[int, ...] = CALIBRATION_SIZES) -> CostCurve:
+def calibration_plan(longest_pass: int, max_context: int) -> tuple[tuple[int, ...], int]:
+    """The pass sizes to measure and the context to measure them after: CALIBRATION_SIZES, and the
+    shared ones up to longest_pass, all that fit in a sequence of max_context tokens."""
+    context_tokens = min(CONTEXT_TOKENS, max_context // 2)
+    sizes = CALIBRATION_SIZES + tuple(m for m in SHARED_PASS_SIZES if m <= longest_pass)
+    return tuple(m for m in sizes if context_tokens + m <= max_context) or (1,), context_tokens
+
+
+def measure_cost_curve(
+    runner: ModelRunner, sizes: tuple[int, ...] = CALIBRATION_SIZES, context_tokens: int = CONTEXT_TOKENS
+) -> CostCurve:
     """Time one pass of each size (after a warm-up) over a synthetic context; leave the runner empty."""
     n_vocab = runner.n_vocab
-    context = [(7 * i + 3) % n_vocab for i in range(CONTEXT_TOKENS)]
+    context = [(7 * i + 3) % n_vocab for i in range(max(1, context_tokens))]
     runner.rollback(0)
     runner.prefill(context)
     measured: dict[int, float] = {}
@@ -29,13 +41,14 @@ def measure_cost_curve(runner: ModelRunner, sizes: tuple[int, ...] = CALIBRATION
         started = time.perf_counter()
         runner.extend([(11 * i + 5) % n_vocab for i in range(m)])
         measured[m] = min(measured.get(m, float("inf")), time.perf_counter() - started)
-        runner.rollback(CONTEXT_TOKENS)
+        runner.rollback(len(context))
     decode_s = float("inf")
     for token in context[:3]:  # the fastest of three steps: one alone is noisy
         started = time.perf_counter()
         row = runner.extend([token])[0]
         sample(logits_to_probs(row, SamplingParams(temperature=1.0)), np.random.default_rng(0))
         decode_s = min(decode_s, time.perf_counter() - started)
+        runner.rollback(len(context))
     runner.rollback(0)
     known = sorted(measured)
     verify_s = np.interp(np.arange(1, max(known) + 1), known, [measured[m] for m in known])  # (M,)

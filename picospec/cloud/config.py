@@ -53,6 +53,8 @@ class CloudConfig:
         for name in ("max_sessions", "max_context", "max_chunk_tokens", "max_message_bytes", "threads", "step_tokens"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_context < 2:
+            raise InvalidInputError(f"max_context must hold a prompt token and a new one (>= 2), got {self.max_context}")
         if self.gpu_layers < -1:
             raise InvalidInputError(f"gpu_layers must be -1 (all), 0 or a count, got {self.gpu_layers}")
         if not self.drain_s >= 0:

@@ -106,6 +106,7 @@ class _Request:
     done: int = 0  # tokens evaluated so far
     rows: list[np.ndarray] = field(default_factory=list)
     compute_s: float = 0.0  # the time of the passes its pieces were in
+    shared_tokens: int = 0  # other sequences' tokens in those passes
 
     def piece(self, n: int) -> SeqEval:
         """The next n tokens, with the rows among them that the request wants."""
@@ -155,16 +156,16 @@ class BatchScheduler:
         """A ModelRunner over sequence `seq`; the caller gives each session its own sequence."""
         return SequenceView(self, seq)
 
-    def evaluate(self, seq: int, start: int, tokens: Sequence[int], n_rows: int) -> tuple[np.ndarray, float]:
+    def evaluate(self, seq: int, start: int, tokens: Sequence[int], n_rows: int) -> tuple[np.ndarray, float, int]:
         """Queue tokens of sequence `seq` and block until passes have evaluated them; their rows
-        (n_rows, V), and the seconds of those passes (waits left out)."""
+        (n_rows, V), the seconds of those passes (waits left out) and the other sequences' tokens in them."""
         request = _Request(seq, start, tuple(tokens), n_rows, time.perf_counter())
         with self._cond:
             if self._closed:
                 raise SchedulerClosed("the cloud's scheduler has stopped")
             self._queue.append(request)
             self._cond.notify()
-        return request.future.result(), request.compute_s
+        return request.future.result(), request.compute_s, request.shared_tokens
 
     def rollback(self, seq: int, n: int) -> None:
         """Truncate sequence `seq` to n tokens before its next evaluation (on the scheduler's thread,
@@ -205,9 +206,11 @@ class BatchScheduler:
         finished = time.perf_counter()
         self._record(batch, finished - started)
         requeue = []
+        pass_tokens = sum(n for _, n in batch)
         for (request, n), rows in zip(batch, results):
             request.done += n
             request.compute_s += finished - started
+            request.shared_tokens += pass_tokens - n
             request.rows.append(rows)
             if request.done < len(request.tokens):
                 request.waiting_since = finished
@@ -238,6 +241,7 @@ class SequenceView(TokenList):
         self._runner = scheduler.runner
         self._tokens: list[int] = []
         self._compute_s = 0.0
+        self._shared_tokens = 0
 
     @property
     def n_vocab(self) -> int:
@@ -275,6 +279,11 @@ class SequenceView(TokenList):
         while the model computes for it (shared passes count whole, waits for a pass not at all)."""
         return self._compute_s
 
+    def shared_tokens(self) -> int:
+        """Other sequences' tokens in the passes that evaluated this sequence's work so far: what the
+        session tells its edge, which plans chunks by the cost of the passes it shares."""
+        return self._shared_tokens
+
     def rollback(self, n: int) -> None:
         """Truncate the sequence (and, before its next evaluation, its KV range) to n tokens."""
         check_rollback(n, self.n_tokens)
@@ -293,7 +302,8 @@ class SequenceView(TokenList):
     def _evaluate(self, ids: list[int], n_rows: int) -> np.ndarray:
         if not ids:
             return np.empty((0, self.n_vocab), dtype=np.float32)
-        rows, seconds = self.scheduler.evaluate(self.seq, self.n_tokens, ids, n_rows)
+        rows, seconds, shared = self.scheduler.evaluate(self.seq, self.n_tokens, ids, n_rows)
         self._tokens.extend(ids)
         self._compute_s += seconds
+        self._shared_tokens += shared
         return rows

@@ -25,7 +25,7 @@ from typing import AsyncIterator, Callable
 import grpc
 
 from picospec.affinity import parse_cores, pin_to_cores
-from picospec.cloud.calibrate import measure_cost_curve
+from picospec.cloud.calibrate import calibration_plan, measure_cost_curve
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.health import CloudHealth
 from picospec.cloud.pool import Lease, SequencePool
@@ -91,7 +91,9 @@ class CloudServer(pb_grpc.VerifierServicer):
         lease = self.pool.acquire()
         try:
             self.vocab = await lease.run(lease.view.vocab_info)
-            curve = await lease.run(measure_cost_curve, lease.view)
+            longest_pass = self.config.step_tokens if self.config.batching else 1
+            sizes, context_tokens = calibration_plan(longest_pass, self.config.max_context)
+            curve = await lease.run(measure_cost_curve, lease.view, sizes, context_tokens)
             self.costs = CostTracker(curve)
             logger.info("cost curve: %s", curve)
             if self.config.batching:
@@ -215,7 +217,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Answer each current chunk with a verdict, drop stale ones, decode when asked, until close."""
-        session = SpeculativeSession(spec, lease.view, self.config, stats, self.costs, lease.view.compute_clock)
+        session = SpeculativeSession(spec, lease.view, self.config, stats, self.costs, lease.view)
         await lease.run(session.begin)
         while (message := await inbox.get()) is not None:
             kind = kind_of(message)
@@ -237,7 +239,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self, spec: SessionSpec, lease: Lease, inbox: Inbox, stats: SessionStats
     ) -> AsyncIterator[pb.CloudMessage]:
         """Stream each token as soon as it is sampled, until max_new_tokens, an EOS, or close."""
-        session = AutoregressiveSession(spec, lease.view, self.config, stats, lease.view.compute_clock)
+        session = AutoregressiveSession(spec, lease.view, self.config, stats, lease.view)
         while not session.done:
             yield await lease.run(session.next_message)
             message = inbox.poll()  # the edge may stop the stream early; it has nothing else to say

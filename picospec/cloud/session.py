@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -35,10 +35,25 @@ from picospec.wire.messages import (
 
 logger = logging.getLogger("picospec.cloud")
 
-# What a session times its compute by: the time of the passes that evaluated its work
-# (SequenceView.compute_clock), so that a wait for a pass is not reported as compute (the edge sees
-# it in its round trip, as queueing, as it did when sessions took turns on one thread).
-Clock = Callable[[], float]
+class PassMeter(Protocol):
+    """What a session times and sizes its compute by (a SequenceView): the time of the passes that
+    evaluated its work, so that a wait for a pass is not reported as compute (the edge sees it in
+    its round trip, as queueing, as it did when sessions took turns on one thread); and the other
+    sessions' tokens in those passes, which the edge plans its chunks with."""
+
+    def compute_clock(self) -> float: ...
+
+    def shared_tokens(self) -> int: ...
+
+
+Result = TypeVar("Result")
+
+
+def metered(meter: PassMeter, compute: Callable[[], Result]) -> tuple[Result, float, int]:
+    """Run compute; its result, the seconds of the passes it took and other sessions' tokens in them."""
+    seconds, shared = meter.compute_clock(), meter.shared_tokens()
+    result = compute()
+    return result, meter.compute_clock() - seconds, meter.shared_tokens() - shared
 
 # Incoming messages read ahead of the session's compute. Enough for an edge's whole lookahead;
 # beyond it gRPC's flow control holds the rest, which bounds memory (a message may be 64 MiB).
@@ -189,17 +204,16 @@ class SpeculativeSession:
         config: CloudConfig,
         stats: SessionStats,
         costs: CostTracker,
-        clock: Clock,
+        meter: PassMeter,
     ) -> None:
-        self.spec, self.config, self.stats, self.costs, self._clock = spec, config, stats, costs, clock
+        self.spec, self.config, self.stats, self.costs, self._meter = spec, config, stats, costs, meter
         self.verifier = TargetVerifier(runner, spec.params, spec.verify, spec.sampler_rng())
         self._unreported_prefill_s = 0.0  # told to the edge with the first reply
 
     def begin(self) -> None:
         """Evaluate the prompt (compute)."""
-        started = self._clock()
-        self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
-        self._unreported_prefill_s = self._clock() - started
+        begin = lambda: self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)  # noqa: E731
+        _, self._unreported_prefill_s, _ = metered(self._meter, begin)
         self._account(self._unreported_prefill_s)
 
     def is_stale(self, epoch: int) -> bool:
@@ -216,18 +230,16 @@ class SpeculativeSession:
         self._take_correction(request.correction)
         self._check_room(request.tokens.size, "a chunk of")
         pass_size = request.tokens.size + (self.verifier.committed - self.verifier.runner.n_tokens)
-        started = self._clock()
-        verdict = self.verifier.verify(
+        verdict, verify_s, shared = metered(self._meter, lambda: self.verifier.verify(
             request.start, request.tokens,
             token_probs=request.token_probs, draft_probs=request.draft_probs, bonus=self.spec.bonus,
-        )  # fmt: skip
-        verify_s = self._clock() - started
+        ))  # fmt: skip
         self._account(verify_s)
-        self.costs.observe_verify(pass_size, verify_s)
+        self.costs.observe_verify(pass_size + shared, verify_s)
         self.stats.chunks_verified += 1
         fmt = self.spec.verify.sparse_format
         return verdict_message(
-            request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes, self._take_prefill_s()
+            request.epoch, request.start, verdict, fmt, verify_s, self.verifier.passes, self._take_prefill_s(), shared
         )
 
     def start_decode(self, message: pb.Decode) -> DecodeRequest:
@@ -244,13 +256,14 @@ class SpeculativeSession:
     def decode_one(self) -> pb.CloudMessage:
         """Decode and commit one token, as a Tokens message to stream (compute)."""
         start = self.verifier.committed
-        started = self._clock()
-        token = self.verifier.decode()
-        compute_s = self._clock() - started
+        token, compute_s, shared = metered(self._meter, self.verifier.decode)
         self._account(compute_s)
-        self.costs.observe_decode(compute_s)
+        if shared:  # a step in a shared pass costs what a pass that big does
+            self.costs.observe_verify(1 + shared, compute_s)
+        else:
+            self.costs.observe_decode(compute_s)
         self.stats.tokens_decoded += 1
-        return tokens_message(start, [token], compute_s, self.verifier.passes, self._take_prefill_s())
+        return tokens_message(start, [token], compute_s, self.verifier.passes, self._take_prefill_s(), shared)
 
     def more_candidates(self, request: pb.MoreCandidates) -> pb.CloudMessage:
         """Another batch of exact-mode candidates for the rejection that started the current epoch."""
@@ -288,9 +301,9 @@ class AutoregressiveSession:
     decodes through the same TargetVerifier.decode that a speculative session falls back to."""
 
     def __init__(
-        self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, clock: Clock
+        self, spec: SessionSpec, runner: ModelRunner, config: CloudConfig, stats: SessionStats, meter: PassMeter
     ) -> None:
-        self.spec, self.stats, self._clock = spec, stats, clock
+        self.spec, self.stats, self._meter = spec, stats, meter
         self.verifier = TargetVerifier(runner, spec.params, spec.verify, spec.sampler_rng())
         self._eos_ids = frozenset(runner.vocab_info().eos_ids)
         # The stream stops at the context limit as at max_new_tokens: the edge reports "length".
@@ -303,14 +316,15 @@ class AutoregressiveSession:
     def next_message(self) -> pb.CloudMessage:
         """Sample the next token, as a Tokens message to stream (compute); the first one's compute
         is the prompt pass."""
-        started = self._clock()
-        if self.verifier.passes == 0:
-            self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
-        start = self.verifier.committed
-        token = self.verifier.decode()
-        compute_s = self._clock() - started
+        (start, token), compute_s, shared = metered(self._meter, self._next_token)
         self._remaining = 0 if token in self._eos_ids else self._remaining - 1
         self.stats.tokens_decoded += 1
         self.stats.passes = self.verifier.passes
         self.stats.compute_s += compute_s
-        return tokens_message(start, [token], compute_s, self.verifier.passes)
+        return tokens_message(start, [token], compute_s, self.verifier.passes, shared_tokens=shared)
+
+    def _next_token(self) -> tuple[int, int]:
+        """The position and the token of the next step, after the prompt pass if it is the first."""
+        if self.verifier.passes == 0:
+            self.verifier.begin(self.spec.original_prompt, self.spec.committed_tokens)
+        return self.verifier.committed, self.verifier.decode()

@@ -19,6 +19,7 @@ from picospec.errors import InvalidInputError
 CONFIDENCE_EDGES = (0.5, 0.75, 0.9, 0.97)
 CONFIDENCE_PRIOR = (0.42, 0.6, 0.8, 0.92, 0.99)
 PRIOR_WEIGHT = 3.0  # pseudo-observations behind each prior
+SHARED_WEIGHT = 0.25  # how far each reply moves the estimate of other sessions' tokens per pass
 
 
 class AcceptanceModel:
@@ -124,6 +125,8 @@ class Controller:
     _probe_every: int = field(init=False)
     _speculated_since_switch: int = field(init=False, default=0)
     _rtt_measured: bool = field(init=False, default=False)
+    # Other sessions' tokens in each pass of a batching cloud (a moving mean of what replies report).
+    _shared: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         # With fallback allowed a session starts by letting the cloud decode (from its prompt pass,
@@ -137,7 +140,7 @@ class Controller:
 
     @property
     def costs(self) -> Costs:
-        return Costs(self.tracker.curve, self.draft_s, self.rtt_s)
+        return Costs(self.tracker.curve, self.draft_s, self.rtt_s, self._shared)
 
     # -- measurements ---------------------------------------------------------------------------
 
@@ -161,15 +164,29 @@ class Controller:
         else:
             self.rtt_s += 0.1 * (seconds - self.rtt_s)
 
-    def observe_verdict(self, confidences: Sequence[float], accepted: int, verify_s: float, now_s: float, committed: int) -> None:
-        """A chunk drafted with these confidences had `accepted` tokens pass; `committed` tokens are
-        now verified in all, at `now_s` on the edge's clock."""
+    def observe_verdict(
+        self, confidences: Sequence[float], accepted: int, verify_s: float, now_s: float, committed: int, shared_tokens: int = 0
+    ) -> None:
+        """A chunk drafted with these confidences had `accepted` tokens pass, in a pass that took
+        verify_s and held shared_tokens of other sessions; `committed` tokens are now verified in
+        all, at `now_s` on the edge's clock."""
         for i, confidence in enumerate(confidences[: accepted + 1]):
             self._verified.append(self.acceptance.estimate(confidence))
             self.acceptance.observe(confidence, 1.0 if i < accepted else 0.0)
-        self.tracker.observe_verify(len(confidences), verify_s)
+        self._observe_pass(len(confidences), verify_s, shared_tokens)
         self._progress.append((now_s, committed))
         self._speculated_since_switch += accepted + (accepted < len(confidences))
+
+    def observe_decode_step(self, seconds: float, shared_tokens: int = 0) -> None:
+        """The cloud decoded a token in `seconds`, in a pass that held shared_tokens of other sessions."""
+        if shared_tokens:
+            self._observe_pass(1, seconds, shared_tokens)
+        else:
+            self.tracker.observe_decode(seconds)
+
+    def _observe_pass(self, own_tokens: int, seconds: float, shared_tokens: int) -> None:
+        self.tracker.observe_verify(own_tokens + shared_tokens, seconds)
+        self._shared += SHARED_WEIGHT * (shared_tokens - self._shared)
 
     def observe_decoded(self, confidence: float, passed: float) -> None:
         """The cloud decoded a token; the drafter would have drafted it with this confidence and

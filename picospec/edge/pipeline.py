@@ -302,7 +302,9 @@ class SpeculativeEdge(EdgeLoop):
             self._correction_to_send = token if verdict.needs_edge_sampling else None
         if self.controller is not None:
             self.controller.observe_rtt(self._now() - shipped_at - item.verify_s - item.prefill_s)
-            self.controller.observe_verdict(chunk.confidences, verdict.accepted, item.verify_s, self._now(), self.drafter.committed)
+            self.controller.observe_verdict(
+                chunk.confidences, verdict.accepted, item.verify_s, self._now(), self.drafter.committed, item.shared_tokens
+            )
 
     def _apply_tokens(self, item: TokensReport) -> None:
         """Commit tokens the cloud decoded itself; the drafter follows them."""
@@ -312,7 +314,7 @@ class SpeculativeEdge(EdgeLoop):
         self._cloud_reported(item.cloud_passes, item.compute_s, item.prefill_s)
         self.report.cloud_decode_s += item.compute_s
         if not item.prefill_s:
-            self.controller.tracker.observe_decode(item.compute_s / len(item.tokens))
+            self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
         self._emit(item.tokens, "cloud")
         self._unfollowed += item.tokens
         order.received += len(item.tokens)

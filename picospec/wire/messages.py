@@ -12,14 +12,14 @@ import numpy as np
 from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
-from picospec.costmodel import CostCurve
+from picospec.costmodel import MAX_PASS_TOKENS, CostCurve
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.sampling import SamplingParams
 from picospec.verify import Candidates, ProbFormat, Verdict, VerifyConfig, VerifyMode
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
 # 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
@@ -106,6 +106,7 @@ class TokensReport:
     compute_s: float
     cloud_passes: int
     prefill_s: float = 0.0
+    shared_tokens: int = 0  # other sessions' tokens in the passes that decoded these
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class VerdictReport:
     verify_s: float
     cloud_passes: int
     prefill_s: float = 0.0  # the cloud's prompt pass, reported with the first verdict
+    shared_tokens: int = 0  # other sessions' tokens in the pass that verified the chunk
 
 
 def reject_unknown_fields(message: Message) -> None:
@@ -248,11 +250,13 @@ def parse_decode(message: pb.Decode, n_vocab: int, max_tokens: int) -> DecodeReq
     return DecodeRequest(message.epoch, message.start, message.count, correction)
 
 
-def tokens_message(start: int, tokens: list[int], compute_s: float, cloud_passes: int, prefill_s: float = 0.0) -> pb.CloudMessage:
+def tokens_message(
+    start: int, tokens: list[int], compute_s: float, cloud_passes: int, prefill_s: float = 0.0, shared_tokens: int = 0
+) -> pb.CloudMessage:
     """Tokens the cloud decoded, from position `start`."""
     body = pb.Tokens(
         tokens=codec.encode_tokens(np.asarray(tokens)), compute_s=compute_s, start=start,
-        cloud_passes=cloud_passes, prefill_s=prefill_s,
+        cloud_passes=cloud_passes, prefill_s=prefill_s, shared_tokens=shared_tokens,
     )  # fmt: skip
     return pb.CloudMessage(tokens=body)
 
@@ -262,7 +266,14 @@ def parse_tokens(message: pb.Tokens, n_vocab: int) -> TokensReport:
     tokens = codec.decode_tokens(message.tokens, n_vocab).tolist()
     if not tokens:
         raise ProtocolError("a tokens message carries no tokens")
-    return TokensReport(message.start, tokens, message.compute_s, message.cloud_passes, message.prefill_s)
+    shared = _checked_shared(message.shared_tokens)
+    return TokensReport(message.start, tokens, message.compute_s, message.cloud_passes, message.prefill_s, shared)
+
+
+def _checked_shared(shared_tokens: int) -> int:
+    if shared_tokens > MAX_PASS_TOKENS:
+        raise ProtocolError(f"the cloud reports a pass shared with {shared_tokens} tokens (at most {MAX_PASS_TOKENS})")
+    return shared_tokens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +328,7 @@ def verdict_message(
     verify_s: float,
     cloud_passes: int,
     prefill_s: float = 0.0,
+    shared_tokens: int = 0,
 ) -> pb.CloudMessage:
     """The cloud's answer to one chunk, with its material encoded by the codec."""
     message = pb.Verdict(
@@ -327,6 +339,7 @@ def verdict_message(
         verify_s=verify_s,
         cloud_passes=cloud_passes,
         prefill_s=prefill_s,
+        shared_tokens=shared_tokens,
     )
     if verdict.token is not None:
         message.token = verdict.token
@@ -347,7 +360,8 @@ def parse_verdict(message: pb.Verdict, n_vocab: int) -> VerdictReport:
     if message.rejected and (token is not None) + (sparse is not None) + (candidates is not None) != 1:
         raise ProtocolError("a rejecting verdict needs exactly one of token, sparse or candidates")
     verdict = Verdict(message.accepted, message.rejected, token=token, sparse=sparse, candidates=candidates)
-    return VerdictReport(message.epoch, message.start, verdict, message.verify_s, message.cloud_passes, message.prefill_s)
+    shared = _checked_shared(message.shared_tokens)
+    return VerdictReport(message.epoch, message.start, verdict, message.verify_s, message.cloud_passes, message.prefill_s, shared)
 
 
 def candidates_message(epoch: int, candidates: Candidates) -> pb.CloudMessage:

@@ -141,7 +141,7 @@ class Welcome(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., model: _Optional[str] = ..., max_context: _Optional[int] = ..., costs: _Optional[_Union[CostCurve, _Mapping]] = ..., max_chunk_tokens: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("epoch", "start", "accepted", "rejected", "token", "sparse", "candidates", "verify_s", "cloud_passes", "prefill_s")
+    __slots__ = ("epoch", "start", "accepted", "rejected", "token", "sparse", "candidates", "verify_s", "cloud_passes", "prefill_s", "shared_tokens")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,7 @@ class Verdict(_message.Message):
     VERIFY_S_FIELD_NUMBER: _ClassVar[int]
     CLOUD_PASSES_FIELD_NUMBER: _ClassVar[int]
     PREFILL_S_FIELD_NUMBER: _ClassVar[int]
+    SHARED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     start: int
     accepted: int
@@ -162,7 +163,8 @@ class Verdict(_message.Message):
     verify_s: float
     cloud_passes: int
     prefill_s: float
-    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[bool] = ..., token: _Optional[int] = ..., sparse: _Optional[bytes] = ..., candidates: _Optional[bytes] = ..., verify_s: _Optional[float] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ...) -> None: ...
+    shared_tokens: int
+    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[int] = ..., accepted: _Optional[int] = ..., rejected: _Optional[bool] = ..., token: _Optional[int] = ..., sparse: _Optional[bytes] = ..., candidates: _Optional[bytes] = ..., verify_s: _Optional[float] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ..., shared_tokens: _Optional[int] = ...) -> None: ...
 
 class CandidateBatch(_message.Message):
     __slots__ = ("epoch", "candidates")
@@ -173,18 +175,20 @@ class CandidateBatch(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., candidates: _Optional[bytes] = ...) -> None: ...
 
 class Tokens(_message.Message):
-    __slots__ = ("tokens", "compute_s", "start", "cloud_passes", "prefill_s")
+    __slots__ = ("tokens", "compute_s", "start", "cloud_passes", "prefill_s", "shared_tokens")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     CLOUD_PASSES_FIELD_NUMBER: _ClassVar[int]
     PREFILL_S_FIELD_NUMBER: _ClassVar[int]
+    SHARED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     tokens: bytes
     compute_s: float
     start: int
     cloud_passes: int
     prefill_s: float
-    def __init__(self, tokens: _Optional[bytes] = ..., compute_s: _Optional[float] = ..., start: _Optional[int] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ...) -> None: ...
+    shared_tokens: int
+    def __init__(self, tokens: _Optional[bytes] = ..., compute_s: _Optional[float] = ..., start: _Optional[int] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ..., shared_tokens: _Optional[int] = ...) -> None: ...
 
 class CloudMessage(_message.Message):
     __slots__ = ("welcome", "verdict", "candidates", "tokens")
