@@ -30,6 +30,8 @@ class CloudProcessConfig:
     gpu_layers: int = CloudConfig.gpu_layers
     batching: bool = CloudConfig.batching
     max_sessions: int = CloudConfig.max_sessions
+    step_tokens: int = CloudConfig.step_tokens
+    gather_s: float = CloudConfig.gather_s
     deterministic: bool = False
     core: int | None = CLOUD_CORE
     # Loading the model and measuring its cost curve take ~10 s here; a cloud silent for this long is hung.
@@ -96,7 +98,8 @@ class LocalCloud:
         command = [sys.executable, "-m", "picospec.cli", "cloud", "--model", self.config.model, "--port", "0",
                    "--threads", str(self.config.threads), "--gpu-layers", str(self.config.gpu_layers),
                    "--batching", "on" if self.config.batching else "off",
-                   "--max-sessions", str(self.config.max_sessions)]  # fmt: skip
+                   "--max-sessions", str(self.config.max_sessions), "--step-tokens", str(self.config.step_tokens),
+                   "--gather-ms", f"{self.config.gather_s * 1000:g}"]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
         if self.config.device != CloudConfig.device:

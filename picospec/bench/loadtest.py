@@ -73,6 +73,9 @@ class SessionSample:
     ttft_s: float | None = None
     wall_s: float = 0.0
     error: str | None = None
+    decoded: int = 0  # tokens the cloud decoded itself (no speculation)
+    chunk_tokens: int = 0  # draft tokens the edge sent for verification
+    accepted: int = 0  # of which passed
 
     @property
     def tokens(self) -> int:
@@ -106,6 +109,7 @@ def summarize(samples: Sequence[SessionSample], window: tuple[float, float], clo
         "session_tokens_per_s": _percentiles([s.tokens / s.wall_s for s in finished], 50, 95),
         "time_per_token_s": _percentiles([g for s in finished for g in s.token_gaps()], 50, 99),
         "ttft_s": _percentiles([s.ttft_s for s in finished if s.ttft_s is not None], 50, 95),
+        "edges": _edge_figures(finished),
     }
     if cloud is not None:
         before, after = cloud
@@ -118,6 +122,18 @@ def summarize(samples: Sequence[SessionSample], window: tuple[float, float], clo
             "longest_wait_s": after["longest_wait_s"],
         }
     return result
+
+
+def _edge_figures(samples: Sequence[SessionSample]) -> dict:
+    """How the edges' controllers spent the generations: the share the cloud decoded itself, the
+    mean chunk, and the share of draft tokens that passed."""
+    tokens, chunks = sum(s.tokens for s in samples), sum(s.chunk_tokens for s in samples)
+    rounds = [s for s in samples if s.chunk_tokens]
+    return {
+        "cloud_decoded_share": sum(s.decoded for s in samples) / tokens if tokens else None,
+        "draft_tokens_sent": chunks,
+        "draft_acceptance": sum(s.accepted for s in rounds) / chunks if chunks else None,
+    }
 
 
 def run_load(
@@ -159,6 +175,8 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
                 generation = CloudGeneration(address, security, runner, prompts[prompt_index], session_config, sink)
                 report = await generation.run()
                 sample.ttft_s, sample.wall_s = report.ttft_s, report.wall_s
+                sample.decoded, sample.accepted = report.decoded, sum(report.accepted_lengths)
+                sample.chunk_tokens = sum(report.chunk_lengths)
             except Exception as exc:  # noqa: BLE001 (an edge's failure is a measured error, not the test's end)
                 sample.error = f"{type(exc).__name__}: {exc}"
             samples.append(sample)
@@ -192,6 +210,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workload", default=defaults.workload, help="prompts: humaneval or mtbench")
     parser.add_argument("--prompts", type=int, default=defaults.n_prompts, dest="n_prompts", metavar="N",
                         help="prompts of the workload, used round robin")  # fmt: skip
+    parser.add_argument("--step-tokens", type=int, default=CLOUD_PROCESS.step_tokens, metavar="N",
+                        help="the batching local cloud's --step-tokens")  # fmt: skip
+    parser.add_argument("--gather-ms", type=float, default=CLOUD_PROCESS.gather_s * 1000, metavar="MS",
+                        help="the batching local cloud's --gather-ms")  # fmt: skip
     add_session_args(parser)
     add_edge_args(parser)  # --cloud HOST:PORT (None: a batching and an unbatched local cloud in turn), ...
     parser.add_argument("--json", action="store_true",
@@ -219,7 +241,9 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     clouds = {"cloud": None} if args.cloud else {"batched": True, "unbatched": False}
     console = Console(stderr=True, highlight=False)
     for name, batching in clouds.items():
-        with cloud_context(args, bool(batching), max(load.edges, CLOUD_PROCESS.max_sessions)) as local:
+        process = {"batching": bool(batching), "max_sessions": max(load.edges, CLOUD_PROCESS.max_sessions),
+                   "step_tokens": args.step_tokens, "gather_s": args.gather_ms / 1000}  # fmt: skip
+        with cloud_context(args, **process) as local:
             address = args.cloud or local.address
             if load.edge_mode == "replay" and not recordings:
                 console.print(f"recording the drafter on {len(prompts)} prompts ...")
@@ -262,6 +286,8 @@ def print_results(console: Console, results: dict) -> None:
         "cloud busy": lambda r: r["cloud"]["busy_fraction"] if "cloud" in r else None,
         "tokens per pass": lambda r: r["cloud"]["tokens_per_pass"] if "cloud" in r else None,
         "longest wait s": lambda r: r["cloud"]["longest_wait_s"] if "cloud" in r else None,
+        "cloud-decoded share": lambda r: r["edges"]["cloud_decoded_share"],
+        "draft acceptance": lambda r: r["edges"]["draft_acceptance"],
     }
     for label, get in rows.items():
         table.add_row(label, *(cell(get(results[n])) for n in names))

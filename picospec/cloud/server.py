@@ -341,6 +341,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "turns it off")  # fmt: skip
     parser.add_argument("--step-tokens", type=int, default=defaults.step_tokens, metavar="N",
                         help="batching: most tokens per pass; longer work (a prompt) is cut into pieces")  # fmt: skip
+    parser.add_argument("--gather-ms", type=float, default=defaults.gather_s * 1000, metavar="MS",
+                        help="batching: how long a pass waits for the sessions of the pass before it to queue their "
+                        "next work (their threads need a moment after a pass; without it passes alternate between "
+                        "halves of the sessions)")  # fmt: skip
     parser.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=defaults.kv_unified,
                         help="batching: one KV buffer for all sessions instead of a stream each (llama.cpp then "
                         "evaluates a pass in one sub-batch even when sessions bring different token counts)")  # fmt: skip
@@ -387,6 +391,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         batching=batching,
         step_tokens=args.step_tokens,
+        gather_s=args.gather_ms / 1000,
         kv_unified=args.kv_unified,
         drain_s=args.drain_timeout,
         device=args.device,
