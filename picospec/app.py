@@ -106,17 +106,15 @@ def edge_config(args: argparse.Namespace, method: Method) -> EdgeConfig:
     )
 
 
-def cloud_context(
-    args: argparse.Namespace, batching: bool = CLOUD_PROCESS.batching, max_sessions: int = CLOUD_PROCESS.max_sessions
-):
-    """A LocalCloud behind the emulated link, or nothing when --cloud names one."""
+def cloud_context(args: argparse.Namespace, **process: object):
+    """A LocalCloud behind the emulated link, or nothing when --cloud names one; `process` sets
+    CloudProcessConfig fields the flags do not (batching, max_sessions, ...)."""
     if args.cloud:
         return nullcontext(None)
     profile = LinkProfile(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
     config = CloudProcessConfig(model=str(model_path(args.target)), threads=args.target_threads,
-                                gpu_layers=args.target_gpu_layers, batching=batching, max_sessions=max_sessions,
-                                deterministic=args.deterministic, startup_timeout_s=args.startup_timeout,
-                                device=args.device)  # fmt: skip
+                                gpu_layers=args.target_gpu_layers, deterministic=args.deterministic,
+                                startup_timeout_s=args.startup_timeout, device=args.device, **process)  # fmt: skip
     return LocalCloud(config, profile)
 
 

@@ -12,6 +12,7 @@ from picospec.options import HelpFormatter
 # Modules that define `register(subparsers)`, which adds their subcommand and sets `func`.
 COMMAND_MODULES = (
     "picospec.cloud.server",
+    "picospec.cloud.health",
     "picospec.models.cli",
     "picospec.transport.netem",
     "picospec.app",

@@ -30,6 +30,8 @@ class CloudProcessConfig:
     gpu_layers: int = CloudConfig.gpu_layers
     batching: bool = CloudConfig.batching
     max_sessions: int = CloudConfig.max_sessions
+    step_tokens: int = CloudConfig.step_tokens
+    gather_s: float = CloudConfig.gather_s
     deterministic: bool = False
     core: int | None = CLOUD_CORE
     # Loading the model and measuring its cost curve take ~10 s here; a cloud silent for this long is hung.
@@ -41,28 +43,31 @@ class LocalCloud:
     """`picospec cloud` in a subprocess on a free port, behind an in-process link emulator.
 
     Edges connect to `address` (the emulator), which relays to the cloud with the link profile's
-    delay and bandwidth. A context manager; the subprocess is stopped on exit.
+    delay and bandwidth; with no profile, `address` is the cloud itself (a balancer in front of
+    replicas on this machine). A context manager; the subprocess is stopped on exit.
     """
 
-    def __init__(self, config: CloudProcessConfig, profile: LinkProfile) -> None:
+    def __init__(self, config: CloudProcessConfig, profile: LinkProfile | None) -> None:
         self.config, self.profile = config, profile
         self._process: subprocess.Popen | None = None
         self._link: LinkEmulatorThread | None = None
         self._stderr: list[str] = []
         self._stdout: queue.Queue[str | None] = queue.Queue()  # the cloud's stdout lines, read on a thread
+        self._cloud_port = 0
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self._link.port}"
+        return f"127.0.0.1:{self._link.port if self._link else self._cloud_port}"
 
     @property
     def link(self) -> LinkEmulatorThread:
         return self._link
 
     def __enter__(self) -> "LocalCloud":
-        cloud_port = self._start_cloud()
-        self._link = LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud_port, self.profile)
-        self._link.start()
+        self._cloud_port = self._start_cloud()
+        if self.profile is not None:
+            self._link = LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", self._cloud_port, self.profile)
+            self._link.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -81,11 +86,20 @@ class LocalCloud:
                 self._process.kill()
         self._process = None
 
+    def drain(self) -> None:
+        """SIGTERM the cloud: it refuses new sessions, lets the running ones finish, then exits (see wait())."""
+        self._process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float) -> int:
+        """The cloud process's exit code, once it has exited (subprocess.TimeoutExpired after timeout_s)."""
+        return self._process.wait(timeout=timeout_s)
+
     def _start_cloud(self) -> int:
         command = [sys.executable, "-m", "picospec.cli", "cloud", "--model", self.config.model, "--port", "0",
                    "--threads", str(self.config.threads), "--gpu-layers", str(self.config.gpu_layers),
                    "--batching", "on" if self.config.batching else "off",
-                   "--max-sessions", str(self.config.max_sessions)]  # fmt: skip
+                   "--max-sessions", str(self.config.max_sessions), "--step-tokens", str(self.config.step_tokens),
+                   "--gather-ms", f"{self.config.gather_s * 1000:g}"]  # fmt: skip
         if self.config.deterministic:
             command.append("--deterministic")
         if self.config.device != CloudConfig.device:

@@ -23,6 +23,9 @@ from picospec.errors import InvalidInputError
 TOKEN_ENV = "PICOSPEC_TOKEN"
 AUTH_METADATA_KEY = "authorization"  # gRPC metadata keys are lower case
 BEARER = "Bearer "
+# Methods answered without a token: load balancers' and Kubernetes' gRPC probes cannot send one, and
+# the health service tells only whether the cloud takes sessions (picospec/cloud/health.py).
+OPEN_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
 
 def read_token(path: str | Path | None) -> str | None:
@@ -188,12 +191,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Ends every call whose `authorization` metadata is not `Bearer <token>` with UNAUTHENTICATED,
-    before the service sees it. The comparison takes constant time, so timing tells nothing."""
+    before the service sees it; the health service (OPEN_METHOD_PREFIX) is open to all. The comparison
+    takes constant time, so timing tells nothing."""
 
     def __init__(self, token: str) -> None:
         self._expected = (BEARER + token).encode()
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        if handler_call_details.method.startswith(OPEN_METHOD_PREFIX):
+            return await continuation(handler_call_details)
         sent = [value for key, value in handler_call_details.invocation_metadata or () if key == AUTH_METADATA_KEY]
         if not sent:
             return _refusal("this cloud requires a token: give the edge --token-file or set $" + TOKEN_ENV)

@@ -21,6 +21,7 @@ from picospec.cli import build_parser
 from picospec.cloud import CloudConfig
 from picospec.affinity import parse_cores
 from picospec.cloud.calibrate import CALIBRATION_SIZES, CONTEXT_TOKENS, calibration_plan
+from picospec.cloud.health import VERIFIER_SERVICE, HealthProbe, check_health
 from picospec.cloud.server import STATS_LINE, _serve_command, _serve_until_signalled
 from picospec.decoding import Drafter, TargetVerifier, generate_autoregressive, generate_speculative
 from picospec.runners.base import VocabInfo
@@ -459,16 +460,20 @@ def test_cloud_serves_until_sigterm_and_says_where(capsys):
     assert asyncio.run(main()) == 0
 
 
-def test_on_sigterm_the_cloud_refuses_new_sessions_and_lets_running_ones_finish(capsys):
-    def drain_beside_a_running_session(port: int) -> grpc.StatusCode:
+def test_on_sigterm_the_cloud_refuses_new_sessions_says_not_serving_and_lets_running_ones_finish(capsys):
+    def drain_beside_a_running_session(port: int) -> tuple[grpc.StatusCode, list[str]]:
+        address = f"127.0.0.1:{port}"
         with healthy_session(port):  # paused after its first verdict; on leaving, it must finish exactly
+            before = [check_health(address), check_health(address, probe=HealthProbe(service=VERIFIER_SERVICE))]
             os.kill(os.getpid(), signal.SIGTERM)
             deadline = time.monotonic() + CALL_TIMEOUT_S
             while (code := status_of(port, [hello()])[0]) is grpc.StatusCode.OK:  # until the signal is handled
                 assert time.monotonic() < deadline
-            return code
+            # Still draining (the session waits): the health service already says so.
+            during = [check_health(address), check_health(address, probe=HealthProbe(service=VERIFIER_SERVICE))]
+            return code, before + during
 
-    async def main() -> tuple[grpc.StatusCode, int]:
+    async def main() -> tuple[tuple[grpc.StatusCode, list[str]], int]:
         factory = functools.partial(SeparateRunners, make_target, seq_capacity=CloudConfig.max_context)
         config = CloudConfig(port=0, model_name="toy", drain_s=CALL_TIMEOUT_S)
         serving = asyncio.create_task(_serve_until_signalled(config, factory))
@@ -481,7 +486,8 @@ def test_on_sigterm_the_cloud_refuses_new_sessions_and_lets_running_ones_finish(
         code = await asyncio.to_thread(drain_beside_a_running_session, port)
         return code, await asyncio.wait_for(serving, CALL_TIMEOUT_S)
 
-    assert asyncio.run(main()) == (grpc.StatusCode.UNAVAILABLE, 0)
+    serving, not_serving = ["SERVING"] * 2, ["NOT_SERVING"] * 2
+    assert asyncio.run(main()) == ((grpc.StatusCode.UNAVAILABLE, serving + not_serving), 0)
 
 
 def test_a_cloud_with_a_short_context_calibrates_what_fits_and_serves(batching):

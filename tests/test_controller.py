@@ -77,6 +77,16 @@ def test_a_controller_that_learns_its_passes_are_shared_speculates_where_alone_i
     assert shared.tracker.curve.verify(13) == pytest.approx(CPU.verify(13))  # the shared pass's size, not 1
 
 
+def test_a_session_speculates_from_its_first_token_where_the_prior_alone_says_it_pays_twice_over():
+    shared, alone, gpu = make_controller(CPU), make_controller(CPU), make_controller(FLAT)
+    shared.observe_decode_step(CPU.verify(13), shared_tokens=12)  # the prompt pass's token, in a shared pass
+    alone.observe_decode_step(CPU.decode_s)
+    assert (shared.decide(), alone.decide(), gpu.decide()) == (Mode.SPECULATE, Mode.FALLBACK, Mode.SPECULATE)
+    cautious = make_controller(CPU, early_margin=100.0)
+    cautious.observe_decode_step(CPU.verify(13), shared_tokens=12)
+    assert cautious.decide() is Mode.FALLBACK
+
+
 @pytest.mark.parametrize(
     "verify_s, decode_s",
     [((), 0.1), ((math.nan,), 0.1), ((0.1, -0.1), 0.1), ((0.1,), 0.0), ((0.1,), math.inf), ((1e9,), 0.1),

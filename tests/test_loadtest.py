@@ -41,9 +41,12 @@ def test_figures_from_known_samples():
     two = SessionSample(started=0.0, arrivals=[(3.0, 1), (5.0, 1)], ttft_s=3.0, wall_s=6.0)
     failed = SessionSample(started=4.0, arrivals=[(4.5, 1)], error="CloudError: gone")
     warmup = SessionSample(started=-2.0, arrivals=[(-1.0, 1), (0.5, 3)], ttft_s=1.0, wall_s=2.6)  # before the window
+    one.decoded, one.chunk_tokens, one.accepted = 1, 4, 3
+    two.chunk_tokens, two.accepted = 2, 1
     stats = (
-        {"passes": 10, "tokens": 40, "busy_s": 1.0, "most_sequences": 1, "longest_wait_s": 0.1},
-        {"passes": 14, "tokens": 60, "busy_s": 3.0, "most_sequences": 2, "longest_wait_s": 0.3},
+        {"passes": 10, "tokens": 40, "busy_s": 1.0, "most_sequences": 1, "longest_wait_s": 0.1, "rss_bytes": 100 * 2**20},
+        {"passes": 12, "tokens": 50, "busy_s": 2.0, "most_sequences": 2, "longest_wait_s": 0.2, "rss_bytes": 104 * 2**20},
+        {"passes": 14, "tokens": 60, "busy_s": 3.0, "most_sequences": 2, "longest_wait_s": 0.3, "rss_bytes": 102 * 2**20},
     )
     result = summarize([one, two, failed, warmup], (0.0, 4.0), stats)
     # 4 + 1 tokens of sessions in the window arrived by t=4 (not 5.0; 4.5 is in), and 3 of the warm-up's.
@@ -54,7 +57,12 @@ def test_figures_from_known_samples():
     assert result["session_tokens_per_s"]["p50"] == pytest.approx((4 / 2.5 + 2 / 6) / 2)
     assert result["ttft_s"]["p50"] == pytest.approx(2.0)
     assert result["cloud"] == {"busy_fraction": 0.5, "passes": 4, "tokens_per_pass": 5.0,
-                               "most_sequences_per_pass": 2, "longest_wait_s": 0.3}  # fmt: skip
+                               "most_sequences_per_pass": 2, "longest_wait_s": 0.3,
+                               "rss_mib": {"start": 100.0, "max": 104.0, "end": 102.0},
+                               "rss_growth": pytest.approx(0.04)}  # fmt: skip
+    # The warm-up's sample ended before the window and does not count; `one` and `two` did.
+    assert result["edges"] == {"cloud_decoded_share": pytest.approx(1 / 6), "draft_tokens_sent": 6,
+                               "draft_acceptance": pytest.approx(4 / 6)}  # fmt: skip
     empty = summarize([], (0.0, 1.0), None)
     assert empty["aggregate_tokens_per_s"] == 0 and empty["time_per_token_s"]["p50"] is None and "cloud" not in empty
 
@@ -89,6 +97,7 @@ def test_a_short_load_runs_without_errors_and_reports_the_cloud(batching):
     assert result["errors"] == 0 and result["sessions"] >= 3
     assert result["aggregate_tokens_per_s"] > 0 and result["time_per_token_s"]["p99"] is not None
     assert 0 < result["cloud"]["busy_fraction"] <= 1 and result["cloud"]["passes"] > 0
+    assert result["cloud"]["rss_mib"]["start"] > 0 and result["cloud"]["rss_growth"] >= 0
     if not batching:
         assert result["cloud"]["most_sequences_per_pass"] == 1
 
@@ -101,3 +110,6 @@ def test_loadtest_command_options():
     assert Method(defaults.method) is Method.PICOSPEC
     with pytest.raises(InvalidInputError):
         LoadtestConfig(edge_mode="simulated")
+    assert build_parser().parse_args(["loadtest", "--clouds", "batched"]).clouds == "batched"
+    with pytest.raises(InvalidInputError):
+        LoadtestConfig(clouds="both-and-more")

@@ -156,6 +156,31 @@ def test_each_view_counts_the_other_sessions_tokens_in_its_passes(policy, shared
     assert tuple(view.shared_tokens() for view in views) == shared
 
 
+@pytest.mark.parametrize("gather_s, second_pass", [(0.0, [(1, 2, 2)]), (1.0, [(1, 2, 2), (0, 1, 1)])])
+def test_a_pass_waits_for_the_sessions_just_served_to_bring_their_next_work(gather_s, second_pass):
+    """A session's next request comes a moment after its pass ends (here 50 ms): with a gather window
+    the next pass holds it beside the other session's, without one it goes alone."""
+    runner = RecordingRunners(2)
+    runner.gate.clear()
+    with BatchScheduler(runner, StepPolicy(8, None, gather_s)) as scheduler:
+        first, other = scheduler.view(0), scheduler.view(1)
+
+        def two_steps() -> None:
+            first.extend([1, 2, 3])
+            threading.Event().wait(0.05)
+            first.extend([4])
+
+        thread = run_in_thread(two_steps)[0]
+        assert runner.first_pass.wait(TIMEOUT_S)
+        other_thread = run_in_thread(other.extend, [5, 1])[0]
+        while not scheduler._queue:  # noqa: SLF001
+            threading.Event().wait(0.001)
+        runner.gate.set()
+        thread.join(TIMEOUT_S)
+        other_thread.join(TIMEOUT_S)
+    assert runner.passes[0] == [(0, 3, 3)] and runner.passes[1] == second_pass
+
+
 def test_a_bad_request_fails_alone_and_a_failed_pass_does_not_stop_the_scheduler():
     class FailingOnce(SeparateRunners):
         failed = False

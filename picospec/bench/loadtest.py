@@ -43,6 +43,10 @@ EDGE_MODES = {
 }
 
 
+CLOUD_CHOICES = {"both": {"batched": True, "unbatched": False}, "batched": {"batched": True},
+                 "unbatched": {"batched": False}}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LoadtestConfig:
     """How many edges, for how long, on which prompts."""
@@ -56,10 +60,14 @@ class LoadtestConfig:
     workload: str = "humaneval"
     n_prompts: int = 8
     seed: int = 0  # picks the prompts; base of the session seeds
+    clouds: str = "both"  # local clouds to load: both (side by side), batched or unbatched
+    rss_every_s: float = 30.0  # how often the window samples the cloud's resident memory
 
     def __post_init__(self) -> None:
         if self.edges < 1 or self.n_prompts < 1 or not self.duration_s > 0 or not self.warmup_s >= 0:
             raise InvalidInputError("edges, prompts and the duration must be positive, the warm-up not negative")
+        if self.clouds not in CLOUD_CHOICES:
+            raise InvalidInputError(f"clouds must be one of {', '.join(CLOUD_CHOICES)}, got {self.clouds!r}")
         if self.edge_mode not in EDGE_MODES:
             raise InvalidInputError(f"edge mode must be one of {', '.join(EDGE_MODES)}, got {self.edge_mode!r}")
 
@@ -73,6 +81,9 @@ class SessionSample:
     ttft_s: float | None = None
     wall_s: float = 0.0
     error: str | None = None
+    decoded: int = 0  # tokens the cloud decoded itself (no speculation)
+    chunk_tokens: int = 0  # draft tokens the edge sent for verification
+    accepted: int = 0  # of which passed
 
     @property
     def tokens(self) -> int:
@@ -90,10 +101,10 @@ def _percentiles(values: Sequence[float], *qs: float) -> dict[str, float | None]
     return {f"p{q:g}": (float(np.percentile(values, q)) if len(values) else None) for q in qs}
 
 
-def summarize(samples: Sequence[SessionSample], window: tuple[float, float], cloud: tuple[dict, dict] | None) -> dict:
+def summarize(samples: Sequence[SessionSample], window: tuple[float, float], cloud: Sequence[dict] | None) -> dict:
     """The load test's figures for one cloud: tokens that arrived in the window per second, the times
-    of the sessions that started in it, errors of all, and, given the cloud's counters at the window's
-    two ends, its busy fraction."""
+    of the sessions that started in it, errors of all, and, given the cloud's counters sampled over
+    the window (its two ends included), its busy fraction and how its resident memory grew."""
     start, end = window
     in_window = sum(n for s in samples for at, n in s.arrivals if start <= at <= end)
     started = [s for s in samples if start <= s.started <= end]
@@ -106,18 +117,34 @@ def summarize(samples: Sequence[SessionSample], window: tuple[float, float], clo
         "session_tokens_per_s": _percentiles([s.tokens / s.wall_s for s in finished], 50, 95),
         "time_per_token_s": _percentiles([g for s in finished for g in s.token_gaps()], 50, 99),
         "ttft_s": _percentiles([s.ttft_s for s in finished if s.ttft_s is not None], 50, 95),
+        "edges": _edge_figures(finished),
     }
     if cloud is not None:
-        before, after = cloud
+        before, after = cloud[0], cloud[-1]
         passes = after["passes"] - before["passes"]
+        rss = [s["rss_bytes"] for s in cloud if s.get("rss_bytes")]
         result["cloud"] = {
             "busy_fraction": (after["busy_s"] - before["busy_s"]) / (end - start),
             "passes": passes,
             "tokens_per_pass": (after["tokens"] - before["tokens"]) / passes if passes else 0.0,
             "most_sequences_per_pass": after["most_sequences"],
             "longest_wait_s": after["longest_wait_s"],
+            "rss_mib": {"start": rss[0] / 2**20, "max": max(rss) / 2**20, "end": rss[-1] / 2**20} if rss else None,
+            "rss_growth": max(rss) / rss[0] - 1 if rss else None,
         }
     return result
+
+
+def _edge_figures(samples: Sequence[SessionSample]) -> dict:
+    """How the edges' controllers spent the generations: the share the cloud decoded itself, the
+    mean chunk, and the share of draft tokens that passed."""
+    tokens, chunks = sum(s.tokens for s in samples), sum(s.chunk_tokens for s in samples)
+    rounds = [s for s in samples if s.chunk_tokens]
+    return {
+        "cloud_decoded_share": sum(s.decoded for s in samples) / tokens if tokens else None,
+        "draft_tokens_sent": chunks,
+        "draft_acceptance": sum(s.accepted for s in rounds) / chunks if chunks else None,
+    }
 
 
 def run_load(
@@ -159,18 +186,21 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
                 generation = CloudGeneration(address, security, runner, prompts[prompt_index], session_config, sink)
                 report = await generation.run()
                 sample.ttft_s, sample.wall_s = report.ttft_s, report.wall_s
+                sample.decoded, sample.accepted = report.decoded, sum(report.accepted_lengths)
+                sample.chunk_tokens = sum(report.chunk_lengths)
             except Exception as exc:  # noqa: BLE001 (an edge's failure is a measured error, not the test's end)
                 sample.error = f"{type(exc).__name__}: {exc}"
             samples.append(sample)
 
     edges = asyncio.gather(*(edge(i) for i in range(config.edges)))
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
-    before = await asyncio.to_thread(cloud_stats) if cloud_stats else None
-    await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
-    # Read at the window's end: generations still running finish after it.
-    after = await asyncio.to_thread(cloud_stats) if cloud_stats else None
+    cloud = [await asyncio.to_thread(cloud_stats)] if cloud_stats else None
+    while (left := deadline - time.perf_counter()) > 0:
+        await asyncio.sleep(min(left, config.rss_every_s))
+        if cloud is not None:  # the last read at the window's end: generations still running finish after it
+            cloud.append(await asyncio.to_thread(cloud_stats))
     await edges
-    return summarize(samples, (start, deadline), (before, after) if cloud_stats else None)
+    return summarize(samples, (start, deadline), cloud)
 
 
 # -- `picospec loadtest` ------------------------------------------------------------------------
@@ -192,6 +222,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workload", default=defaults.workload, help="prompts: humaneval or mtbench")
     parser.add_argument("--prompts", type=int, default=defaults.n_prompts, dest="n_prompts", metavar="N",
                         help="prompts of the workload, used round robin")  # fmt: skip
+    parser.add_argument("--clouds", choices=list(CLOUD_CHOICES), default=defaults.clouds,
+                        help="local clouds to load in turn: both (batching gain side by side), or only one (a soak)")  # fmt: skip
+    parser.add_argument("--step-tokens", type=int, default=CLOUD_PROCESS.step_tokens, metavar="N",
+                        help="the batching local cloud's --step-tokens")  # fmt: skip
+    parser.add_argument("--gather-ms", type=float, default=CLOUD_PROCESS.gather_s * 1000, metavar="MS",
+                        help="the batching local cloud's --gather-ms")  # fmt: skip
     add_session_args(parser)
     add_edge_args(parser)  # --cloud HOST:PORT (None: a batching and an unbatched local cloud in turn), ...
     parser.add_argument("--json", action="store_true",
@@ -203,7 +239,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from picospec.bench.workloads import select_prompts
     from picospec.runners.replay import DraftRecording, ReplayRunner, record_drafts
 
-    load = LoadtestConfig(args.edges, args.duration, args.warmup, args.edge_mode, args.workload, args.n_prompts, args.seed)
+    load = LoadtestConfig(args.edges, args.duration, args.warmup, args.edge_mode, args.workload, args.n_prompts, args.seed,
+                          args.clouds)  # fmt: skip
     config = edge_config(args, Method(args.method))
     if load.edge_mode == "replay" and config.params.temperature != 0:
         raise InvalidInputError("replayed drafts follow the target's greedy path: use --temperature 0 or --edge-mode live")
@@ -216,10 +253,12 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     recordings: list[DraftRecording] = []
     results: dict = {"edges": load.edges, "duration_s": load.duration_s, "warmup_s": load.warmup_s,
                      "edge_mode": EDGE_MODES[load.edge_mode]}  # fmt: skip
-    clouds = {"cloud": None} if args.cloud else {"batched": True, "unbatched": False}
+    clouds = {"cloud": None} if args.cloud else CLOUD_CHOICES[load.clouds]
     console = Console(stderr=True, highlight=False)
     for name, batching in clouds.items():
-        with cloud_context(args, bool(batching), max(load.edges, CLOUD_PROCESS.max_sessions)) as local:
+        process = {"batching": bool(batching), "max_sessions": max(load.edges, CLOUD_PROCESS.max_sessions),
+                   "step_tokens": args.step_tokens, "gather_s": args.gather_ms / 1000}  # fmt: skip
+        with cloud_context(args, **process) as local:
             address = args.cloud or local.address
             if load.edge_mode == "replay" and not recordings:
                 console.print(f"recording the drafter on {len(prompts)} prompts ...")
@@ -233,7 +272,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
 
             console.print(f"{name}: {load.edges} edges, {load.warmup_s:g} s of warm-up, then {load.duration_s:g} s measured ...")
             results[name] = run_load(address, runner_for, prompts, config, load, local.stats if local else None, security)
-    if not args.cloud:
+    if len(clouds) == 2:
         results["gain"] = results["batched"]["aggregate_tokens_per_s"] / max(results["unbatched"]["aggregate_tokens_per_s"], 1e-9)
     if args.json:
         print(json.dumps(results))
@@ -262,6 +301,9 @@ def print_results(console: Console, results: dict) -> None:
         "cloud busy": lambda r: r["cloud"]["busy_fraction"] if "cloud" in r else None,
         "tokens per pass": lambda r: r["cloud"]["tokens_per_pass"] if "cloud" in r else None,
         "longest wait s": lambda r: r["cloud"]["longest_wait_s"] if "cloud" in r else None,
+        "cloud RSS growth in the window": lambda r: r["cloud"]["rss_growth"] if "cloud" in r else None,
+        "cloud-decoded share": lambda r: r["edges"]["cloud_decoded_share"],
+        "draft acceptance": lambda r: r["edges"]["draft_acceptance"],
     }
     for label, get in rows.items():
         table.add_row(label, *(cell(get(results[n])) for n in names))

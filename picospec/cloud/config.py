@@ -39,15 +39,19 @@ class CloudConfig:
     # fairer waits (longest wait 14 s -> 2 s at 4 edges) or on a GPU, where passes cost ~the same at any size.
     batching: bool = False
     step_tokens: int = 32  # on CPU a pass over 32 tokens costs ~16 decode steps, over 16 ~10
+    # How long a pass waits for the sessions of the pass before it to queue their next work
+    # (StepPolicy.gather_s): without it passes alternate between halves of the sessions.
+    gather_s: float = 0.03
     # One KV buffer for all sessions' sequences instead of a stream each (LlamaRunner's kv_unified).
     kv_unified: bool = False
 
     @property
     def step_policy(self) -> StepPolicy:
         """What one pass of the scheduler may hold."""
-        return StepPolicy(self.step_tokens, None) if self.batching else StepPolicy(None, 1)
+        return StepPolicy(self.step_tokens, None, self.gather_s) if self.batching else StepPolicy(None, 1)
 
     def __post_init__(self) -> None:
+        _ = self.step_policy  # refuses a bad gather_s now, not when the cloud starts
         if not 0 <= self.port <= 65535:
             raise InvalidInputError(f"port must be in [0, 65535], got {self.port}")
         for name in ("max_sessions", "max_context", "max_chunk_tokens", "max_message_bytes", "threads", "step_tokens"):

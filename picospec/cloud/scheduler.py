@@ -33,16 +33,25 @@ logger = logging.getLogger("picospec.cloud")
 @dataclass(frozen=True)
 class StepPolicy:
     """What one pass may hold. token_budget None: requests are never cut; max_requests 1: one
-    request per pass, i.e. no batching (every session's work in a pass of its own, FIFO)."""
+    request per pass, i.e. no batching (every session's work in a pass of its own, FIFO).
+
+    gather_s: how long a pass may wait for the sessions of the pass before it to bring their next
+    work. Their threads wake when that pass ends and need a moment (the verdict, the next chunk
+    from the inbox) to queue it; a pass started at once would hold only the other sessions' work,
+    and passes would alternate between halves of the sessions, each half as big.
+    """
 
     token_budget: int | None
     max_requests: int | None
+    gather_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("token_budget", "max_requests"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInputError(f"{name} must be >= 1 or None, got {value}")
+        if not 0 <= self.gather_s <= 10:
+            raise InvalidInputError(f"gather_s must be in [0, 10] seconds, got {self.gather_s}")
 
 
 def plan_step(remaining: Sequence[int], policy: StepPolicy, pass_cost: Callable[[int], float] | None = None) -> list[int]:
@@ -174,23 +183,35 @@ class BatchScheduler:
             self._rollbacks.append((seq, n))
 
     def _run(self) -> None:
+        served: set[int] = set()  # sequences whose work the last pass finished
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
+                self._gather(served)
                 if self._closed:
                     break
                 rollbacks, self._rollbacks = self._rollbacks, []
                 plan = plan_step([len(r.tokens) - r.done for r in self._queue], self.policy, self.pass_cost)
                 batch = [(self._queue.popleft(), n) for n in plan]
-            self._pass(rollbacks, batch)
+            served = self._pass(rollbacks, batch)
         with self._cond:
             for request in self._queue:
                 request.future.set_exception(SchedulerClosed("the cloud's scheduler stopped"))
             self._queue.clear()
 
-    def _pass(self, rollbacks: list[tuple[int, int]], batch: list[tuple[_Request, int]]) -> None:
-        """One evaluation of the planned pieces; finished requests get their rows, the rest requeue."""
+    def _gather(self, served: set[int]) -> None:
+        """Wait (lock held) up to policy.gather_s for every sequence in `served` to queue its next work."""
+        deadline = time.perf_counter() + self.policy.gather_s
+        while not self._closed and not served <= {r.seq for r in self._queue}:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
+    def _pass(self, rollbacks: list[tuple[int, int]], batch: list[tuple[_Request, int]]) -> set[int]:
+        """One evaluation of the planned pieces; finished requests get their rows, the rest requeue.
+        The sequences whose requests finished."""
         started = time.perf_counter()
         for request, _ in batch:
             self.stats.longest_wait_s = max(self.stats.longest_wait_s, started - request.waiting_since)
@@ -202,10 +223,10 @@ class BatchScheduler:
             logger.exception("a batched pass failed")
             for request, _ in batch:
                 request.future.set_exception(exc)
-            return
+            return set()
         finished = time.perf_counter()
         self._record(batch, finished - started)
-        requeue = []
+        requeue, finished_seqs = [], set()
         pass_tokens = sum(n for _, n in batch)
         for (request, n), rows in zip(batch, results):
             request.done += n
@@ -217,9 +238,11 @@ class BatchScheduler:
                 requeue.append(request)
             else:
                 request.future.set_result(np.concatenate(request.rows) if len(request.rows) > 1 else rows)
+                finished_seqs.add(request.seq)
         if requeue:
             with self._cond:
                 self._queue.extend(requeue)
+        return finished_seqs
 
     def _record(self, batch: list[tuple[_Request, int]], seconds: float) -> None:
         stats = self.stats

@@ -16,6 +16,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -27,6 +28,7 @@ import grpc
 from picospec.affinity import parse_cores, pin_to_cores
 from picospec.cloud.calibrate import calibration_plan, measure_cost_curve
 from picospec.cloud.config import CloudConfig
+from picospec.cloud.health import CloudHealth
 from picospec.cloud.pool import Lease, SequencePool
 from picospec.cloud.scheduler import BatchScheduler
 from picospec.cloud.session import (
@@ -60,6 +62,15 @@ STOP_GRACE_S = 1.0  # how long stop() lets running sessions finish before cancel
 DRAIN_POLL_S = 0.1  # how often drain() looks whether the running sessions have ended
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux /proc; None elsewhere): what a soak watches grow."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class CloudServer(pb_grpc.VerifierServicer):
     """The Verifier service over a target runner with a sequence per session. Create it with start_server()."""
 
@@ -74,6 +85,7 @@ class CloudServer(pb_grpc.VerifierServicer):
         self.costs: CostTracker | None = None  # measured at start, refined by every session's passes
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._health: CloudHealth | None = None
         self._session_ids = itertools.count(1)
         self.draining = False
 
@@ -107,6 +119,7 @@ class CloudServer(pb_grpc.VerifierServicer):
                      *self.config.liveness.server_options()],  # fmt: skip
         )
         pb_grpc.add_VerifierServicer_to_server(self, self._server)
+        self._health = CloudHealth(self._server)
         address = f"{self.config.host}:{self.config.port}"
         credentials = security.credentials()
         try:
@@ -119,11 +132,13 @@ class CloudServer(pb_grpc.VerifierServicer):
         if self.port == 0:  # older gRPC reports a failed bind this way
             raise InvalidInputError(f"cannot listen on {address} (is the port in use?)")
         await self._server.start()
+        await self._health.serving()
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new sessions with UNAVAILABLE (a balancer then sends them to another replica) and wait
-        up to timeout_s for the running ones to end."""
+        up to timeout_s for the running ones to end. The health service says NOT_SERVING from now on."""
         self.draining = True
+        await self._health.draining()
         deadline = time.monotonic() + timeout_s
         while self.pool.in_use and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
@@ -202,7 +217,7 @@ class CloudServer(pb_grpc.VerifierServicer):
     def stats(self) -> dict:
         """The scheduler's counters since the start, and the sessions open and ended (JSON-ready)."""
         return {**dataclasses.asdict(self.scheduler.stats), "sessions_open": self.pool.in_use,
-                "sessions_ended": self.sessions_ended}  # fmt: skip
+                "sessions_ended": self.sessions_ended, "rss_bytes": resident_bytes()}  # fmt: skip
 
     def _welcome(self) -> pb.CloudMessage:
         config = self.config
@@ -336,6 +351,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "turns it off")  # fmt: skip
     parser.add_argument("--step-tokens", type=int, default=defaults.step_tokens, metavar="N",
                         help="batching: most tokens per pass; longer work (a prompt) is cut into pieces")  # fmt: skip
+    parser.add_argument("--gather-ms", type=float, default=defaults.gather_s * 1000, metavar="MS",
+                        help="batching: how long a pass waits for the sessions of the pass before it to queue their "
+                        "next work (their threads need a moment after a pass; without it passes alternate between "
+                        "halves of the sessions)")  # fmt: skip
     parser.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=defaults.kv_unified,
                         help="batching: one KV buffer for all sessions instead of a stream each (llama.cpp then "
                         "evaluates a pass in one sub-batch even when sessions bring different token counts)")  # fmt: skip
@@ -382,6 +401,7 @@ def _serve_command(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         batching=batching,
         step_tokens=args.step_tokens,
+        gather_s=args.gather_ms / 1000,
         kv_unified=args.kv_unified,
         drain_s=args.drain_timeout,
         device=args.device,

@@ -91,6 +91,10 @@ class ControllerConfig:
     # and as many tokens are ordered ahead, so the cloud never waits while the drafter catches up.
     follow_batch: int = 16
     margin: float = 0.05  # hysteresis: a mode must beat the other by this fraction to switch
+    # Before a window of the cloud's tokens has been seen, speculation starts only if the acceptance
+    # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
+    # shared passes make cloud decoding slow and drafts nearly free; a GPU).
+    early_margin: float = 1.0
     window: int = 16  # committed tokens over which speculation's measured rate is judged
     probe_every: int = 128  # fallback tokens before speculation is tried again regardless (doubles per failed try)
     max_probe_every: int = 512
@@ -105,8 +109,8 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
             raise InvalidInputError("controller: max_chunk >= 1 and max_lookahead >= max_chunk")
-        if self.window < 2 or self.probe_every < 1 or self.margin < 0 or self.follow_batch < 1:
-            raise InvalidInputError("controller: window >= 2, probe_every >= 1 and margin >= 0")
+        if self.window < 2 or self.probe_every < 1 or min(self.margin, self.early_margin) < 0 or self.follow_batch < 1:
+            raise InvalidInputError("controller: window >= 2, probe_every >= 1, follow_batch >= 1 and margins >= 0")
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Controller:
     _rtt_measured: bool = field(init=False, default=False)
     # Other sessions' tokens in each pass of a batching cloud (a moving mean of what replies report).
     _shared: float = field(init=False, default=0.0)
+    _shared_measured: bool = field(init=False, default=False)
     # Speculating on prompt lookup's tokens alone (switched to by a lookup run that pays; the drafter
     # drafts nothing of its own, and the cloud decodes again once lookup has nothing that pays).
     lookup_only: bool = field(init=False, default=False)
@@ -210,7 +215,9 @@ class Controller:
 
     def _observe_pass(self, own_tokens: int, seconds: float, shared_tokens: int) -> None:
         self.tracker.observe_verify(own_tokens + shared_tokens, seconds)
-        self._shared += SHARED_WEIGHT * (shared_tokens - self._shared)
+        weight = SHARED_WEIGHT if self._shared_measured else 1.0  # the first reply replaces the prior of 0
+        self._shared += weight * (shared_tokens - self._shared)
+        self._shared_measured = True
 
     def observe_lookup_shadow(self, passed: bool) -> None:
         """The cloud decoded a token where prompt lookup proposed one: did they agree?"""
@@ -318,6 +325,10 @@ class Controller:
         elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self.config.window:
             predicted = self._bias * replay_rate(list(self._shadow), self.costs, self.config.max_chunk)
             if predicted > fallback_rate * (1 + self.config.margin) or self._fallback_tokens >= self._probe_every:
+                self._switch(Mode.SPECULATE)
+        elif self.mode is Mode.FALLBACK and self.switches == 0:
+            prior = [self.acceptance.mean] * self.config.window
+            if self._bias * replay_rate(prior, self.costs, self.config.max_chunk) > fallback_rate * (1 + self.config.early_margin):
                 self._switch(Mode.SPECULATE)
         return self.mode
 

@@ -191,7 +191,10 @@ class SpeculativeEdge(EdgeLoop):
         # While prompt lookup proposes the cloud's tokens, a short queue lets speculation start sooner.
         follow = 1 if self.lookup is not None and self.controller.lookup_streak >= LOOKUP_TRACKING else self.controller.config.follow_batch
         ahead = max(follow, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s))
-        keep = min(ahead, self._max_chunk)
+        # The first order asks for the prompt pass's token alone: its reply says whether passes are
+        # shared (a batching cloud), where a decode step costs a whole pass and speculating at once pays.
+        first = produced == 0 and in_flight == 0 and self.controller.switches == 0
+        keep = 1 if first else min(ahead, self._max_chunk)
         return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
 
     # -- drafting and shipping ---------------------------------------------------------------

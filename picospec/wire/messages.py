@@ -19,7 +19,7 @@ from picospec.verify import Candidates, ProbFormat, Verdict, VerifyConfig, Verif
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 3
 
 # Full mode uplinks a float16 row of 151,936 entries per draft token (about 300 KB): a chunk of
 # 64 tokens is about 19.5 MB, so 64 MiB leaves room without letting one message exhaust memory.
