@@ -135,7 +135,9 @@ def test_sequences_with_lookup_converge_on_the_target_distribution(cloud, flat_c
             counts[tokens] = counts.get(tokens, 0) + 1
     assert sequence_pvalue(counts, sequence_distribution(toy_target(), PROMPT, params, length)) > ALPHA
     proposed, accepted = looked_up
-    assert proposed > n / 4 and 0 < accepted < proposed  # lookup proposed often, was accepted and rejected
+    # Lookup proposed (where the drafter drafts too, only tokens it agrees with: about one run in
+    # twelve with this toy pair), and its tokens were accepted and rejected.
+    assert proposed > n / 20 and 0 < accepted < proposed
     assert (len(lookup_runs) > n / 10) == (policy == "lookup-runs")
 
 
