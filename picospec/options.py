@@ -53,8 +53,10 @@ def add_edge_options(parser: argparse.ArgumentParser, *, with_defaults: bool = T
     parser.add_argument(
         "--lookup", action=argparse.BooleanOptionalAction, default=default(EDGE.lookup is not None),
         help="speculative methods: draft tokens copied from earlier in the prompt or output where it repeats itself "
-        "(prompt lookup), the drafter drafting elsewhere; the controller weighs them by their own acceptance. "
-        "Exact in every verify mode",
+        "(prompt lookup), the drafter drafting elsewhere; the controller weighs them by their own acceptance and "
+        "speculates on them alone when a copied run pays. Exact in every verify mode. Off by default: on the 2-core "
+        "CPU it did not beat the drafter alone on code edits (whose copied runs the 0.5B drafter drafts as well; "
+        "docs/benchmarks.md); try it with a weaker or slower drafter, or a GPU cloud",
     )  # fmt: skip
     parser.add_argument("--chunk-len", type=int, default=default(EDGE.chunk_len),
                         help="fixed policy (and sync, vanilla): draft tokens per chunk")  # fmt: skip

@@ -87,7 +87,9 @@ def test_gumbel_output_with_lookup_equals_ar_with_the_same_seed(cloud, flat_clou
     report = generate(address(server), toy_drafter(noise=1.5), PROMPT, config)
     ar = generate(address(server), toy_drafter(), PROMPT, EdgeConfig(method=Method.AR, params=params, verify=verify, max_new_tokens=25))
     assert report.token_ids == ar.token_ids == reference(params, verify, 25)
-    assert report.looked_up > 0 and bool(lookup_runs) == flat
+    # On the flat cloud sessions speculate on lookup's tokens alone (on the toy one too, at times:
+    # its curve is measured, and a loaded machine can flatten it).
+    assert report.looked_up > 0 and (lookup_runs or not flat)
 
 
 @pytest.mark.parametrize("mode", list(VerifyMode))

@@ -96,8 +96,10 @@ class EdgeConfig:
     max_lookahead: int | None = None
     controller: ControllerConfig | None = field(default_factory=ControllerConfig)
     # Prompt lookup: draft tokens copied from earlier in the context where it repeats itself, the
-    # drafter drafting elsewhere (None: the drafter alone). Speculative methods only.
-    lookup: LookupConfig | None = field(default_factory=LookupConfig)
+    # drafter drafting elsewhere (None: the drafter alone). Speculative methods only. Off by
+    # default: on the 2-core CPU it did not beat the drafter alone on code edits, where the 0.5B
+    # drafter copies as well (docs/benchmarks.md, "Prompt lookup").
+    lookup: LookupConfig | None = None
     recovery: Recovery = field(default_factory=Recovery)
 
     def __post_init__(self) -> None:
