@@ -12,7 +12,7 @@ from picospec.cli import build_parser
 from picospec.decoding import generate_autoregressive
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.errors import InvalidInputError
+from picospec.errors import InvalidInputError, PicoSpecError
 from picospec.runners.replay import ReplayRunner, record_drafts
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
@@ -100,6 +100,20 @@ def test_a_short_load_runs_without_errors_and_reports_the_cloud(batching):
     assert result["cloud"]["rss_mib"]["start"] > 0 and result["cloud"]["rss_growth"] >= 0
     if not batching:
         assert result["cloud"]["most_sequences_per_pass"] == 1
+
+
+def test_a_cloud_that_gives_no_counters_costs_the_cloud_figures_not_the_load_test():
+    recordings = [record_drafts(drafter(), p, greedy_continuation(p, 20)) for p in PROMPTS]
+    vocab = target().vocab_info()
+
+    def silent() -> dict:
+        raise PicoSpecError("the cloud process gave no stats within 30 s")
+
+    config = LoadtestConfig(edges=2, duration_s=0.5, warmup_s=0.1, n_prompts=len(PROMPTS))
+    with cloud_thread(target) as cloud:
+        result = run_load(f"127.0.0.1:{cloud.port}", lambda edge, prompt: ReplayRunner(recordings[prompt], vocab),
+                          PROMPTS, GREEDY, config, silent)  # fmt: skip
+    assert result["errors"] == 0 and result["aggregate_tokens_per_s"] > 0 and "cloud" not in result
 
 
 def test_loadtest_command_options():

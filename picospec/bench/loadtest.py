@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from picospec.app import add_edge_args, add_session_args, channel_security, clou
 from picospec.options import CLOUD_PROCESS
 from picospec.edge.client import CloudGeneration, generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.errors import InvalidInputError
+from picospec.errors import InvalidInputError, PicoSpecError
 from picospec.runners.base import ModelRunner
 from picospec.security import ChannelSecurity
+
+logger = logging.getLogger("picospec.loadtest")
 
 EDGE_MODES = {
     "replay": "replayed drafts: the real drafter's rows recorded once per prompt (teacher-forced on the target's "
@@ -194,13 +197,25 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
 
     edges = asyncio.gather(*(edge(i) for i in range(config.edges)))
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
-    cloud = [await asyncio.to_thread(cloud_stats)] if cloud_stats else None
+    cloud = [await _read_stats(cloud_stats)] if cloud_stats else None
     while (left := deadline - time.perf_counter()) > 0:
         await asyncio.sleep(min(left, config.rss_every_s))
         if cloud is not None:  # the last read at the window's end: generations still running finish after it
-            cloud.append(await asyncio.to_thread(cloud_stats))
+            cloud.append(await _read_stats(cloud_stats))
     await edges
-    return summarize(samples, (start, deadline), cloud)
+    if cloud is not None and (cloud[0] is None or cloud[-1] is None):
+        logger.warning("the cloud's counters were not read at both ends of the window: no cloud figures")
+        cloud = None
+    return summarize(samples, (start, deadline), [s for s in cloud if s is not None] if cloud else None)
+
+
+async def _read_stats(cloud_stats: Callable[[], dict]) -> dict | None:
+    """The cloud's counters, or None when it does not answer in time (the edges' figures stand without them)."""
+    try:
+        return await asyncio.to_thread(cloud_stats)
+    except PicoSpecError as exc:
+        logger.warning("%s", exc)
+        return None
 
 
 # -- `picospec loadtest` ------------------------------------------------------------------------
