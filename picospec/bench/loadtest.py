@@ -86,6 +86,7 @@ class SessionSample:
     error: str | None = None
     decoded: int = 0  # tokens the cloud decoded itself (no speculation)
     chunk_tokens: int = 0  # draft tokens the edge sent for verification
+    chunks: int = 0  # verified chunks (rounds)
     accepted: int = 0  # of which passed
 
     @property
@@ -146,6 +147,7 @@ def _edge_figures(samples: Sequence[SessionSample]) -> dict:
     return {
         "cloud_decoded_share": sum(s.decoded for s in samples) / tokens if tokens else None,
         "draft_tokens_sent": chunks,
+        "mean_chunk": chunks / sum(s.chunks for s in samples) if chunks else None,
         "draft_acceptance": sum(s.accepted for s in rounds) / chunks if chunks else None,
     }
 
@@ -190,7 +192,7 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
                 report = await generation.run()
                 sample.ttft_s, sample.wall_s = report.ttft_s, report.wall_s
                 sample.decoded, sample.accepted = report.decoded, sum(report.accepted_lengths)
-                sample.chunk_tokens = sum(report.chunk_lengths)
+                sample.chunk_tokens, sample.chunks = sum(report.chunk_lengths), len(report.chunk_lengths)
             except Exception as exc:  # noqa: BLE001 (an edge's failure is a measured error, not the test's end)
                 sample.error = f"{type(exc).__name__}: {exc}"
             samples.append(sample)
