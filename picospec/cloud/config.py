@@ -41,7 +41,7 @@ class CloudConfig:
     step_tokens: int = 32  # on CPU a pass over 32 tokens costs ~16 decode steps, over 16 ~10
     # How long a pass waits for the sessions of the pass before it to queue their next work
     # (StepPolicy.gather_s): without it passes alternate between halves of the sessions.
-    gather_s: float = 0.03
+    gather_s: float = 0.1
     # One KV buffer for all sessions' sequences instead of a stream each (LlamaRunner's kv_unified).
     kv_unified: bool = False
 
