@@ -137,7 +137,7 @@ class LocalCloud:
             self._stdout.put(line)
         self._stdout.put(None)
 
-    def stats(self, timeout_s: float = 10.0) -> dict:
+    def stats(self, timeout_s: float = 30.0) -> dict:
         """The cloud's counters now (its scheduler's passes, tokens, busy seconds, ...), asked by SIGUSR1."""
         self._process.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + timeout_s

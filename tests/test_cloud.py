@@ -419,15 +419,16 @@ def test_cloud_command_parses_its_options():
     args = build_parser().parse_args(
         ["cloud", "--model", "m.gguf", "--port", "0", "--threads", "2", "--max-sessions", "3",
          "--max-context", "2048", "--deterministic", "--cores", "0,2-3", "--gpu-layers", "-1", "--batching", "off",
-         "--step-tokens", "16", "--kv-unified"]
+         "--step-tokens", "16", "--no-kv-unified"]
     )  # fmt: skip
     assert args.func is _serve_command
     assert (args.model, args.port, args.threads, args.max_sessions, args.max_context) == ("m.gguf", 0, 2, 3, 2048)
     assert args.deterministic and args.cores == {0, 2, 3}
-    assert (args.gpu_layers, args.batching, args.step_tokens, args.kv_unified) == (-1, "off", 16, True)
+    assert (args.gpu_layers, args.batching, args.step_tokens, args.kv_unified) == (-1, "off", 16, False)
     defaults = build_parser().parse_args(["cloud"])
     assert (defaults.model, defaults.host, defaults.port, defaults.cores) == ("target", "127.0.0.1", 50051, None)
     assert (defaults.gpu_layers, defaults.batching, defaults.step_tokens) == (0, "off", CloudConfig.step_tokens)
+    assert defaults.kv_unified is CloudConfig.kv_unified is True
     assert parse_cores("1") == {1}
 
 

@@ -281,3 +281,13 @@ def test_sequences_evaluated_together_are_isolated_and_roll_back_alone(draft_pat
         runner.evaluate([SeqEval(1, len(prompt), (1,), 1), SeqEval(1, len(prompt) + 1, (1,), 1)])
     with pytest.raises(InvalidInputError, match="exceed n_batch 32"):
         runner.evaluate([SeqEval(1, len(prompt), (1,) * 33, 1)])
+
+
+@pytest.mark.real
+def test_runners_of_one_file_share_its_loaded_model(draft_path: Path) -> None:
+    """A cloud with a context per session loads its target once (each load of repacked weights is a private copy)."""
+    first, second = LlamaRunner(draft_path, n_ctx=64), LlamaRunner(draft_path, n_ctx=64)
+    assert first._model is second._model  # noqa: SLF001
+    assert LlamaRunner(draft_path, n_ctx=64, deterministic=True)._model is not first._model  # noqa: SLF001
+    first.prefill([1, 2, 3])
+    assert second.n_tokens == 0  # contexts (and KV caches) stay their own

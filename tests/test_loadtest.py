@@ -12,7 +12,7 @@ from picospec.cli import build_parser
 from picospec.decoding import generate_autoregressive
 from picospec.edge.client import generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.errors import InvalidInputError
+from picospec.errors import InvalidInputError, PicoSpecError
 from picospec.runners.replay import ReplayRunner, record_drafts
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
@@ -41,8 +41,8 @@ def test_figures_from_known_samples():
     two = SessionSample(started=0.0, arrivals=[(3.0, 1), (5.0, 1)], ttft_s=3.0, wall_s=6.0)
     failed = SessionSample(started=4.0, arrivals=[(4.5, 1)], error="CloudError: gone")
     warmup = SessionSample(started=-2.0, arrivals=[(-1.0, 1), (0.5, 3)], ttft_s=1.0, wall_s=2.6)  # before the window
-    one.decoded, one.chunk_tokens, one.accepted = 1, 4, 3
-    two.chunk_tokens, two.accepted = 2, 1
+    one.decoded, one.chunk_tokens, one.chunks, one.accepted = 1, 4, 2, 3
+    two.chunk_tokens, two.chunks, two.accepted = 2, 1, 1
     stats = (
         {"passes": 10, "tokens": 40, "busy_s": 1.0, "most_sequences": 1, "longest_wait_s": 0.1, "rss_bytes": 100 * 2**20},
         {"passes": 12, "tokens": 50, "busy_s": 2.0, "most_sequences": 2, "longest_wait_s": 0.2, "rss_bytes": 104 * 2**20},
@@ -61,7 +61,7 @@ def test_figures_from_known_samples():
                                "rss_mib": {"start": 100.0, "max": 104.0, "end": 102.0},
                                "rss_growth": pytest.approx(0.04)}  # fmt: skip
     # The warm-up's sample ended before the window and does not count; `one` and `two` did.
-    assert result["edges"] == {"cloud_decoded_share": pytest.approx(1 / 6), "draft_tokens_sent": 6,
+    assert result["edges"] == {"cloud_decoded_share": pytest.approx(1 / 6), "draft_tokens_sent": 6, "mean_chunk": 2.0,
                                "draft_acceptance": pytest.approx(4 / 6)}  # fmt: skip
     empty = summarize([], (0.0, 1.0), None)
     assert empty["aggregate_tokens_per_s"] == 0 and empty["time_per_token_s"]["p50"] is None and "cloud" not in empty
@@ -100,6 +100,20 @@ def test_a_short_load_runs_without_errors_and_reports_the_cloud(batching):
     assert result["cloud"]["rss_mib"]["start"] > 0 and result["cloud"]["rss_growth"] >= 0
     if not batching:
         assert result["cloud"]["most_sequences_per_pass"] == 1
+
+
+def test_a_cloud_that_gives_no_counters_costs_the_cloud_figures_not_the_load_test():
+    recordings = [record_drafts(drafter(), p, greedy_continuation(p, 20)) for p in PROMPTS]
+    vocab = target().vocab_info()
+
+    def silent() -> dict:
+        raise PicoSpecError("the cloud process gave no stats within 30 s")
+
+    config = LoadtestConfig(edges=2, duration_s=0.5, warmup_s=0.1, n_prompts=len(PROMPTS))
+    with cloud_thread(target) as cloud:
+        result = run_load(f"127.0.0.1:{cloud.port}", lambda edge, prompt: ReplayRunner(recordings[prompt], vocab),
+                          PROMPTS, GREEDY, config, silent)  # fmt: skip
+    assert result["errors"] == 0 and result["aggregate_tokens_per_s"] > 0 and "cloud" not in result
 
 
 def test_loadtest_command_options():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from picospec.cloud.scheduler import BatchScheduler, SchedulerClosed, StepPolicy, plan_step
+from picospec.cloud.scheduler import BatchScheduler, SchedulerClosed, StepPolicy, _Request, plan_step
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner, MultiSeqRunner, SeqEval
 from picospec.runners.separate import SeparateRunners
@@ -179,6 +180,22 @@ def test_a_pass_waits_for_the_sessions_just_served_to_bring_their_next_work(gath
         thread.join(TIMEOUT_S)
         other_thread.join(TIMEOUT_S)
     assert runner.passes[0] == [(0, 3, 3)] and runner.passes[1] == second_pass
+
+
+def test_a_session_that_missed_the_gather_window_is_not_waited_for_until_it_comes_back():
+    scheduler = BatchScheduler(RecordingRunners(2), StepPolicy(8, None, gather_s=0.2))  # not started: _gather alone
+    scheduler._queue.append(_Request(1, 0, (1,), 1, time.perf_counter()))  # noqa: SLF001
+
+    def gather(served: set[int]) -> float:
+        started = time.perf_counter()
+        with scheduler._cond:  # noqa: SLF001
+            scheduler._gather(served)  # noqa: SLF001
+        return time.perf_counter() - started
+
+    assert gather({0, 1}) >= 0.2 and scheduler._missed == {0}  # noqa: SLF001
+    assert gather({0, 1}) < 0.1  # sequence 0 missed: not waited for
+    scheduler._queue.append(_Request(0, 0, (1,), 1, time.perf_counter()))  # noqa: SLF001
+    assert gather({1}) < 0.1 and scheduler._missed == set()  # noqa: SLF001  (it came back)
 
 
 def test_a_bad_request_fails_alone_and_a_failed_pass_does_not_stop_the_scheduler():

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from picospec.app import add_edge_args, add_session_args, channel_security, clou
 from picospec.options import CLOUD_PROCESS
 from picospec.edge.client import CloudGeneration, generate
 from picospec.edge.config import EdgeConfig, Method
-from picospec.errors import InvalidInputError
+from picospec.errors import InvalidInputError, PicoSpecError
 from picospec.runners.base import ModelRunner
 from picospec.security import ChannelSecurity
+
+logger = logging.getLogger("picospec.loadtest")
 
 EDGE_MODES = {
     "replay": "replayed drafts: the real drafter's rows recorded once per prompt (teacher-forced on the target's "
@@ -83,6 +86,7 @@ class SessionSample:
     error: str | None = None
     decoded: int = 0  # tokens the cloud decoded itself (no speculation)
     chunk_tokens: int = 0  # draft tokens the edge sent for verification
+    chunks: int = 0  # verified chunks (rounds)
     accepted: int = 0  # of which passed
 
     @property
@@ -143,6 +147,7 @@ def _edge_figures(samples: Sequence[SessionSample]) -> dict:
     return {
         "cloud_decoded_share": sum(s.decoded for s in samples) / tokens if tokens else None,
         "draft_tokens_sent": chunks,
+        "mean_chunk": chunks / sum(s.chunks for s in samples) if chunks else None,
         "draft_acceptance": sum(s.accepted for s in rounds) / chunks if chunks else None,
     }
 
@@ -187,20 +192,32 @@ async def _run_load(address, runner_for, prompts, edge_config, config, cloud_sta
                 report = await generation.run()
                 sample.ttft_s, sample.wall_s = report.ttft_s, report.wall_s
                 sample.decoded, sample.accepted = report.decoded, sum(report.accepted_lengths)
-                sample.chunk_tokens = sum(report.chunk_lengths)
+                sample.chunk_tokens, sample.chunks = sum(report.chunk_lengths), len(report.chunk_lengths)
             except Exception as exc:  # noqa: BLE001 (an edge's failure is a measured error, not the test's end)
                 sample.error = f"{type(exc).__name__}: {exc}"
             samples.append(sample)
 
     edges = asyncio.gather(*(edge(i) for i in range(config.edges)))
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
-    cloud = [await asyncio.to_thread(cloud_stats)] if cloud_stats else None
+    cloud = [await _read_stats(cloud_stats)] if cloud_stats else None
     while (left := deadline - time.perf_counter()) > 0:
         await asyncio.sleep(min(left, config.rss_every_s))
         if cloud is not None:  # the last read at the window's end: generations still running finish after it
-            cloud.append(await asyncio.to_thread(cloud_stats))
+            cloud.append(await _read_stats(cloud_stats))
     await edges
-    return summarize(samples, (start, deadline), cloud)
+    if cloud is not None and (cloud[0] is None or cloud[-1] is None):
+        logger.warning("the cloud's counters were not read at both ends of the window: no cloud figures")
+        cloud = None
+    return summarize(samples, (start, deadline), [s for s in cloud if s is not None] if cloud else None)
+
+
+async def _read_stats(cloud_stats: Callable[[], dict]) -> dict | None:
+    """The cloud's counters, or None when it does not answer in time (the edges' figures stand without them)."""
+    try:
+        return await asyncio.to_thread(cloud_stats)
+    except PicoSpecError as exc:
+        logger.warning("%s", exc)
+        return None
 
 
 # -- `picospec loadtest` ------------------------------------------------------------------------

@@ -37,8 +37,10 @@ class StepPolicy:
 
     gather_s: how long a pass may wait for the sessions of the pass before it to bring their next
     work. Their threads wake when that pass ends and need a moment (the verdict, the next chunk
-    from the inbox) to queue it; a pass started at once would hold only the other sessions' work,
-    and passes would alternate between halves of the sessions, each half as big.
+    from the inbox, or from the edge a round trip away) to queue it; a pass started at once would
+    hold only the other sessions' work, and passes would alternate between halves of the sessions,
+    each half as big. A session that did not come back within it is not waited for again until it
+    does (its generation ended, or its edge is busy), so the wait costs little where it buys nothing.
     """
 
     token_budget: int | None
@@ -141,6 +143,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._rollbacks: list[tuple[int, int]] = []  # applied before the next pass, in order
+        self._missed: set[int] = set()  # sequences that did not come back within the last gather window
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="picospec-scheduler", daemon=True)
 
@@ -201,13 +204,17 @@ class BatchScheduler:
             self._queue.clear()
 
     def _gather(self, served: set[int]) -> None:
-        """Wait (lock held) up to policy.gather_s for every sequence in `served` to queue its next work."""
+        """Wait (lock held) up to policy.gather_s for the sequences in `served` to queue their next
+        work, except those that missed the last window; note which miss this one."""
+        awaited = served - self._missed
         deadline = time.perf_counter() + self.policy.gather_s
-        while not self._closed and not served <= {r.seq for r in self._queue}:
+        while not self._closed and not awaited <= {r.seq for r in self._queue}:
             left = deadline - time.perf_counter()
             if left <= 0:
-                return
+                break
             self._cond.wait(left)
+        queued = {r.seq for r in self._queue}
+        self._missed = (self._missed - queued) | (served - queued)
 
     def _pass(self, rollbacks: list[tuple[int, int]], batch: list[tuple[_Request, int]]) -> set[int]:
         """One evaluation of the planned pieces; finished requests get their rows, the rest requeue.

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import threading
+import weakref
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -61,6 +63,24 @@ def check_gguf(path: Path) -> None:
         raise ModelError(f"cannot read model file {path}: {exc}") from exc
     if magic != GGUF_MAGIC:
         raise ModelError(f"{path} is not a GGUF model file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+
+
+# Loaded models, shared by the runners that hold them (weakly: a model goes with its last runner). A
+# cloud with a context per session then loads its target once: with repacked weights each load is
+# a private copy, and four sessions held 7.4 GB where one model and four contexts hold about 2.3.
+_MODELS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared_model(path: Path, deterministic: bool, gpu_layers: int) -> _internals.LlamaModel:
+    """The model of this file (as it is now) with these settings, loaded once while runners hold it."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, deterministic, gpu_layers)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = LlamaRunner._load_model(path, deterministic, gpu_layers)
+    return model
 
 
 class LlamaRunner:
@@ -116,7 +136,7 @@ class LlamaRunner:
         check_gpu_layers(gpu_layers)
         self.model_path = path
         self.deterministic = deterministic
-        self._model = self._load_model(path, deterministic, gpu_layers)
+        self._model = _shared_model(path, deterministic, gpu_layers)
         self._batch_size = min(n_batch, self.DETERMINISTIC_CHUNK) if deterministic else n_batch
         # A prompt is always prefilled in batches of n_batch, whatever the mode: every method's cloud
         # prefills the same prompt the same way, so outputs still match, and prefill stays fast.
