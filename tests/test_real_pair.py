@@ -144,3 +144,23 @@ def test_extending_the_committed_tokens_reproduces_the_uninterrupted_logits_bitw
     assert np.array_equal(target.extend(committed)[-1], uninterrupted)
     target.rollback(0)
     assert not np.array_equal(target.prefill(prompt + committed), uninterrupted)
+
+
+COPY_PROMPT = "Repeat this code exactly, nothing else:\n\ndef area(width, height):\n    total = width * height\n    return total\n"
+
+
+def test_prompt_lookup_gives_ar_s_tokens_on_the_real_pair(local_cloud, draft_runner):
+    """Greedy (deterministic configuration) and gumbel: with lookup's one-hot drafts, fixed chunks
+    (lookup proposes from the first token) and the controller, the tokens are ar's."""
+    from picospec.edge.lookup import LookupConfig
+
+    prompt = draft_runner.chat_tokens(COPY_PROMPT)
+    for params, mode in ((GREEDY, VerifyMode.EXACT), (GREEDY, VerifyMode.TOPK), (SamplingParams(temperature=0.8), VerifyMode.GUMBEL)):
+        verify = VerifyConfig(mode=mode, seed=3)
+        reference = generate(local_cloud.address, draft_runner, prompt, EdgeConfig(method=Method.AR, params=params, verify=verify, max_new_tokens=30))
+        for controller in (None, DEFAULT_CONTROLLER):
+            config = EdgeConfig(params=params, verify=verify, max_new_tokens=30, controller=controller, lookup=LookupConfig())
+            report = generate(local_cloud.address, draft_runner, prompt, config)
+            assert report.token_ids == reference.token_ids, (mode, controller)
+            if controller is None:
+                assert report.looked_up > 0
