@@ -179,8 +179,13 @@ class SpeculativeEdge(EdgeLoop):
         produced, _, in_flight = self._counts()
         costs = self.controller.costs
         # Enough outstanding that the cloud never waits for an order, nor while the drafter catches
-        # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted.
-        ahead = max(self.controller.config.follow_batch, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s))
+        # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted. A batching
+        # cloud's decode step is a shared pass, longer than any catch-up: there a few ahead keep
+        # the session able to switch to speculation within a step or two.
+        step_s = 1.0 / costs.fallback_rate
+        ahead = 2 + math.ceil(costs.rtt_s / step_s)
+        if not costs.shared:
+            ahead = max(self.controller.config.follow_batch, ahead)
         # The first order asks for the prompt pass's token alone: its reply says whether passes are
         # shared (a batching cloud), where a decode step costs a whole pass and speculating at once pays.
         first = produced == 0 and in_flight == 0 and self.controller.switches == 0
