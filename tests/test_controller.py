@@ -77,7 +77,7 @@ def test_a_controller_that_learns_its_passes_are_shared_speculates_where_alone_i
     assert shared.tracker.curve.verify(13) == pytest.approx(CPU.verify(13))  # the shared pass's size, not 1
 
 
-def test_a_session_speculates_from_its_first_token_where_the_prior_alone_says_it_pays_twice_over():
+def test_a_session_speculates_from_its_first_tokens_where_the_prior_alone_says_it_pays_by_far():
     shared, alone, gpu = make_controller(CPU), make_controller(CPU), make_controller(FLAT)
     shared.observe_decode_step(CPU.verify(13), shared_tokens=12)  # the prompt pass's token, in a shared pass
     alone.observe_decode_step(CPU.decode_s)

@@ -94,7 +94,7 @@ class ControllerConfig:
     # Before a window of the cloud's tokens has been seen, speculation starts only if the acceptance
     # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
-    early_margin: float = 1.0
+    early_margin: float = 0.5
     window: int = 16  # committed tokens over which speculation's measured rate is judged
     probe_every: int = 128  # fallback tokens before speculation is tried again regardless (doubles per failed try)
     max_probe_every: int = 512

@@ -187,10 +187,15 @@ class SpeculativeEdge(EdgeLoop):
         produced, _, in_flight = self._counts()
         costs = self.controller.costs
         # Enough outstanding that the cloud never waits for an order, nor while the drafter catches
-        # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted.
-        # While prompt lookup proposes the cloud's tokens, a short queue lets speculation start sooner.
-        follow = 1 if self.lookup is not None and self.controller.lookup_streak >= LOOKUP_TRACKING else self.controller.config.follow_batch
-        ahead = max(follow, 2 + math.ceil(costs.rtt_s / costs.curve.decode_s))
+        # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted. A batching
+        # cloud's decode step is a shared pass, longer than any catch-up: there a few ahead keep
+        # the session able to switch to speculation within a step or two. So does a short queue
+        # while prompt lookup proposes the cloud's tokens (it is tracking a copy).
+        step_s = 1.0 / costs.fallback_rate
+        ahead = 2 + math.ceil(costs.rtt_s / step_s)
+        tracking = self.lookup is not None and self.controller.lookup_streak >= LOOKUP_TRACKING
+        if not costs.shared and not tracking:
+            ahead = max(self.controller.config.follow_batch, ahead)
         # The first order asks for the prompt pass's token alone: its reply says whether passes are
         # shared (a batching cloud), where a decode step costs a whole pass and speculating at once pays.
         first = produced == 0 and in_flight == 0 and self.controller.switches == 0
