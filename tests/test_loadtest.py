@@ -58,7 +58,7 @@ def test_figures_from_known_samples():
     assert result["ttft_s"]["p50"] == pytest.approx(2.0)
     assert result["cloud"] == {"busy_fraction": 0.5, "passes": 4, "tokens_per_pass": 5.0,
                                "most_sequences_per_pass": 2, "longest_wait_s": 0.3,
-                               "rss_mib": {"start": 100.0, "max": 104.0, "end": 102.0},
+                               "rss_mib": {"start": 100.0, "max": 104.0, "end": 102.0, "samples": [100.0, 104.0, 102.0]},
                                "rss_growth": pytest.approx(0.04)}  # fmt: skip
     # The warm-up's sample ended before the window and does not count; `one` and `two` did.
     assert result["edges"] == {"cloud_decoded_share": pytest.approx(1 / 6), "draft_tokens_sent": 6, "mean_chunk": 2.0,

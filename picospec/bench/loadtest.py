@@ -133,7 +133,8 @@ def summarize(samples: Sequence[SessionSample], window: tuple[float, float], clo
             "tokens_per_pass": (after["tokens"] - before["tokens"]) / passes if passes else 0.0,
             "most_sequences_per_pass": after["most_sequences"],
             "longest_wait_s": after["longest_wait_s"],
-            "rss_mib": {"start": rss[0] / 2**20, "max": max(rss) / 2**20, "end": rss[-1] / 2**20} if rss else None,
+            "rss_mib": {"start": rss[0] / 2**20, "max": max(rss) / 2**20, "end": rss[-1] / 2**20,
+                        "samples": [round(r / 2**20, 1) for r in rss]} if rss else None,  # fmt: skip
             "rss_growth": max(rss) / rss[0] - 1 if rss else None,
         }
     return result
