@@ -34,9 +34,9 @@ class CloudConfig:
     # Batching: one pass evaluates the pending work of every session (one llama.cpp context holding a
     # sequence per session), at most step_tokens tokens, cutting longer work (a prompt) into pieces.
     # Off: one context per session and one session's work per pass, in arrival order. Off by default:
-    # on this 2-core CPU batching ran at 0.86-0.93x of unbatched aggregate tokens/s at 4 edges (1.01x
-    # at 8; docs/scaling.md), since a pass of 9-13 tokens costs per token what 3-4 do; turn it on for
-    # fairer waits (longest wait 14 s -> 2 s at 4 edges) or on a GPU, where passes cost ~the same at any size.
+    # on this 2-core CPU batching served 4 edges 1.08x faster (docs/scaling.md) but tripled their time
+    # to first token (prompts cut into pieces between the others' chunks); on for fairer waits and
+    # more throughput with many edges, or on a GPU, where passes cost ~the same at any size.
     batching: bool = False
     step_tokens: int = 32  # on CPU a pass over 32 tokens costs ~16 decode steps, over 16 ~10
     # How long a pass waits for the sessions of the pass before it to queue their next work
