@@ -35,6 +35,7 @@ from picospec.wire.messages import (
 
 logger = logging.getLogger("picospec.cloud")
 
+
 class PassMeter(Protocol):
     """What a session times and sizes its compute by (a SequenceView): the time of the passes that
     evaluated its work, so that a wait for a pass is not reported as compute (the edge sees it in
@@ -54,6 +55,7 @@ def metered(meter: PassMeter, compute: Callable[[], Result]) -> tuple[Result, fl
     seconds, shared = meter.compute_clock(), meter.shared_tokens()
     result = compute()
     return result, meter.compute_clock() - seconds, meter.shared_tokens() - shared
+
 
 # Incoming messages read ahead of the session's compute. Enough for an edge's whole lookahead;
 # beyond it gRPC's flow control holds the rest, which bounds memory (a message may be 64 MiB).
