@@ -144,12 +144,11 @@ def _edge_figures(samples: Sequence[SessionSample]) -> dict:
     """How the edges' controllers spent the generations: the share the cloud decoded itself, the
     mean chunk, and the share of draft tokens that passed."""
     tokens, chunks = sum(s.tokens for s in samples), sum(s.chunk_tokens for s in samples)
-    rounds = [s for s in samples if s.chunk_tokens]
     return {
         "cloud_decoded_share": sum(s.decoded for s in samples) / tokens if tokens else None,
         "draft_tokens_sent": chunks,
         "mean_chunk": chunks / sum(s.chunks for s in samples) if chunks else None,
-        "draft_acceptance": sum(s.accepted for s in rounds) / chunks if chunks else None,
+        "draft_acceptance": sum(s.accepted for s in samples) / chunks if chunks else None,
     }
 
 
