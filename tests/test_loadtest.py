@@ -46,7 +46,8 @@ def test_figures_from_known_samples():
     stats = (
         {"passes": 10, "tokens": 40, "busy_s": 1.0, "most_sequences": 1, "longest_wait_s": 0.1, "rss_bytes": 100 * 2**20},
         {"passes": 12, "tokens": 50, "busy_s": 2.0, "most_sequences": 2, "longest_wait_s": 0.2, "rss_bytes": 104 * 2**20},
-        {"passes": 14, "tokens": 60, "busy_s": 3.0, "most_sequences": 2, "longest_wait_s": 0.3, "rss_bytes": 102 * 2**20},
+        {"passes": 14, "tokens": 60, "busy_s": 3.0, "most_sequences": 2, "longest_wait_s": 0.3, "rss_bytes": 102 * 2**20,
+         "heap_bytes": {"in_use": 3 * 2**20, "free_held": 2**19}},
     )
     result = summarize([one, two, failed, warmup], (0.0, 4.0), stats)
     # 4 + 1 tokens of sessions in the window arrived by t=4 (not 5.0; 4.5 is in), and 3 of the warm-up's.
@@ -59,7 +60,8 @@ def test_figures_from_known_samples():
     assert result["cloud"] == {"busy_fraction": 0.5, "passes": 4, "tokens_per_pass": 5.0,
                                "most_sequences_per_pass": 2, "longest_wait_s": 0.3,
                                "rss_mib": {"start": 100.0, "max": 104.0, "end": 102.0, "samples": [100.0, 104.0, 102.0]},
-                               "rss_growth": pytest.approx(0.04)}  # fmt: skip
+                               "rss_growth": pytest.approx(0.04),
+                               "heap_mib": {"in_use": [3.0], "free_held": [0.5]}}  # fmt: skip
     # The warm-up's sample ended before the window and does not count; `one` and `two` did.
     assert result["edges"] == {"cloud_decoded_share": pytest.approx(1 / 6), "draft_tokens_sent": 6, "mean_chunk": 2.0,
                                "draft_acceptance": pytest.approx(4 / 6)}  # fmt: skip
@@ -98,6 +100,8 @@ def test_a_short_load_runs_without_errors_and_reports_the_cloud(batching):
     assert result["aggregate_tokens_per_s"] > 0 and result["time_per_token_s"]["p99"] is not None
     assert 0 < result["cloud"]["busy_fraction"] <= 1 and result["cloud"]["passes"] > 0
     assert result["cloud"]["rss_mib"]["start"] > 0 and result["cloud"]["rss_growth"] >= 0
+    heap = result["cloud"]["heap_mib"]  # this machine's C library is glibc: the heap is read at each sample
+    assert len(heap["in_use"]) == len(result["cloud"]["rss_mib"]["samples"]) and min(heap["in_use"]) > 0
     if not batching:
         assert result["cloud"]["most_sequences_per_pass"] == 1
 

@@ -136,8 +136,18 @@ def summarize(samples: Sequence[SessionSample], window: tuple[float, float], clo
             "rss_mib": {"start": rss[0] / 2**20, "max": max(rss) / 2**20, "end": rss[-1] / 2**20,
                         "samples": [round(r / 2**20, 1) for r in rss]} if rss else None,  # fmt: skip
             "rss_growth": max(rss) / rss[0] - 1 if rss else None,
+            "heap_mib": _heap_series(cloud),
         }
     return result
+
+
+def _heap_series(cloud: Sequence[dict]) -> dict | None:
+    """glibc's heap at each sample, MiB: live allocations and freed memory it still holds (which
+    tells fragmentation from a leak when the resident size grows)."""
+    heaps = [s["heap_bytes"] for s in cloud if s.get("heap_bytes")]
+    if not heaps:
+        return None
+    return {key: [round(h[key] / 2**20, 1) for h in heaps] for key in ("in_use", "free_held")}
 
 
 def _edge_figures(samples: Sequence[SessionSample]) -> dict:

@@ -29,6 +29,7 @@ from picospec.affinity import parse_cores, pin_to_cores
 from picospec.cloud.calibrate import calibration_plan, measure_cost_curve
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.health import CloudHealth
+from picospec.cloud.memory import heap_bytes, resident_bytes
 from picospec.cloud.pool import Lease, SequencePool
 from picospec.cloud.scheduler import BatchScheduler
 from picospec.cloud.session import (
@@ -60,15 +61,6 @@ STATS_LINE = "picospec cloud: stats "  # then one JSON object: what `SIGUSR1` as
 FINISHED_KEPT = 1000  # stats of the most recent finished sessions kept for inspection
 STOP_GRACE_S = 1.0  # how long stop() lets running sessions finish before cancelling them
 DRAIN_POLL_S = 0.1  # how often drain() looks whether the running sessions have ended
-
-
-def resident_bytes() -> int | None:
-    """This process's resident memory now (Linux /proc; None elsewhere): what a soak watches grow."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class CloudServer(pb_grpc.VerifierServicer):
@@ -217,7 +209,8 @@ class CloudServer(pb_grpc.VerifierServicer):
     def stats(self) -> dict:
         """The scheduler's counters since the start, and the sessions open and ended (JSON-ready)."""
         return {**dataclasses.asdict(self.scheduler.stats), "sessions_open": self.pool.in_use,
-                "sessions_ended": self.sessions_ended, "rss_bytes": resident_bytes()}  # fmt: skip
+                "sessions_ended": self.sessions_ended, "rss_bytes": resident_bytes(),
+                "heap_bytes": heap_bytes()}  # fmt: skip
 
     def _welcome(self) -> pb.CloudMessage:
         config = self.config

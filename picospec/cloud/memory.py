@@ -1,0 +1,49 @@
+"""What the cloud process holds in memory, for the soak that watches it grow.
+
+Resident memory alone cannot tell a leak from an allocator that keeps freed memory: glibc's
+mallinfo2 says how much of the heap is free but still held (its arenas' free chunks), so a
+growing resident size with a growing free-held share is fragmentation, not live objects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+
+class _MallInfo2(ctypes.Structure):
+    # glibc >= 2.33, every field a size_t (man 3 mallinfo2)
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def heap_bytes() -> dict[str, int] | None:
+    """glibc's heap over all arenas: bytes in use by live allocations and bytes free but held
+    (None where the C library is not glibc >= 2.33)."""
+    mallinfo2 = getattr(_LIBC, "mallinfo2", None)
+    if mallinfo2 is None:
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return {"in_use": info.uordblks + info.hblkhd, "free_held": info.fordblks}
