@@ -29,7 +29,7 @@ from picospec.affinity import parse_cores, pin_to_cores
 from picospec.cloud.calibrate import calibration_plan, measure_cost_curve
 from picospec.cloud.config import CloudConfig
 from picospec.cloud.health import CloudHealth
-from picospec.cloud.memory import heap_bytes, resident_bytes
+from picospec.cloud.memory import heap_bytes, release_freed_memory, resident_bytes
 from picospec.cloud.pool import Lease, SequencePool
 from picospec.cloud.scheduler import BatchScheduler
 from picospec.cloud.session import (
@@ -371,6 +371,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.cores is not None:
         pin_to_cores(args.cores)
+    if not release_freed_memory():
+        logger.info("not glibc: the allocator keeps its own policy on freed memory")
     from picospec.models.registry import model_path
     from picospec.runners.load import load_runner  # imported here: only serving needs a model backend
     from picospec.runners.separate import SeparateRunners
