@@ -265,3 +265,26 @@ def test_a_generation_cancelled_before_it_starts_does_not_open_a_session(cloud):
     with pytest.raises(GenerationCancelled):
         generate(address(cloud), toy_drafter(), PROMPT, EdgeConfig(max_new_tokens=5), cancel=cancel)
     assert cloud.server.sessions_ended == ended_before
+
+
+class SlowToyTarget(ToyRunner):
+    """The toy target taking 20 ms per pass, like a cloud's decode step."""
+
+    def extend(self, tokens):
+        time.sleep(0.02)
+        return super().extend(tokens)
+
+
+def test_the_cloud_keeps_decoding_while_the_drafter_evaluates_a_long_prompt():
+    """The drafter's prompt pass (1.5 s here) runs beside the loop that orders the cloud's tokens:
+    evaluated in the loop it outlasted the orders queued before it, and the cloud sat idle."""
+    drafter = toy_drafter()
+    prefill = drafter.prefill
+    drafter.prefill = lambda tokens: (time.sleep(1.5), prefill(tokens))[1]
+    arrivals = []
+    config = EdgeConfig(params=SamplingParams(temperature=0.0), max_new_tokens=60)
+    with cloud_thread(lambda: SlowToyTarget.create(V, seed=TARGET_SEED)) as server:
+        report = generate(address(server), drafter, PROMPT, config, on_tokens=lambda tokens, _: arrivals.append(time.perf_counter()))
+    assert report.token_ids == reference(SamplingParams(temperature=0.0), VerifyConfig(), 60)
+    assert report.sources[:20] == ["cloud"] * 20  # decoded by the cloud while the drafter was busy
+    assert max(np.diff(arrivals)) < 0.6
