@@ -406,7 +406,9 @@ class SpeculativeEdge(EdgeLoop):
             raise ProtocolError(f"decoded tokens at {item.start} do not match the decode order in flight")
         self._cloud_reported(item.cloud_passes, item.compute_s, item.prefill_s)
         self.report.cloud_decode_s += item.compute_s
-        if not item.prefill_s:
+        # A step taken while the drafter's prompt pass runs is slowed by it where both share a
+        # machine (our benchmark): it would make cloud decoding look slow and speculation pay.
+        if not item.prefill_s and not self._prompt_passing():
             self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
         self._emit(item.tokens, "cloud", shadow=True)
         self._unfollowed += item.tokens
