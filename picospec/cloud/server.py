@@ -16,7 +16,6 @@ import functools
 import itertools
 import json
 import logging
-import os
 import signal
 import threading
 import time
