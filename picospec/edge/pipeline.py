@@ -130,11 +130,11 @@ class SpeculativeEdge(EdgeLoop):
             self._order_decode(1)  # the first token comes from the cloud's prompt pass, as for ar
         try:
             self.run_loop()
-        finally:  # the drafter is the next session's (a resumed generation's) only once this pass is over
+            self.send(pb.EdgeMessage(close=pb.Close()))
+            self.report.wall_s = self._now()
+        finally:  # the drafter is the next generation's (or resumed session's) only once this pass is over
             if self._prompt_pass is not None:
                 self._prompt_pass.exception()
-        self.send(pb.EdgeMessage(close=pb.Close()))
-        self.report.wall_s = self._now()
         if self.controller is not None:
             self.report.mode_switches += self.controller.switches
         return self.report
@@ -412,8 +412,11 @@ class SpeculativeEdge(EdgeLoop):
             self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
         self._emit(item.tokens, "cloud", shadow=True)
         self._unfollowed += item.tokens
-        if not self._begun and self._prompt_pass is None:
-            self._start_prompt_pass()  # the cloud's prompt pass is over: the drafter's no longer slows it
+        # The cloud's prompt pass is over, so the drafter's no longer slows it; a generation about
+        # to end within one follow batch never needs the drafter (nor waits for it at the end).
+        left = self.config.max_new_tokens - self.report.new_tokens
+        if not self._begun and self._prompt_pass is None and left > self.controller.config.follow_batch:
+            self._start_prompt_pass()
         order.received += len(item.tokens)
         self.report.decoded += len(item.tokens)
         if len(order) == 0:
