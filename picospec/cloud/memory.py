@@ -27,6 +27,9 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+_MALLINFO2 = getattr(_LIBC, "mallinfo2", None)  # glibc >= 2.33 only: also what says the allocator is glibc's
+if _MALLINFO2 is not None:
+    _MALLINFO2.restype = _MallInfo2
 
 
 def resident_bytes() -> int | None:
@@ -41,11 +44,9 @@ def resident_bytes() -> int | None:
 def heap_bytes() -> dict[str, int] | None:
     """glibc's heap over all arenas: bytes in use by live allocations and bytes free but held
     (None where the C library is not glibc >= 2.33)."""
-    mallinfo2 = getattr(_LIBC, "mallinfo2", None)
-    if mallinfo2 is None:
+    if _MALLINFO2 is None:
         return None
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
+    info = _MALLINFO2()
     return {"in_use": info.uordblks + info.hblkhd, "free_held": info.fordblks}
 
 
@@ -63,6 +64,6 @@ def release_freed_memory() -> bool:
     the free memory glibc held grew by ~330 MiB, the whole of the resident growth (docs/scaling.md).
     Call it once, at the start of a serving process; False where the C library is not glibc."""
     mallopt = getattr(_LIBC, "mallopt", None)
-    if mallopt is None or getattr(_LIBC, "mallinfo2", None) is None:
+    if mallopt is None or _MALLINFO2 is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
