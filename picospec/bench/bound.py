@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Iterable
 
+import numpy as np
+
 from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, CostProfile
 from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
@@ -195,3 +197,95 @@ def ideal_tokens_per_s(
 ) -> float:
     """n / ideal_wall_s: the same definition as EdgeReport.tokens_per_s."""
     return n_tokens / ideal_wall_s(method, mode, costs, acceptance, policy, n_tokens, prompt)
+
+
+# -- the adaptive policy: a confidence cut-off with fallback to cloud decoding --------------------
+
+
+@dataclass(frozen=True)
+class PositionTrace:
+    """How the drafter fares at each position of a target's own output, teacher-forced (forced.py).
+
+    confidence: (n,) the drafter's probability of the token it would draft there (its argmax);
+    acceptance: (n,) the chance that a draft there passes verification (0 or 1 under greedy).
+    """
+
+    confidence: np.ndarray
+    acceptance: np.ndarray
+
+
+@dataclass(frozen=True)
+class CutPolicy:
+    """The best confidence cut-off for a trace: speculate at positions whose confidence is at least
+    `threshold` in chunks of at most `chunk_len`, let the cloud decode the rest (threshold inf: all
+    of them, cloud decoding). steady_s: the ideal seconds of positions 1.. (the first comes from the
+    cloud's prompt pass)."""
+
+    threshold: float
+    chunk_len: int
+    steady_s: float
+
+    def rate(self, n_tokens: int) -> float:
+        """Ideal tokens/s after the first token."""
+        return (n_tokens - 1) / self.steady_s if self.steady_s > 0 else float("inf")
+
+
+def cut_policy_s(
+    costs: CostProfile, mode: VerifyMode, trace: PositionTrace, threshold: float, k: int, lookahead: int
+) -> float:
+    """Ideal seconds of positions 1.. when positions with confidence >= threshold are speculated in
+    chunks of at most k and the cloud decodes the others (at 1 / ar_rate each).
+
+    A speculated position costs tau (pipelined_rate's slowest stage at chunk k) when the pipeline
+    runs warm into it, i.e. the position before it was speculated and accepted; otherwise it waits
+    for a restart, t_d + S_up(j) + R + V(j) + S_dn, with j = min(k, the speculated run left from
+    it): the drafter drafts from the token just committed and the chunk makes a round trip. With
+    acceptance probabilities this is the expected time (linear in the chance of running warm). No
+    time is charged for switching between the modes beyond that restart.
+    """
+    speculated = trace.confidence[1:] >= threshold  # (n-1,)
+    return _Stages(costs, mode, k, lookahead).seconds(speculated, _runs_left(speculated), trace.acceptance[1:])
+
+
+def best_cut_policy(
+    costs: CostProfile, mode: VerifyMode, trace: PositionTrace, max_chunk: int = 16, lookahead: int = 32
+) -> CutPolicy:
+    """The cut-off and chunk length with the least ideal time over the trace (the controller's
+    ControllerConfig.max_chunk and max_lookahead by default); never slower than cloud decoding,
+    which is threshold inf."""
+    best = CutPolicy(float("inf"), 1, (len(trace.confidence) - 1) / ar_rate(costs))
+    stages = [_Stages(costs, mode, k, max(k, lookahead)) for k in range(1, max_chunk + 1)]
+    for threshold in np.unique(trace.confidence[1:]):
+        speculated = trace.confidence[1:] >= threshold  # (n-1,)
+        runs_left = _runs_left(speculated)
+        for stage in stages:
+            seconds = stage.seconds(speculated, runs_left, trace.acceptance[1:])
+            if seconds < best.steady_s:
+                best = CutPolicy(float(threshold), stage.k, seconds)
+    return best
+
+
+class _Stages:
+    """cut_policy_s's per-position costs at chunk k: tau, and the restart after j-token runs."""
+
+    def __init__(self, costs: CostProfile, mode: VerifyMode, k: int, lookahead: int) -> None:
+        t_d, rtt, down = costs.draft_s, costs.link.rtt_ms / 1000, costs.downlink_s(mode)
+        latency = [costs.uplink_s(mode, j) + rtt + costs.verify(j) + down if j else 0.0 for j in range(k + 1)]
+        self.k = k
+        self.tau = max(t_d, costs.verify(k) / k, costs.uplink_s(mode, k) / k, down / k, (k * t_d + latency[k]) / lookahead)
+        self.restart = np.array([t_d + s if j else 0.0 for j, s in enumerate(latency)])  # (k+1,) by run length
+        self.cloud_s = 1.0 / ar_rate(costs)
+
+    def seconds(self, speculated: np.ndarray, runs_left: np.ndarray, acceptance: np.ndarray) -> float:
+        warm = np.concatenate([[0.0], (speculated * acceptance)[:-1]])  # chance of running warm into each position
+        restart = self.restart[np.minimum(runs_left, self.k)]
+        return float(np.where(speculated, warm * self.tau + (1 - warm) * restart, self.cloud_s).sum())
+
+
+def _runs_left(flags: np.ndarray) -> np.ndarray:
+    """For each position, how many consecutive True flags start there (0 where False)."""
+    left, run = np.zeros(len(flags), dtype=np.int64), 0
+    for i in range(len(flags) - 1, -1, -1):
+        run = run + 1 if flags[i] else 0
+        left[i] = run
+    return left

@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = bench.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_run_action(actions)
     _add_report_action(actions)
+    _add_ideal_action(actions)
     compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell)")
     compare.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
     compare.add_argument("--baseline", default=Method.AR.value, help="the method every other is paired with")
@@ -89,6 +90,61 @@ def _add_report_action(actions: argparse._SubParsersAction) -> None:
                         help="where README.md and the PNGs go (None: RESULTS' folder/<RESULTS' name>-report, so the "
                         "committed docs/benchmarks is written only when named)")  # fmt: skip
     parser.set_defaults(func=_report)
+
+
+def _add_ideal_action(actions: argparse._SubParsersAction) -> None:
+    parser = actions.add_parser(
+        "ideal", formatter_class=HelpFormatter,
+        help="picospec's runs against the ideal of the adaptive policy (confidence cut-off with fallback)",
+        description="Forces the drafter (and, when sampling, the target) along each prompt's ar output to learn "
+        "its confidence and acceptance at every position, then compares each picospec run's tokens/s after the "
+        "first token with the best cut-off policy's ideal at the costs measured in that cell.",
+    )  # fmt: skip
+    parser.add_argument("results", type=Path, help="a results JSONL file with ar and picospec runs")
+    parser.add_argument("--traces", type=Path, metavar="PATH",
+                        help="teacher-forced traces, computed where missing (None: RESULTS with .traces.jsonl)")  # fmt: skip
+    parser.set_defaults(func=_ideal)
+
+
+def _ideal(args: argparse.Namespace) -> int:
+    from picospec.bench.forced import collect_traces
+    from picospec.bench.ideal import ideal_rows, render
+
+    records = load_records(args.results)
+    if not records:
+        raise InvalidInputError(f"{args.results} holds no runs")
+    settings = records[0].settings
+    traces = collect_traces(
+        records, args.traces or args.results.with_suffix(".traces.jsonl"),
+        lambda: _trace_runner(settings.get("draft", "draft"), settings), lambda: _trace_runner(settings.get("target", "target"), settings),
+        _prompt_tokens, _sampling,
+    )  # fmt: skip
+    print(render(ideal_rows(records, traces)))
+    return 0
+
+
+def _trace_runner(model: str, settings: dict):
+    from picospec.runners.load import load_runner
+
+    return load_runner(model, deterministic=bool(settings.get("deterministic", False)))
+
+
+def _prompt_tokens(runner, prompt: str) -> list[int]:
+    """The chat tokens of a "workload:prompt_id" prompt, as the benchmark gave them."""
+    from picospec.bench.workloads import load_workload
+
+    workload, _, prompt_id = prompt.partition(":")
+    texts = {p.prompt_id: p.text for p in load_workload(workload)}
+    if prompt_id not in texts:
+        raise InvalidInputError(f"no prompt {prompt_id!r} in workload {workload!r}")
+    return runner.chat_tokens(texts[prompt_id])
+
+
+def _sampling(record):
+    from picospec.sampling import SamplingParams
+
+    s = record.settings
+    return SamplingParams(record.key.temperature, int(s.get("top_k", 0)), float(s.get("top_p", 1.0)))
 
 
 def report_folder(results: Path) -> Path:

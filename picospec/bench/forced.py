@@ -1,0 +1,129 @@
+"""Teacher-forced traces: how the drafter would have fared at every position of the target's own
+output (an ar run's tokens), for the ideal bound of the adaptive policy (bound.best_cut_policy).
+
+position_trace is the maths (pure); force runs the models; traces are kept in a JSONL file beside
+the results, one per (prompt, temperature), so the models run once per file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from picospec.bench.bound import PositionTrace
+from picospec.bench.results import RunRecord
+from picospec.edge.config import Method
+from picospec.errors import InvalidInputError
+from picospec.runners.base import ModelRunner
+from picospec.sampling import SamplingParams, logits_to_probs
+
+
+def position_trace(
+    draft_logits: np.ndarray, output: Sequence[int], params: SamplingParams, target_logits: np.ndarray | None = None
+) -> PositionTrace:
+    """The drafter's confidence and the chance its draft passes at each position of `output`.
+
+    draft_logits, target_logits: (n, V), row i the logits for output[i]. Confidence is the drafter's
+    probability of its argmax at temperature 1 (what the controller cuts on). Acceptance: under
+    greedy decoding whether the argmax is output[i]; otherwise sum_x min(p, q), the chance that
+    rejection sampling accepts a draft drawn from q (target_logits needed).
+    """
+    draft_logits = np.asarray(draft_logits, dtype=np.float64)  # (n, V)
+    if draft_logits.shape[0] != len(output):
+        raise InvalidInputError(f"{draft_logits.shape[0]} drafter rows for {len(output)} output tokens")
+    shifted = np.exp(draft_logits - draft_logits.max(axis=1, keepdims=True))  # (n, V)
+    confidence = 1.0 / shifted.sum(axis=1)  # the argmax's softmax probability, (n,)
+    if params.greedy:
+        acceptance = (draft_logits.argmax(axis=1) == np.asarray(output)).astype(np.float64)
+    else:
+        if target_logits is None or np.shape(target_logits) != draft_logits.shape:
+            raise InvalidInputError("sampled decoding needs the target's logits at every position")
+        draft_probs = logits_to_probs(draft_logits, params)  # (n, V)
+        target_probs = logits_to_probs(target_logits, params)  # (n, V)
+        acceptance = np.minimum(draft_probs, target_probs).sum(axis=1)
+    return PositionTrace(confidence, acceptance)
+
+
+def output_logits(runner: ModelRunner, prompt: Sequence[int], output: Sequence[int]) -> np.ndarray:
+    """Rows (n, V) of `runner`'s logits for each token of `output` after `prompt`, teacher-forced."""
+    runner.rollback(0)
+    if len(prompt) > 1:
+        runner.prefill(list(prompt[:-1]))
+    rows = runner.extend([prompt[-1], *output[:-1]])
+    runner.rollback(0)
+    return rows
+
+
+@dataclass(frozen=True)
+class ForcedTrace:
+    """One teacher-forced trace and what it was forced on: a prompt ("workload:prompt_id") at a
+    temperature, along the output of one ar run."""
+
+    prompt: str
+    temperature: float
+    trace: PositionTrace
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "prompt": self.prompt, "temperature": self.temperature,
+            "confidence": self.trace.confidence.round(6).tolist(), "acceptance": self.trace.acceptance.round(6).tolist(),
+        })  # fmt: skip
+
+    @staticmethod
+    def from_json(line: str) -> "ForcedTrace":
+        data = json.loads(line)
+        trace = PositionTrace(np.array(data["confidence"], dtype=np.float64), np.array(data["acceptance"], dtype=np.float64))
+        return ForcedTrace(data["prompt"], float(data["temperature"]), trace)
+
+
+TraceKey = tuple[str, float]  # (prompt, temperature)
+
+
+def load_traces(path: Path) -> dict[TraceKey, PositionTrace]:
+    """The traces kept in `path` (none if it does not exist)."""
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        traces = [ForcedTrace.from_json(line) for line in f if line.strip()]
+    return {(t.prompt, t.temperature): t.trace for t in traces}
+
+
+def forced_outputs(records: Iterable[RunRecord]) -> dict[TraceKey, RunRecord]:
+    """The ar run whose output each (prompt, temperature) is forced along: the first in the file."""
+    outputs: dict[TraceKey, RunRecord] = {}
+    for r in records:
+        if r.key.method is Method.AR and r.token_ids:
+            outputs.setdefault((r.key.prompt, r.key.temperature), r)
+    return outputs
+
+
+def collect_traces(
+    records: Sequence[RunRecord],
+    path: Path,
+    drafter: Callable[[], ModelRunner],
+    target: Callable[[], ModelRunner],
+    prompt_tokens: Callable[[ModelRunner, str], list[int]],
+    params: Callable[[RunRecord], SamplingParams],
+) -> dict[TraceKey, PositionTrace]:
+    """The traces of every (prompt, temperature) with an ar run: those in `path`, and the missing
+    ones computed (models loaded only if one is missing) and appended to it."""
+    traces = load_traces(path)
+    missing = {key: r for key, r in forced_outputs(records).items() if key not in traces}
+    if not missing:
+        return traces
+    draft_runner = drafter()
+    target_runner = target() if any(not params(r).greedy for r in missing.values()) else None
+    with open(path, "a") as f:
+        for (prompt, temperature), record in missing.items():
+            tokens = prompt_tokens(draft_runner, prompt)
+            sampling = params(record)
+            target_rows = None if sampling.greedy else output_logits(target_runner, tokens, record.token_ids)
+            trace = position_trace(output_logits(draft_runner, tokens, record.token_ids), record.token_ids, sampling, target_rows)
+            f.write(ForcedTrace(prompt, temperature, trace).to_json() + "\n")
+            f.flush()
+            traces[(prompt, temperature)] = trace
+    return traces
