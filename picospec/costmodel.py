@@ -134,22 +134,58 @@ def best_chunk_len(acceptance: Sequence[float], next_acceptance: float, costs: C
     return best
 
 
-def replay_rate(acceptance: Sequence[float], costs: Costs, max_len: int) -> float:
+def replay_rate(
+    acceptance: Sequence[float], costs: Costs, max_len: int, outcomes: Sequence[float] | None = None
+) -> float:
     """Expected tokens per second of confidence-cut chunking over positions whose tokens would pass
-    with these probabilities: what speculation would have earned where the cloud decoded."""
+    with these probabilities: what speculation would have earned where the cloud decoded.
+
+    Chunks are cut by `acceptance` (the estimates the edge would have had); with `outcomes` (the
+    chance each position's draft did pass: 0 or 1 under greedy decoding) they are scored by what
+    happened rather than by the estimates."""
     if not acceptance:
         return 0.0
-    mean = sum(acceptance) / len(acceptance)
+    outcomes = acceptance if outcomes is None else outcomes
+    if len(outcomes) != len(acceptance):
+        raise InvalidInputError(f"{len(outcomes)} outcomes for {len(acceptance)} positions")
+    mean, mean_outcome = sum(acceptance) / len(acceptance), sum(outcomes) / len(outcomes)
     position, tokens, seconds = 0, 0.0, 0.0
     while position < len(acceptance):
         j, _ = best_chunk_len(acceptance[position : position + max_len], mean, costs, max_len)
         survival, expected = 1.0, 0.0
-        for a in list(acceptance[position : position + j]) + [mean] * max(0, position + j - len(acceptance)):
+        for a in list(outcomes[position : position + j]) + [mean_outcome] * max(0, position + j - len(outcomes)):
             expected += survival
             survival *= a
         tokens += expected
         seconds += costs.chunk_cost(j, survival)
         position += j
     return tokens / seconds
+
+
+def steady_rate(
+    acceptance: Sequence[float], costs: Costs, max_len: int, outcomes: Sequence[float] | None = None
+) -> float:
+    """replay_rate over the positions repeated until they fill several chunks: the steady state of
+    text like them. Replayed once, a window of a chunk's length or two ends on a cut chunk and
+    starts on a short one (a doubtful first token), which understates what runs of it would earn."""
+    if not acceptance:
+        return 0.0
+    repeats = math.ceil(4 * max_len / len(acceptance))
+    return replay_rate(list(acceptance) * repeats, costs, max_len, None if outcomes is None else list(outcomes) * repeats)
+
+
+def speculation_pays(rate: float, costs: Costs, remaining: int | None, margin: float, max_len: int) -> bool:
+    """Whether speculating at `rate` tokens/s once under way beats cloud decoding by `margin` over
+    the `remaining` tokens of the generation, its start-up included: the first chunk of up to
+    max_len drafts is drafted, shipped and verified before any of it commits, about
+    t_d + rtt + V(max_len) for its first token, while the cloud would have decoded. With the length
+    unknown (None) the rates alone are compared."""
+    fallback = costs.fallback_rate
+    if remaining is None:
+        return rate > fallback * (1 + margin)
+    if remaining < 1 or rate <= 0:
+        return False
+    start_s = costs.draft_s + costs.rtt_s + costs.pass_s(max_len)
+    return (start_s + (remaining - 1) / rate) * (1 + margin) < remaining / fallback
 
 

@@ -4,7 +4,16 @@ import math
 
 import pytest
 
-from picospec.costmodel import MAX_PASS_TOKENS, CostCurve, Costs, CostTracker, best_chunk_len, replay_rate
+from picospec.costmodel import (
+    MAX_PASS_TOKENS,
+    CostCurve,
+    Costs,
+    CostTracker,
+    best_chunk_len,
+    replay_rate,
+    speculation_pays,
+    steady_rate,
+)
 from picospec.edge.controller import LOOKUP_PRIOR, AcceptanceModel, Controller, ControllerConfig, Mode
 from picospec.errors import InvalidInputError, ProtocolError
 from picospec.wire import picospec_pb2 as pb
@@ -49,6 +58,41 @@ def test_a_slow_drafter_shortens_chunks():
 def test_replay_rate_is_the_fallback_rate_where_drafts_never_pass():
     assert replay_rate([0.0] * 32, costs(LINEAR), 16) == pytest.approx(10.0)
     assert replay_rate([1.0] * 32, costs(FLAT), 16) == pytest.approx(160.0)
+
+
+def test_the_steady_rate_is_the_replay_of_the_window_repeated():
+    window = [0.3] + [0.99] * 7  # a doubtful token every 8
+    assert steady_rate(window, costs(CPU, 0.01, 0.02), 16) == pytest.approx(replay_rate(window * 8, costs(CPU, 0.01, 0.02), 16))
+    assert steady_rate([1.0] * 4, costs(FLAT), 16) == pytest.approx(160.0)  # chunks of 16 whatever the window's length
+    assert replay_rate([1.0] * 4, costs(FLAT), 4) == pytest.approx(40.0) and steady_rate([], costs(FLAT), 16) == 0.0
+
+
+def test_a_replay_cuts_chunks_by_the_estimates_and_scores_them_by_what_happened():
+    flat = costs(FLAT, 0.0, 0.1)
+    sure = [0.99] * 32
+    assert replay_rate(sure, flat, 16, outcomes=sure) == pytest.approx(replay_rate(sure, flat, 16))
+    # Chunks of 16 (the estimates say so), every one rejected at its first token: one token per
+    # pass and round trip, 0.1 + 0.1 s.
+    assert replay_rate(sure, flat, 16, outcomes=[0.0] * 32) == pytest.approx(1 / 0.2)
+    # Doubtful estimates cut chunks short; drafts that all passed still earn more than estimated.
+    doubtful, passed = [0.5] * 32, [1.0] * 32
+    assert steady_rate(doubtful, flat, 16, passed) > steady_rate(doubtful, flat, 16)
+    with pytest.raises(InvalidInputError):
+        replay_rate(sure, flat, 16, outcomes=[1.0])
+
+
+def test_a_switch_to_speculation_must_repay_its_start_up_over_the_tokens_left():
+    # Cloud decoding earns 10 tokens/s; speculation 20 once its first chunk is back, which takes
+    # t_d + rtt + V(16) = 0.01 + 0.05 + 0.1 = 0.16 s: with a 5% margin it pays from 3 tokens left.
+    flat = costs(FLAT, 0.01, 0.05)
+    assert [speculation_pays(20.0, flat, n, 0.05, 16) for n in (0, 1, 2, 3, 100)] == [False, False, False, True, True]
+    assert speculation_pays(20.0, flat, None, 0.05, 16) and not speculation_pays(10.4, flat, None, 0.05, 16)
+    # The controller weighs the same: a sure drafter is not worth a switch for the last token.
+    controller = make_controller(FLAT, window=4, probe_every=1000)
+    for _ in range(4):
+        controller.observe_decoded(0.99, 1.0)
+    assert controller.decide(remaining=1) is Mode.FALLBACK
+    assert controller.decide(remaining=100) is Mode.SPECULATE
 
 
 def test_a_pass_shared_with_other_sessions_costs_what_the_whole_pass_does():
@@ -126,12 +170,27 @@ def make_controller(curve: CostCurve, **config) -> Controller:
 
 
 def test_speculation_that_earns_less_than_cloud_decoding_falls_back():
-    controller = make_controller(LINEAR, window=4)
+    controller = make_controller(LINEAR, window=4, judge_window=4)
     controller.mode = Mode.SPECULATE
     controller.mark(0.0, 100)
     for i in range(1, 5):  # 2 tokens per second, against cloud decoding's 10
         controller.observe_verdict([0.99, 0.99], accepted=0, verify_s=0.2, now_s=i * 0.5, committed=100 + i)
     assert controller.decide() is Mode.FALLBACK
+
+
+def test_one_rejection_does_not_end_speculation_that_pays_over_the_run():
+    # Cloud decoding earns 20 tokens/s. A chunk of 16 passes in 0.4 s, then one is rejected at its
+    # first token and the restart takes 0.5 s: 17 tokens in 0.9 s, 18.9 tokens/s over that span.
+    def speculate(judge_window: int) -> Mode:
+        controller = make_controller(CPU, judge_window=judge_window)
+        controller.mode = Mode.SPECULATE
+        controller.mark(0.0, 0)
+        controller.observe_verdict([0.99] * 16, accepted=16, verify_s=0.4, now_s=0.4, committed=16)
+        controller.observe_verdict([0.99] * 16, accepted=0, verify_s=0.4, now_s=0.9, committed=17)
+        return controller.decide()
+
+    assert speculate(judge_window=32) is Mode.SPECULATE  # not judged before 32 tokens
+    assert speculate(judge_window=16) is Mode.FALLBACK
 
 
 def test_speculation_that_earns_more_stays():

@@ -8,9 +8,9 @@ import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from picospec.costmodel import Costs, CostTracker, best_chunk_len, replay_rate
+from picospec.costmodel import Costs, CostTracker, best_chunk_len, speculation_pays, steady_rate
 from picospec.errors import InvalidInputError
 
 # Acceptance by the drafter's confidence (its own probability of the token it drafted, before the
@@ -95,7 +95,11 @@ class ControllerConfig:
     # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
-    window: int = 16  # committed tokens over which speculation's measured rate is judged
+    window: int = 16  # tokens the cloud decodes before the shadow they leave is judged
+    # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
+    # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
+    # read as speculation not paying, even where it pays over the run.
+    judge_window: int = 32
     probe_every: int = 128  # fallback tokens before speculation is tried again regardless (doubles per failed try)
     max_probe_every: int = 512
 
@@ -109,8 +113,9 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
             raise InvalidInputError("controller: max_chunk >= 1 and max_lookahead >= max_chunk")
-        if self.window < 2 or self.probe_every < 1 or min(self.margin, self.early_margin) < 0 or self.follow_batch < 1:
-            raise InvalidInputError("controller: window >= 2, probe_every >= 1, follow_batch >= 1 and margins >= 0")
+        windows = min(self.window, self.judge_window)
+        if windows < 2 or self.probe_every < 1 or min(self.margin, self.early_margin) < 0 or self.follow_batch < 1:
+            raise InvalidInputError("controller: windows >= 2, probe_every >= 1, follow_batch >= 1 and margins >= 0")
 
 
 @dataclass
@@ -128,12 +133,15 @@ class Controller:
     mode: Mode = field(init=False)
     switches: int = field(init=False, default=0)
     _progress: deque = field(init=False)  # (seconds, tokens committed) samples while speculating
-    _shadow: deque = field(init=False)  # acceptance estimates of positions the cloud decoded
-    _verified: deque = field(init=False)  # acceptance estimates of positions verified while speculating
-    # Measured / replayed speculation rate, as of the last fall-back. The replay leaves out what the
-    # model does not see (the edge applying verdicts between draft steps, the two sides competing
-    # for memory bandwidth on one machine): measured 0.64-0.92 of it on the default pair here.
-    _bias: float = field(init=False, default=0.8)
+    # (acceptance estimate, outcome) of positions the cloud decoded / verified while speculating:
+    # the outcome is the chance the draft passed (0 or 1 under greedy), what a replay is scored by.
+    _shadow: deque = field(init=False)
+    _verified: deque = field(init=False)
+    # Measured / replayed speculation rate, as of the last fall-back: what the model does not see
+    # (the edge applying verdicts between draft steps, the two sides competing for memory bandwidth
+    # on one machine). 1 until measured: a switch is charged the pipeline's start-up on its own
+    # (costmodel.speculation_pays), which the replay of a window once took in (0.64-0.92 then).
+    _bias: float = field(init=False, default=1.0)
     _fallback_tokens: int = field(init=False, default=0)
     _probe_every: int = field(init=False)
     _speculated_since_switch: int = field(init=False, default=0)
@@ -198,8 +206,9 @@ class Controller:
         all, at `now_s` on the edge's clock. looked_up marks the tokens prompt lookup proposed."""
         for i, confidence in enumerate(confidences[: accepted + 1]):
             model = self._model(looked_up, i)
-            self._verified.append(model.estimate(confidence))
-            model.observe(confidence, 1.0 if i < accepted else 0.0)
+            passed = 1.0 if i < accepted else 0.0
+            self._verified.append((model.estimate(confidence), passed))
+            model.observe(confidence, passed)
             if model is self.lookup:
                 self._lookup_ran(i < accepted)
         self._observe_pass(len(confidences), verify_s, shared_tokens)
@@ -233,8 +242,8 @@ class Controller:
     def observe_decoded(self, confidence: float, passed: float) -> None:
         """The cloud decoded a token; the drafter would have drafted it with this confidence and
         the chance `passed` that it would have passed."""
+        self._shadow.append((self.acceptance.estimate(confidence), passed))
         self.acceptance.observe(confidence, passed)
-        self._shadow.append(self.acceptance.estimate(confidence))
         self._fallback_tokens += 1
 
     # -- decisions ------------------------------------------------------------------------------
@@ -282,21 +291,22 @@ class Controller:
         return rate > costs.fallback_rate * (1 + self.config.margin)
 
     def speculation_rate(self) -> float | None:
-        """Tokens per second committed while speculating, over the last `window` tokens (None
-        until a window has been seen)."""
+        """Tokens per second committed while speculating, over the last `judge_window` tokens
+        (None until that many have been committed)."""
         if len(self._progress) < 2:
             return None
-        while len(self._progress) > 2 and self._progress[-1][1] - self._progress[1][1] >= self.config.window:
+        while len(self._progress) > 2 and self._progress[-1][1] - self._progress[1][1] >= self.config.judge_window:
             self._progress.popleft()
         (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
-        if n1 - n0 < self.config.window or t1 <= t0:
+        if n1 - n0 < self.config.judge_window or t1 <= t0:
             return None
         return (n1 - n0) / (t1 - t0)
 
-    def decide(self, lookup_run: int = 0) -> Mode:
+    def decide(self, lookup_run: int = 0, remaining: int | None = None) -> Mode:
         """Switch modes when the other one pays; return the mode to run now. lookup_run: the
         tokens prompt lookup proposes after the context and the drafts outstanding (0: none, or
-        lookup is off).
+        lookup is off); remaining: the tokens the generation may still order (None: unknown), over
+        which a switch to speculation must repay its start-up.
 
         Three ways to run: cloud decoding; speculation on the drafter's tokens (and lookup's where
         it proposes), entered when the replay of the drafter's shadow says it pays; speculation on
@@ -319,18 +329,30 @@ class Controller:
             if rate is not None and rate < fallback_rate * (1 - self.config.margin):
                 # The replay of the cost model over what was verified, against what was measured:
                 # the model's optimism, taken out of its predictions while the cloud decodes.
-                replayed = replay_rate(list(self._verified), self.costs, self.config.max_chunk)
+                replayed = self._steady_rate(self._verified)
                 self._bias = min(1.0, rate / replayed) if replayed > 0 else 1.0
                 self._switch(Mode.FALLBACK)
         elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self.config.window:
-            predicted = self._bias * replay_rate(list(self._shadow), self.costs, self.config.max_chunk)
-            if predicted > fallback_rate * (1 + self.config.margin) or self._fallback_tokens >= self._probe_every:
+            if self._pays(self._shadow, remaining, self.config.margin) or self._fallback_tokens >= self._probe_every:
                 self._switch(Mode.SPECULATE)
         elif self.mode is Mode.FALLBACK and self.switches == 0:
-            prior = [self.acceptance.mean] * self.config.window
-            if self._bias * replay_rate(prior, self.costs, self.config.max_chunk) > fallback_rate * (1 + self.config.early_margin):
+            prior = [(self.acceptance.mean, self.acceptance.mean)] * self.config.window
+            if self._pays(prior, remaining, self.config.early_margin):
                 self._switch(Mode.SPECULATE)
         return self.mode
+
+    def _pays(self, positions: Iterable[tuple[float, float]], remaining: int | None, margin: float) -> bool:
+        """Would speculation on text like these positions beat cloud decoding by `margin` over the
+        remaining tokens? Its steady rate is scaled by the bias measured when speculation last
+        fell back."""
+        rate = self._bias * self._steady_rate(positions)
+        return speculation_pays(rate, self.costs, remaining, margin, self.config.max_chunk)
+
+    def _steady_rate(self, positions: Iterable[tuple[float, float]]) -> float:
+        """The steady rate of chunks cut by the estimates and scored by the outcomes of `positions`."""
+        pairs = list(positions)
+        estimates, outcomes = [e for e, _ in pairs], [o for _, o in pairs]
+        return steady_rate(estimates, self.costs, self.config.max_chunk, outcomes)
 
     def _end_lookup_run(self) -> None:
         """Back to cloud decoding after speculating on lookup's tokens alone: no failed probe of
@@ -343,7 +365,7 @@ class Controller:
         self.lookup_only = False
         if mode is Mode.FALLBACK:
             # A try that fell back before earning a second window was a failed probe: wait longer.
-            failed = self._speculated_since_switch < 2 * self.config.window
+            failed = self._speculated_since_switch < 2 * self.config.judge_window
             self._probe_every = min(self._probe_every * 2, self.config.max_probe_every) if failed else self.config.probe_every
         self.mode, self.switches = mode, self.switches + 1
         self._progress.clear()

@@ -357,7 +357,8 @@ class SpeculativeEdge(EdgeLoop):
         except queue.Empty:
             pass
         if self.controller is not None and not self._done():
-            self.controller.decide(self._lookup_run())
+            produced, _, in_flight = self._counts()
+            self.controller.decide(self._lookup_run(), remaining=self.config.max_new_tokens - produced - in_flight)
 
     def _apply(self, item: VerdictReport | TokensReport | CandidateReport | BaseException) -> None:
         if isinstance(item, BaseException):
