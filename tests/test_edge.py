@@ -60,7 +60,7 @@ SPECULATIVE = [(Method.VANILLA, VerifyMode.FULL)] + [
 # A controller that switches between speculation and cloud decoding every few tokens: on the toy
 # cloud cloud decoding always earns more, so it falls back after `window` tokens and probes
 # speculation again after `probe_every`.
-SWITCHING = ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=3, max_lookahead=6, follow_batch=1)
+SWITCHING = ControllerConfig(window=2, judge_window=2, probe_every=2, max_probe_every=2, max_chunk=3, max_lookahead=6, follow_batch=1)
 
 
 @pytest.mark.parametrize("method, mode", SPECULATIVE + [(Method.AR, VerifyMode.EXACT)], ids=str)
@@ -115,7 +115,7 @@ def test_edge_method_runs_the_drafter_alone():
 # speculation after 2 more, so one sequence holds both.
 POLICIES = {
     "fixed": None,
-    "switching": ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
+    "switching": ControllerConfig(window=2, judge_window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
 }
 
 

@@ -98,7 +98,7 @@ def test_gumbel_output_with_lookup_equals_ar_with_the_same_seed(cloud, flat_clou
 @pytest.mark.parametrize("mode", list(VerifyMode))
 def test_greedy_output_with_speculation_on_lookups_tokens_alone_equals_target_only_greedy(flat_cloud, lookup_runs, mode):
     params, verify = SamplingParams(temperature=0), VerifyConfig(mode=mode)
-    config = EdgeConfig(params=params, verify=verify, max_new_tokens=40, controller=ControllerConfig(window=4, follow_batch=2), lookup=LOOKUP)
+    config = EdgeConfig(params=params, verify=verify, max_new_tokens=40, controller=ControllerConfig(window=4, judge_window=4, follow_batch=2), lookup=LOOKUP)
     report = generate(address(flat_cloud), toy_drafter(noise=1.5), PROMPT, config)
     assert report.token_ids == reference(params, verify, 40)
     assert lookup_runs and report.decoded > 0 and report.lookup_accepted > 0
@@ -108,9 +108,9 @@ def test_greedy_output_with_speculation_on_lookups_tokens_alone_equals_target_on
 # drafter's; and the controller letting the cloud decode the first tokens, then speculating.
 POLICIES = {
     "fixed": None,
-    "lookup-runs": ControllerConfig(window=2, max_chunk=2, max_lookahead=4, follow_batch=1),
+    "lookup-runs": ControllerConfig(window=2, judge_window=2, max_chunk=2, max_lookahead=4, follow_batch=1),
     "adaptive": ControllerConfig(fallback=False, max_chunk=3, max_lookahead=4),
-    "switching": ControllerConfig(window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
+    "switching": ControllerConfig(window=2, judge_window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
 }
 
 

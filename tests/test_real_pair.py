@@ -61,7 +61,7 @@ def local_cloud(target_path):
 
 DEFAULT_CONTROLLER = ControllerConfig()
 # Probes speculation after 4 tokens of cloud decoding, and falls back as soon as 4 tokens of it earn less.
-SWITCHING = ControllerConfig(window=4, probe_every=4, max_probe_every=4, follow_batch=2)
+SWITCHING = ControllerConfig(window=4, judge_window=4, probe_every=4, max_probe_every=4, follow_batch=2)
 
 
 def run(cloud, draft, method, mode, params=GREEDY, seed=0, tokens=20, controller=DEFAULT_CONTROLLER):
