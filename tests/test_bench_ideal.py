@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from picospec.bench.bound import PositionTrace, ar_rate, best_cut_policy, cut_policy_s
-from picospec.bench.forced import collect_traces, load_traces, output_logits, position_trace
+from picospec.bench.forced import ForcedTrace, collect_traces, load_traces, output_logits, position_trace
 from picospec.bench.ideal import ideal_rows, render
+from picospec.cli import main
 from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.runners.toy import ToyRunner
@@ -121,3 +122,18 @@ def test_the_table_compares_each_run_with_the_ideal_at_its_cells_costs():
     assert row.ideal == pytest.approx(1 / 0.05, rel=0.01)  # the measured decode step
     assert row.efficiency == pytest.approx(row.measured / row.ideal, rel=0.05)
     assert "| never |" in render(rows)
+
+
+def test_the_ideal_command_reads_kept_traces_without_loading_a_model(tmp_path, capsys):
+    records = simulated_records(costs(), links=(LinkProfile(20.0, 100.0),), n=12)
+    results, traces = tmp_path / "bench.jsonl", tmp_path / "bench.traces.jsonl"
+    results.write_text("".join(r.to_json() + "\n" for r in records))
+    kept = [ForcedTrace(prompt, 0.0, trace([0.9] * 12, [0.0] * 12)) for prompt in ("humaneval:0", "humaneval:1")]
+    traces.write_text("".join(t.to_json() + "\n" for t in kept))
+    assert main(["bench", "ideal", str(results)]) == 0  # the traces beside the results, as named by default
+    out = capsys.readouterr().out
+    assert "| humaneval | 20/100 | 0 | picospec/exact | 2 |" in out and "| never |" in out
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["bench", "ideal", str(empty)]) != 0
+    assert "holds no runs" in capsys.readouterr().err
