@@ -53,9 +53,9 @@ def lookup_runs(monkeypatch) -> list[int]:
     runs: list[int] = []
     decide = Controller.decide
 
-    def counting(self, lookup_run=0):
+    def counting(self, lookup_run=0, remaining=None):
         before = self.lookup_only
-        mode = decide(self, lookup_run)
+        mode = decide(self, lookup_run, remaining)
         runs.extend([1] if self.lookup_only and not before else [])
         return mode
 
