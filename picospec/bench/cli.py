@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Collection, Iterator
@@ -131,13 +132,19 @@ def _trace_runner(model: str, settings: dict):
 
 def _prompt_tokens(runner, prompt: str) -> list[int]:
     """The chat tokens of a "workload:prompt_id" prompt, as the benchmark gave them."""
-    from picospec.bench.workloads import load_workload
-
     workload, _, prompt_id = prompt.partition(":")
-    texts = {p.prompt_id: p.text for p in load_workload(workload)}
+    texts = _prompt_texts(workload)
     if prompt_id not in texts:
         raise InvalidInputError(f"no prompt {prompt_id!r} in workload {workload!r}")
     return runner.chat_tokens(texts[prompt_id])
+
+
+@functools.lru_cache(maxsize=None)
+def _prompt_texts(workload: str) -> dict[str, str]:
+    """Every prompt of a workload by id, read once per command."""
+    from picospec.bench.workloads import load_workload
+
+    return {p.prompt_id: p.text for p in load_workload(workload)}
 
 
 def _sampling(record):
