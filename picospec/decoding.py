@@ -24,6 +24,7 @@ from picospec.verify import (
     draft_token,
     draw_candidates,
     edge_correction,
+    shadow_pass_chance,
     take_candidate,
 )
 
@@ -137,23 +138,27 @@ class Drafter:
         top = int(np.argmax(logits))
         return keep(confidence(logits, token), confidence(logits, top), top == token)
 
-    def follow(self, tokens: Sequence[int]) -> list[tuple[float, float]]:
+    def follow(self, tokens: Sequence[int], target_token_probs: Sequence[float | None] = ()) -> list[tuple[float, float]]:
         """Commit tokens the cloud decoded itself, in one pass (nothing may be drafted beyond the
-        verified context).
+        verified context); target_token_probs (one per token, or none) are their probabilities
+        under the target's sampling distribution, None where the cloud did not send one.
 
         Returns, per token, how the drafter would have fared there: its confidence in its most
-        likely token, and the chance that its draft would have been this token, i.e. the token's
-        draft probability (0 or 1 under greedy; in gumbel mode the chance over the shared noise,
-        which therefore need not be drawn here).
+        likely token, and the chance that its draft would have passed (verify.shadow_pass_chance;
+        in gumbel mode the target's probabilities are not the accept test's and are not used).
         """
         if self.drafted_until != self.committed:
             raise ProtocolError("the cloud decoded tokens while drafts were outstanding")
+        if target_token_probs and len(target_token_probs) != len(tokens):
+            raise InvalidInputError(f"{len(target_token_probs)} target probabilities for {len(tokens)} tokens")
+        priced = bool(target_token_probs) and self.config.mode is not VerifyMode.GUMBEL
         rows = self.runner.extend([int(t) for t in tokens])  # (n, V): row i follows tokens[i]
         shadow = []
         for i, token in enumerate(tokens):
             row = self._draft_distribution()  # (V,) at the position of tokens[i]
             top = int(np.argmax(self._next_logits))
-            shadow.append((confidence(self._next_logits, top), float(row[token])))
+            passed = shadow_pass_chance(float(row[token]), target_token_probs[i] if priced else None)
+            shadow.append((confidence(self._next_logits, top), passed))
             self._next_logits = rows[i]
             self.committed += 1
         return shadow
@@ -268,6 +273,11 @@ class TargetVerifier:
     def decode(self) -> int:
         """Sample the next token as target-only decoding would (Gumbel-argmax in gumbel mode) and
         commit it; the first one after the prompt needs no pass (the prompt pass's row is kept)."""
+        return self.decode_scored()[0]
+
+    def decode_scored(self) -> tuple[int, float]:
+        """decode(), and the token's probability under the sampling settings (its target_probs
+        entry: what a draft of it would have been judged against)."""
         if self.awaiting_correction:
             raise ProtocolError("the correction of the last rejection has not arrived")
         if self._kept_logits is None:
@@ -278,7 +288,7 @@ class TargetVerifier:
         probs = logits_to_probs(self._kept_logits, self.params)  # (V,)
         token = draft_token(probs, self.config.mode, self.config.seed, position, self.rng)
         self._kept_logits, self._pending = None, [token]
-        return token
+        return token, float(probs[token])
 
     def more_candidates(self) -> Candidates:
         """A fresh batch of exact-mode candidates for the rejection still awaiting its correction."""

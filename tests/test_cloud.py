@@ -32,7 +32,7 @@ from picospec.verify import Candidates, VerifyConfig, VerifyMode
 from picospec.wire import codec
 from picospec.wire import picospec_pb2 as pb
 from picospec.wire import picospec_pb2_grpc as pb_grpc
-from picospec.wire.messages import SessionSpec, chunk_message, hello_message, parse_verdict
+from picospec.wire.messages import SessionSpec, chunk_message, decode_message, hello_message, parse_tokens, parse_verdict
 import fuzz
 from clouds import BATCHING, cloud_thread
 
@@ -183,6 +183,24 @@ def test_autoregressive_session_streams_the_tokens_of_generate_autoregressive(mo
     expected = generate_autoregressive(make_target(), [2], params, config, np.random.default_rng(3), 20).token_ids
     with serve(batching=batching) as cloud:
         assert read_tokens(cloud.port, spec_for([2], params, config, autoregressive=True, max_new_tokens=20)) == expected
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_decoded_tokens_carry_their_target_probabilities_when_sampling(temperature, batching):
+    """What the edge prices its drafter's shadow with at temperature > 0 (under greedy all are 1: not sent)."""
+    params, config = SamplingParams(temperature=temperature), VerifyConfig(mode="exact", seed=3)
+    local = TargetVerifier(make_target(ToyRunner), params, config, np.random.default_rng(3))
+    local.begin([2])
+    expected = [local.decode_scored() for _ in range(6)]
+    messages = [hello_message(spec_for([2], params, config)), decode_message(0, 1, 6, None), pb.EdgeMessage(close=pb.Close())]
+    with serve(batching=batching) as cloud, grpc.insecure_channel(f"127.0.0.1:{cloud.port}") as channel:
+        replies = list(pb_grpc.VerifierStub(channel).Generate(iter(messages), timeout=CALL_TIMEOUT_S))
+    reports = [parse_tokens(reply.tokens, V) for reply in replies[1:]]
+    assert [t for r in reports for t in r.tokens] == [token for token, _ in expected]
+    probs = [p for r in reports for p in r.token_probs]
+    assert probs == (pytest.approx([p for _, p in expected], rel=1e-6) if temperature else [])
+    if temperature:
+        assert min(probs) < 1.0  # sampled, not one-hot: a check that could tell the two apart
 
 
 def test_autoregressive_session_ends_after_an_eos():

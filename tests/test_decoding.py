@@ -182,3 +182,33 @@ def test_a_refused_first_token_costs_no_pass_and_absorbs_nothing():
     drafter = absorbing_drafter()
     assert drafter.absorb([2, 0], lambda *_: False) is None
     assert drafter.drafted_until == 3 and drafter.runner.tokens == [0, 1, 2]
+
+
+@pytest.mark.parametrize("mode", [VerifyMode.EXACT, VerifyMode.GUMBEL])
+def test_following_the_cloud_prices_each_token_by_its_target_probability(mode):
+    """The cloud's decode_scored gives each token's target probability p(x); the drafter following
+    those tokens scores min(1, q(x)/p(x)) (gumbel: q(x), whose accept test is not rejection sampling)."""
+    params, config = SamplingParams(temperature=1.0), VerifyConfig(mode=mode, seed=4)
+    verifier = TargetVerifier(TARGET, params, config, np.random.default_rng(0))
+    verifier.begin(PROMPT)
+    decoded = [verifier.decode_scored() for _ in range(8)]
+    context = list(PROMPT)
+    for token, p in decoded:
+        assert p == pytest.approx(_target_row(context, params)[token])
+        context.append(token)
+    drafter = Drafter(TARGET.drafter(seed=5, noise=1.0), params, config, np.random.default_rng(1))
+    drafter.begin(PROMPT)
+    shadow = drafter.follow([t for t, _ in decoded], [p for _, p in decoded])
+    context = list(PROMPT)
+    for (token, p), (_, passed) in zip(decoded, shadow):
+        q = _row(drafter, context)[token]
+        assert passed == pytest.approx(q if mode is VerifyMode.GUMBEL else min(1.0, q / p))
+        context.append(token)
+    assert any(passed not in (0.0, 1.0) for _, passed in shadow)
+    assert drafter.committed == len(PROMPT) + len(decoded)
+
+
+def _target_row(context: list[int], params: SamplingParams) -> np.ndarray:
+    from picospec.sampling import logits_to_probs
+
+    return logits_to_probs(TARGET.next_logits(context), params)

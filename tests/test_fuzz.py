@@ -145,10 +145,12 @@ def test_parse_welcome_accepts_only_usable_limits_and_costs(welcome):
     assert all(np.isfinite(info.costs.verify_s)) and np.isfinite(info.costs.decode_s)
 
 
-@given(st.builds(pb.Tokens, tokens=blobs, compute_s=floats, start=u32, cloud_passes=u32, prefill_s=floats, shared_tokens=u32))
-def test_parse_tokens_accepts_only_tokens_in_the_vocabulary(tokens):
+@given(st.builds(pb.Tokens, tokens=blobs, compute_s=floats, start=u32, cloud_passes=u32, prefill_s=floats, shared_tokens=u32,
+                 token_probs=st.lists(floats, max_size=4)))  # fmt: skip
+def test_parse_tokens_accepts_only_tokens_in_the_vocabulary_with_sane_probabilities(tokens):
     try:
         report = parse_tokens(tokens, N_VOCAB)
     except ProtocolError:
         return
     assert report.tokens and _ids_ok(report.tokens) and report.shared_tokens <= MAX_PASS_TOKENS
+    assert not report.token_probs or (len(report.token_probs) == len(report.tokens) and all(0 < p <= 1 for p in report.token_probs))

@@ -14,6 +14,7 @@ from picospec.verify import (
     draft_token,
     draw_candidates,
     edge_correction,
+    shadow_pass_chance,
     take_candidate,
     top_k_entries,
 )
@@ -158,3 +159,17 @@ def test_candidates_never_include_the_rejected_token():
 
 def test_edge_correction_passes_cloud_tokens_through():
     assert edge_correction(Verdict(accepted=1, rejected=True, token=3), None, np.random.default_rng(0)) == 3
+
+
+def test_shadow_pass_chance_averages_to_the_acceptance_rate_over_the_targets_tokens():
+    """Where the cloud decoded x ~ p, min(1, q(x)/p(x)) has mean sum min(p, q), the rate at which
+    drafts x ~ q pass the accept test (checked by sampling); q(x) alone has mean sum p q, lower."""
+    rate = np.minimum(TARGET, DRAFT).sum()
+    priced = sum(p * shadow_pass_chance(q, p) for p, q in zip(TARGET, DRAFT))
+    assert priced == pytest.approx(rate, abs=1e-12)
+    assert sum(p * shadow_pass_chance(q, None) for p, q in zip(TARGET, DRAFT)) < rate - 0.1
+    rng = np.random.default_rng(0)
+    drafts = rng.choice(V, size=N, p=DRAFT)
+    passed = rng.random(N) * DRAFT[drafts] < TARGET[drafts]  # the accept test, u < p(x) / q(x)
+    assert passed.mean() == pytest.approx(rate, abs=4 * np.sqrt(rate * (1 - rate) / N))
+    assert shadow_pass_chance(1.0, 1.0) == 1.0 and shadow_pass_chance(0.0, 1.0) == 0.0  # greedy: exact outcomes

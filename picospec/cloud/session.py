@@ -258,14 +258,16 @@ class SpeculativeSession:
     def decode_one(self) -> pb.CloudMessage:
         """Decode and commit one token, as a Tokens message to stream (compute)."""
         start = self.verifier.committed
-        token, compute_s, shared = metered(self._meter, self.verifier.decode)
+        (token, prob), compute_s, shared = metered(self._meter, self.verifier.decode_scored)
         self._account(compute_s)
         if shared:  # a step in a shared pass costs what a pass that big does
             self.costs.observe_verify(1 + shared, compute_s)
         else:
             self.costs.observe_decode(compute_s)
         self.stats.tokens_decoded += 1
-        return tokens_message(start, [token], compute_s, self.verifier.passes, self._take_prefill_s(), shared)
+        # Greedy decoding's probabilities are all 1: they would tell the edge nothing.
+        probs = [prob] if self.spec.params.temperature > 0 else []
+        return tokens_message(start, [token], compute_s, self.verifier.passes, self._take_prefill_s(), shared, probs)
 
     def more_candidates(self, request: pb.MoreCandidates) -> pb.CloudMessage:
         """Another batch of exact-mode candidates for the rejection that started the current epoch."""

@@ -106,6 +106,7 @@ class SpeculativeEdge(EdgeLoop):
         self._begun = False  # the drafter has evaluated the prompt
         self._prompt_pass: Future[None] | None = None  # the drafter's prompt pass on its own thread, once started
         self._unfollowed: list[int] = []  # decoded by the cloud, not yet evaluated by the drafter
+        self._unfollowed_probs: list[float | None] = []  # their target probabilities (None: not sent)
         self.lookup: PromptLookup | None = None  # over the committed context, from run()
         self.controller: Controller | None = None
         if config.adaptive is not None:
@@ -220,8 +221,8 @@ class SpeculativeEdge(EdgeLoop):
                 self._prompt_pass.result()  # raises what the pass raised
             self._begun = True
         if self._unfollowed:
-            shadow = self.drafter.follow(self._unfollowed)
-            self._unfollowed = []
+            shadow = self.drafter.follow(self._unfollowed, self._unfollowed_probs)
+            self._unfollowed, self._unfollowed_probs = [], []
             for confidence, passed in shadow:
                 self.controller.observe_decoded(confidence, passed)
 
@@ -413,6 +414,7 @@ class SpeculativeEdge(EdgeLoop):
             self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
         self._emit(item.tokens, "cloud", shadow=True)
         self._unfollowed += item.tokens
+        self._unfollowed_probs += item.token_probs or [None] * len(item.tokens)
         # The cloud's prompt pass is over, so the drafter's no longer slows it; a generation about
         # to end within one follow batch never needs the drafter (nor waits for it at the end).
         left = self.config.max_new_tokens - self.report.new_tokens

@@ -7,6 +7,7 @@ from picospec.verify.algorithms import (
     draft_token,
     draw_candidates,
     edge_correction,
+    shadow_pass_chance,
     take_candidate,
     top_k_entries,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "draft_token",
     "draw_candidates",
     "edge_correction",
+    "shadow_pass_chance",
     "take_candidate",
     "top_k_entries",
 ]

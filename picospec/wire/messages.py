@@ -7,6 +7,7 @@ length, an id or a probability that came off the network.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from google.protobuf import unknown_fields
@@ -107,6 +108,7 @@ class TokensReport:
     cloud_passes: int
     prefill_s: float = 0.0
     shared_tokens: int = 0  # other sessions' tokens in the passes that decoded these
+    token_probs: tuple[float, ...] = ()  # (n,) each token's probability under the sampling settings, or ()
 
 
 @dataclass(frozen=True)
@@ -251,23 +253,32 @@ def parse_decode(message: pb.Decode, n_vocab: int, max_tokens: int) -> DecodeReq
 
 
 def tokens_message(
-    start: int, tokens: list[int], compute_s: float, cloud_passes: int, prefill_s: float = 0.0, shared_tokens: int = 0
+    start: int,
+    tokens: list[int],
+    compute_s: float,
+    cloud_passes: int,
+    prefill_s: float = 0.0,
+    shared_tokens: int = 0,
+    token_probs: Sequence[float] = (),
 ) -> pb.CloudMessage:
-    """Tokens the cloud decoded, from position `start`."""
+    """Tokens the cloud decoded, from position `start`, with their probabilities where given."""
     body = pb.Tokens(
         tokens=codec.encode_tokens(np.asarray(tokens)), compute_s=compute_s, start=start,
-        cloud_passes=cloud_passes, prefill_s=prefill_s, shared_tokens=shared_tokens,
+        cloud_passes=cloud_passes, prefill_s=prefill_s, shared_tokens=shared_tokens, token_probs=token_probs,
     )  # fmt: skip
     return pb.CloudMessage(tokens=body)
 
 
 def parse_tokens(message: pb.Tokens, n_vocab: int) -> TokensReport:
-    """Validate decoded tokens."""
+    """Validate decoded tokens (and their probabilities, when sent: one per token, each in (0, 1])."""
     tokens = codec.decode_tokens(message.tokens, n_vocab).tolist()
     if not tokens:
         raise ProtocolError("a tokens message carries no tokens")
+    probs = tuple(message.token_probs)
+    if probs and (len(probs) != len(tokens) or not all(0.0 < p <= 1.0 for p in probs)):
+        raise ProtocolError(f"a tokens message needs one probability in (0, 1] per token, got {len(probs)} for {len(tokens)}")
     shared = _checked_shared(message.shared_tokens)
-    return TokensReport(message.start, tokens, message.compute_s, message.cloud_passes, message.prefill_s, shared)
+    return TokensReport(message.start, tokens, message.compute_s, message.cloud_passes, message.prefill_s, shared, probs)
 
 
 def _checked_shared(shared_tokens: int) -> int:

@@ -175,20 +175,22 @@ class CandidateBatch(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., candidates: _Optional[bytes] = ...) -> None: ...
 
 class Tokens(_message.Message):
-    __slots__ = ("tokens", "compute_s", "start", "cloud_passes", "prefill_s", "shared_tokens")
+    __slots__ = ("tokens", "compute_s", "start", "cloud_passes", "prefill_s", "shared_tokens", "token_probs")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     CLOUD_PASSES_FIELD_NUMBER: _ClassVar[int]
     PREFILL_S_FIELD_NUMBER: _ClassVar[int]
     SHARED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_PROBS_FIELD_NUMBER: _ClassVar[int]
     tokens: bytes
     compute_s: float
     start: int
     cloud_passes: int
     prefill_s: float
     shared_tokens: int
-    def __init__(self, tokens: _Optional[bytes] = ..., compute_s: _Optional[float] = ..., start: _Optional[int] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ..., shared_tokens: _Optional[int] = ...) -> None: ...
+    token_probs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, tokens: _Optional[bytes] = ..., compute_s: _Optional[float] = ..., start: _Optional[int] = ..., cloud_passes: _Optional[int] = ..., prefill_s: _Optional[float] = ..., shared_tokens: _Optional[int] = ..., token_probs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CloudMessage(_message.Message):
     __slots__ = ("welcome", "verdict", "candidates", "tokens")
