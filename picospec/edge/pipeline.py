@@ -343,8 +343,13 @@ class SpeculativeEdge(EdgeLoop):
         if self._prompt_passing() and self._in_flight:
             self._apply_inbox(block=True)  # tokens keep arriving; the drafter follows them once its pass is done
             return
-        if self.controller is not None and len(self._unfollowed) >= self.controller.config.follow_batch:
-            self._catch_up()  # the edge would idle now: let the drafter follow the cloud's tokens
+        if self.controller is not None and self._unfollowed and (
+            len(self._unfollowed) >= self.controller.config.follow_batch or self.controller.mode is Mode.SPECULATE
+        ):
+            # The edge would idle now: let the drafter follow the cloud's tokens. After a switch to
+            # speculation it follows each as it arrives, so that drafting starts as soon as the last
+            # decoded token is in, not a batch's pass later (0.17 s of an idle cloud per switch).
+            self._catch_up()
             self._apply_inbox(block=False)
             return
         self._apply_inbox(block=True)
