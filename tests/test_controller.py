@@ -12,7 +12,6 @@ from picospec.costmodel import (
     best_chunk_len,
     replay_rate,
     speculation_pays,
-    start_up_s,
     steady_rate,
 )
 from picospec.edge.controller import LOOKUP_PRIOR, AcceptanceModel, Controller, ControllerConfig, Mode
@@ -83,16 +82,11 @@ def test_a_replay_cuts_chunks_by_the_estimates_and_scores_them_by_what_happened(
 
 
 def test_a_switch_to_speculation_must_repay_its_start_up_over_the_tokens_left():
-    # Cloud decoding earns 10 tokens/s; speculation 20 once its first token is back, which takes
-    # t_d + 2 rtt + V(1) = 0.01 + 0.1 + 0.1 = 0.21 s: with a 5% margin it pays from 4 tokens left.
+    # Cloud decoding earns 10 tokens/s; speculation 20 once its first chunk is back, which takes
+    # t_d + rtt + V(16) = 0.01 + 0.05 + 0.1 = 0.16 s: with a 5% margin it pays from 3 tokens left.
     flat = costs(FLAT, 0.01, 0.05)
-    assert start_up_s(flat) == pytest.approx(0.21)
-    assert [speculation_pays(20.0, flat, n, 0.05) for n in (0, 1, 2, 3, 4, 100)] == [False] * 4 + [True] * 2
-    assert speculation_pays(20.0, flat, None, 0.05) and not speculation_pays(10.4, flat, None, 0.05)
-    # On a CPU the first pass is over one token (the cloud is idle, the edge ships at once), not a
-    # chunk: 0.16 s, where charging V(16) would say 0.56 s and wait for 37 tokens left, not 9.
-    cpu = costs(CPU, 0.01, 0.05)
-    assert [speculation_pays(30.0, cpu, n, 0.05) for n in (8, 9)] == [False, True]
+    assert [speculation_pays(20.0, flat, n, 0.05, 16) for n in (0, 1, 2, 3, 100)] == [False, False, False, True, True]
+    assert speculation_pays(20.0, flat, None, 0.05, 16) and not speculation_pays(10.4, flat, None, 0.05, 16)
     # The controller weighs the same: a sure drafter is not worth a switch for the last token.
     controller = make_controller(FLAT, window=4, probe_every=1000)
     for _ in range(4):

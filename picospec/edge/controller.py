@@ -346,7 +346,7 @@ class Controller:
         remaining tokens? Its steady rate is scaled by the bias measured when speculation last
         fell back."""
         rate = self._bias * self._steady_rate(positions)
-        return speculation_pays(rate, self.costs, remaining, margin)
+        return speculation_pays(rate, self.costs, remaining, margin, self.config.max_chunk)
 
     def _steady_rate(self, positions: Iterable[tuple[float, float]]) -> float:
         """The steady rate of chunks cut by the estimates and scored by the outcomes of `positions`."""
