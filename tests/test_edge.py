@@ -288,3 +288,20 @@ def test_the_cloud_keeps_decoding_while_the_drafter_evaluates_a_long_prompt():
     assert report.token_ids == reference(SamplingParams(temperature=0.0), VerifyConfig(), 60)
     assert report.sources[:20] == ["cloud"] * 20  # decoded by the cloud while the drafter was busy
     assert max(np.diff(arrivals)) < 0.6
+
+
+def test_the_shadow_skips_the_token_of_the_clouds_prompt_pass(cloud, monkeypatch):
+    """The drafter never drafts the first token (it comes from the cloud's prompt pass), so what it
+    would have drafted there does not enter the controller's judgement; every later token does."""
+    from picospec.decoding import Drafter
+    from picospec.edge.controller import Controller
+
+    followed, observed = [], []
+    follow, observe = Drafter.follow, Controller.observe_decoded
+    monkeypatch.setattr(Drafter, "follow", lambda self, tokens, probs=(): followed.extend(tokens) or follow(self, tokens, probs))
+    monkeypatch.setattr(Controller, "observe_decoded", lambda self, c, p: observed.append(p) or observe(self, c, p))
+    never = ControllerConfig(margin=100.0, early_margin=100.0, probe_every=10_000, max_probe_every=10_000, follow_batch=4)
+    config = EdgeConfig(params=SamplingParams(temperature=0.0), max_new_tokens=30, controller=never)
+    report = generate(address(cloud), toy_drafter(), PROMPT, config)
+    assert report.decoded == 30 and len(followed) >= never.follow_batch
+    assert followed == report.token_ids[: len(followed)] and len(observed) == len(followed) - 1
