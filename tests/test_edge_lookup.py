@@ -17,7 +17,7 @@ from picospec.sampling import SamplingParams
 from picospec.verify import VerifyConfig, VerifyMode
 from stats import ALPHA, sequence_distribution, sequence_pvalue
 from clouds import cloud_thread
-from test_edge import CONCURRENT_EDGES, MAX_SESSIONS, SWITCHING, TARGET_SEED, V, address, toy_drafter, toy_target
+from test_edge import CONCURRENT_EDGES, MAX_SESSIONS, SWITCHING, address, toy_drafter, toy_target
 from picospec.edge.controller import Controller
 from picospec.runners.toy import ToyRunner
 
