@@ -120,7 +120,10 @@ def test_sequences_with_lookup_converge_on_the_target_distribution(cloud, flat_c
     """One-hot draft rows for lookup's tokens, the drafter's rows for its own, mixed in chunks,
     rejected and accepted, and (on a cloud with a flat cost curve) speculation on lookup's tokens
     alone between stretches of cloud decoding: the sequences are the target's samples."""
-    params, length, n = SamplingParams(temperature=1.0, top_k=3), 4 if policy in ("fixed", "adaptive") else 5, 1500
+    # Switching speculates from the 4th token on: its shadow (window 2) leaves out the first, the
+    # cloud's prompt pass's.
+    params, n = SamplingParams(temperature=1.0, top_k=3), 1500
+    length = {"fixed": 4, "adaptive": 4, "lookup-runs": 5, "switching": 6}[policy]
     server = flat_cloud if policy == "lookup-runs" else cloud
     looked_up = np.zeros(2, dtype=int)  # tokens lookup proposed, and those accepted
 
