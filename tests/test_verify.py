@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from picospec.errors import InvalidInputError
 from picospec.sampling import sample
@@ -19,6 +21,7 @@ from picospec.verify import (
     top_k_entries,
 )
 from picospec.sampling import round_distributions
+from picospec.verify.gumbel import gumbel_argmax, gumbel_noise
 from stats import ALPHA, chi_square_pvalue
 
 V = 6
@@ -173,3 +176,43 @@ def test_shadow_pass_chance_averages_to_the_acceptance_rate_over_the_targets_tok
     passed = rng.random(N) * DRAFT[drafts] < TARGET[drafts]  # the accept test, u < p(x) / q(x)
     assert passed.mean() == pytest.approx(rate, abs=4 * np.sqrt(rate * (1 - rate) / N))
     assert shadow_pass_chance(1.0, 1.0) == 1.0 and shadow_pass_chance(0.0, 1.0) == 0.0  # greedy: exact outcomes
+
+
+# -- the shared Gumbel noise --------------------------------------------------------------------
+
+
+def test_gumbel_noise_is_the_published_hash():
+    """The noise is a wire contract (an edge in another language must reproduce it bit for bit):
+    values from the first implementation, which a faster one must keep."""
+    published = {
+        (0, 0): (-0.6807578025137784, -0.21482217833158176, 0.54781702664023),
+        (12345, 7): (0.8034860510601771, 1.8428072276204785, 2.8935673878626735),
+        (2**63 + 5, 100000): (-0.1756883387582206, 2.693972390318187, 0.6930243405508816),
+    }
+    for (seed, position), values in published.items():
+        noise = gumbel_noise(seed, position, 151936)
+        assert noise[[0, 1, 151935]].tolist() == list(values)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    position=st.integers(0, 2**20),
+    scale=st.floats(0.1, 30.0),
+    kept=st.integers(1, 2000),
+)
+def test_gumbel_argmax_is_the_argmax_of_log_probs_plus_noise(seed, position, scale, kept):
+    """The race computed without a vocabulary-wide log picks the very token of the definition,
+    on flat and peaked distributions, with and without a cut (top-k) to few tokens."""
+    rng = np.random.default_rng([seed % 2**32, position])
+    logits = rng.normal(size=4096) * scale  # (V,)
+    logits[np.argsort(logits)[:-kept]] = -np.inf
+    probs = np.exp(logits - logits.max())  # (V,), unnormalised as llama.cpp rows may be
+    with np.errstate(divide="ignore"):
+        expected = int(np.argmax(np.log(probs) + gumbel_noise(seed, position, probs.size)))
+    assert gumbel_argmax(probs, seed, position) == expected
+
+
+def test_gumbel_argmax_refuses_a_row_without_mass():
+    with pytest.raises(InvalidInputError):
+        gumbel_argmax(np.zeros(8), 0, 0)

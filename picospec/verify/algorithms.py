@@ -16,7 +16,7 @@ import numpy as np
 
 from picospec.errors import InvalidInputError
 from picospec.sampling import residual, sample
-from picospec.verify.gumbel import gumbel_argmax, gumbel_noise
+from picospec.verify.gumbel import gumbel_argmax
 from picospec.sampling import ProbFormat
 from picospec.verify.material import Candidates, SparseDist, Verdict, VerifyMode
 
@@ -110,13 +110,12 @@ def cloud_verify(
 
 def _cloud_verify_gumbel(seed: int, tokens: np.ndarray, target_probs: np.ndarray, start: int, bonus: bool) -> Verdict:
     """Accept while the target's Gumbel-argmax agrees with the draft; the first disagreement is output."""
-    n_vocab = target_probs.shape[1]
     for i, token in enumerate(tokens):
-        choice = gumbel_argmax(target_probs[i], gumbel_noise(seed, start + i, n_vocab))
+        choice = gumbel_argmax(target_probs[i], seed, start + i)
         if choice != token:
             return Verdict(accepted=i, rejected=True, token=choice)
     n = tokens.size
-    token = gumbel_argmax(target_probs[n], gumbel_noise(seed, start + n, n_vocab)) if bonus else None
+    token = gumbel_argmax(target_probs[n], seed, start + n) if bonus else None
     return Verdict(accepted=n, rejected=False, token=token)
 
 
@@ -191,5 +190,5 @@ def shadow_pass_chance(draft_token_prob: float, target_token_prob: float | None)
 def draft_token(draft_row: np.ndarray, mode: VerifyMode, seed: int, position: int, rng: np.random.Generator) -> int:
     """The edge's draft token at a position: a Gumbel-argmax in gumbel mode, else a plain sample."""
     if mode is VerifyMode.GUMBEL:
-        return gumbel_argmax(draft_row, gumbel_noise(seed, position, draft_row.size))
+        return gumbel_argmax(draft_row, seed, position)
     return sample(draft_row, rng)

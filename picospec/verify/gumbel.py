@@ -6,32 +6,81 @@ implementation, in any language, that follows this file reproduces it bit for bi
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+
+from picospec.errors import InvalidInputError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31))
+_MANTISSA = 2.0**53
+# Rounding room for gumbel_argmax's candidate filter: far wider than float64's relative error on
+# the few operations it takes, so no token that could win is ever filtered out.
+_FILTER_SLACK = 1.0 + 1e-9
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic), in place on z."""
+    scratch = np.empty_like(z)
     with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        return z ^ (z >> np.uint64(31))
+        z += _GOLDEN
+        for shift, mix in zip(_SHIFTS, (_MIX1, _MIX2, None)):
+            np.right_shift(z, shift, out=scratch)
+            z ^= scratch
+            if mix is not None:
+                z *= mix
+    return z
+
+
+@lru_cache(maxsize=4)
+def _token_keys(n_vocab: int) -> np.ndarray:
+    """token id * golden ratio, shape (n_vocab,): the per-token half of every position's hash."""
+    with np.errstate(over="ignore"):
+        keys = np.arange(n_vocab, dtype=np.uint64) * _GOLDEN
+    keys.flags.writeable = False
+    return keys
+
+
+def _mantissas(seed: int, position: int, n_vocab: int) -> np.ndarray:
+    """The 53 random bits m of every token at a position, shape (n_vocab,), as float64 integers
+    in [0, 2**53): the token's uniform is u = (m + 0.5) / 2**53, in (0, 1)."""
+    seed_key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    key = _splitmix64(seed_key ^ np.uint64(position))
+    bits = _splitmix64(_token_keys(n_vocab) ^ key)  # (V,)
+    bits >>= np.uint64(11)
+    return bits.astype(np.float64)
+
+
+def _exponentials(mantissas: np.ndarray) -> np.ndarray:
+    """-log(u), the standard exponential each token's uniform gives, same shape."""
+    return -np.log((mantissas + 0.5) / _MANTISSA)
 
 
 def gumbel_noise(seed: int, position: int, n_vocab: int) -> np.ndarray:
-    """Standard Gumbel noise for one position, shape (n_vocab,), float64."""
-    seed_key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    key = _splitmix64(seed_key ^ np.uint64(position))
-    bits = _splitmix64(key ^ (np.arange(n_vocab, dtype=np.uint64) * _GOLDEN))  # (V,)
-    uniform = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53  # in (0, 1)
-    return -np.log(-np.log(uniform))
+    """Standard Gumbel noise for one position, shape (n_vocab,), float64: -log(-log(u))."""
+    return -np.log(_exponentials(_mantissas(seed, position, n_vocab)))
 
 
-def gumbel_argmax(probs: np.ndarray, noise: np.ndarray) -> int:
-    """argmax(log probs + noise): an exact sample from probs when noise is fresh Gumbel noise."""
+def gumbel_argmax(probs: np.ndarray, seed: int, position: int) -> int:
+    """argmax(log probs + gumbel_noise(seed, position)): an exact sample from probs (V,), the same
+    token on every side that shares the seed.
+
+    Computed as the exponential race it equals, argmin(-log u / probs), and without a logarithm
+    over the whole vocabulary (float64 logs dominate the cost on a CPU without AVX-512): the most
+    likely token's time bounds the winner's, and a token can beat a time t only if 1 - u < t * p
+    (as -log u >= 1 - u), a test that passes for a few tokens; only those are timed exactly.
+    """
+    mantissas = _mantissas(seed, int(position), probs.size)  # (V,)
+    top = int(np.argmax(probs))
+    if not probs[top] > 0:
+        raise InvalidInputError("cannot sample from a distribution with zero mass")
+    bound = _exponentials(mantissas[top]) / probs[top]
+    # 1 - u < t p  <=>  2**53 - m - 0.5 < t p 2**53, loosened by the slack.
+    threshold = probs * (bound * _MANTISSA * _FILTER_SLACK) + 0.5  # (V,)
+    candidates = np.flatnonzero(_MANTISSA - mantissas < threshold)  # ascending ids, top among them
     with np.errstate(divide="ignore"):
-        return int(np.argmax(np.log(probs) + noise))
+        times = _exponentials(mantissas[candidates]) / probs[candidates]
+    return int(candidates[np.argmin(times)])  # the lowest id on an exact tie, as argmax
