@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from picospec.bench.bound import (
     Acceptance,
+    PositionTrace,
     Policy,
     ar_rate,
     edge_rate,
@@ -22,10 +24,11 @@ from picospec.bench.costs import CostProfile, VerifyCost
 from picospec.bench.measure import evaluated_tokens, measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord
 from picospec.bench.predict import predict_cells
-from picospec.bench.simulator import SimConfig, simulate
+from picospec.bench.simulator import PositionOutcomes, SimConfig, simulate
 from picospec.bench.traces import AgreementTrace, TraceSource, observed_agreement, pooled_agreement
 from picospec.cli import main
 from picospec.edge.config import Method
+from picospec.edge.controller import ControllerConfig
 from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyMode
@@ -433,3 +436,100 @@ def test_simulate_command(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert Method.PICOSPEC in out and Method.VANILLA not in out and "50/100" in out
+
+
+# -- the simulator running the controller --------------------------------------------------------
+
+ADAPTIVE = {"max_new_tokens": 128, "chunk_len": 4, "lookahead": 8, "policy": "adaptive", "fallback": True, "confidence": True}
+
+
+def forced_trace(n: int, confidence: float, acceptance: float) -> PositionTrace:
+    return PositionTrace(np.full(n, confidence), np.full(n, acceptance))
+
+
+def controlled(n: int = 128, **kw) -> SimConfig:
+    return SimConfig(Method.PICOSPEC, VerifyMode.EXACT, Policy(4, 8), n, controller=ControllerConfig(), **kw)
+
+
+def cpu_like() -> CostProfile:
+    """A cloud like this project's CPU: verify(m) ~ 1 + 0.4 m decode steps, a drafter step half a
+    decode step, 20 ms of RTT."""
+    return costs(
+        draft=0.025, intercept=0.03, per_token=0.02, target=0.05, link=LinkProfile(20.0, 100.0), cloud_prefill=0.3, edge_prefill=0.2
+    )
+
+
+def test_the_simulated_controller_speculates_where_the_drafter_agrees():
+    profile = cpu_like()
+    ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=128)).report
+    report = simulate(profile, controlled(128), PositionOutcomes(forced_trace(128, 0.99, 1.0))).report
+    # It left cloud decoding once the drafter had followed a window of the cloud's tokens (the
+    # first batch holds one short of it: the prompt pass's token is not judged), 48 with those ordered ahead.
+    assert report.mode_switches == 1 and report.decoded == 48
+    assert report.accepted_lengths == report.chunk_lengths  # every draft passed
+    assert report.decoded + sum(report.accepted_lengths) == report.new_tokens == 128
+    assert report.tokens_per_s > 1.2 * ar.tokens_per_s
+    assert report.ttft_s == pytest.approx(ar.ttft_s)  # the first token is the cloud's prompt pass's, as for ar
+    kinds = {e.kind for e in report.timeline}
+    assert {"prompt", "decoded", "draft", "verdict"} <= kinds  # what measure.py reads, as the real edge records it
+
+
+def test_the_simulated_controller_lets_the_cloud_decode_where_drafts_would_fail():
+    profile = cpu_like()
+    ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=128)).report
+    report = simulate(profile, controlled(), PositionOutcomes(forced_trace(128, 0.3, 0.0))).report
+    assert report.mode_switches == 0 and report.decoded == 128 and report.drafted == 0
+    assert report.wall_s == pytest.approx(ar.wall_s, rel=0.01)  # ordered ahead, the cloud never waits
+
+
+def test_sampled_outcomes_are_drawn_once_per_position_from_the_trace():
+    outcomes = PositionOutcomes(PositionTrace(np.array([0.9, 0.5]), np.array([1.0, 0.25])), seed=3)
+    draws = [outcomes.passes(1) for _ in range(5)]
+    assert len(set(draws)) == 1 and outcomes.passes(0) and outcomes.accepted(0, 1) == 1
+    assert outcomes.confidence(7) == pytest.approx(0.7) and outcomes.chance(7) == pytest.approx(0.625)  # past the end: means
+    passed = sum(PositionOutcomes(PositionTrace(np.ones(1), np.full(1, 0.25)), seed=s).passes(0) for s in range(2000))
+    assert 400 < passed < 600
+
+
+def test_the_controller_runs_only_picospecs_pipeline_and_needs_confidences():
+    with pytest.raises(InvalidInputError):
+        SimConfig(Method.SYNC, VerifyMode.EXACT, Policy(4, 8), 16, controller=ControllerConfig())
+    with pytest.raises(InvalidInputError):
+        simulate(cpu_like(), controlled(16), always(True))
+
+
+def controlled_records(profile: CostProfile, prompts=("0", "1", "2")) -> tuple[list[RunRecord], dict]:
+    """ar runs and runs made with the controller by the simulator, and their forced traces: one
+    prompt the drafter knows, one it does not, one between."""
+    records, forced = [], {}
+    for prompt, (confidence, acceptance) in zip(prompts, ((0.99, 1.0), (0.3, 0.0), (0.95, 0.9))):
+        forced[(f"humaneval:{prompt}", 0.0)] = trace = forced_trace(128, confidence, acceptance)
+        for method in (Method.AR, Method.PICOSPEC):
+            config = controlled() if method is Method.PICOSPEC else SimConfig(method, max_new_tokens=128)
+            result = simulate(profile, config, PositionOutcomes(trace) if method is Method.PICOSPEC else None)
+            records.append(result.to_record(key(method, prompt=prompt), ADAPTIVE))
+    return records, forced
+
+
+def test_predictions_of_simulated_controller_runs_have_no_error():
+    records, forced = controlled_records(cpu_like())
+    predictions = {p.method: p for p in predict_cells(records, forced=forced) if p.measured is not None}
+    assert set(predictions) == {Method.AR, Method.PICOSPEC}
+    assert all(abs(p.error) < 0.02 and abs(p.replay_error) < 0.02 for p in predictions.values())
+    without = predict_cells(records)  # no forced traces: the controller's runs cannot be replayed
+    assert {p.method for p in without if p.measured is not None} == {Method.AR}
+    assert Method.PICOSPEC not in {p.method for p in without}
+
+
+def test_costs_measured_from_controller_runs():
+    truth = cpu_like()
+    records, _ = controlled_records(truth)
+    measured = measure_costs(records)
+    assert measured.edge_prefill("humaneval:0") == pytest.approx(0.2)  # the "prompt" event, not the first draft
+    assert measured.verify(5) == pytest.approx(truth.verify(5)) and measured.verify(2) == pytest.approx(truth.verify(2))
+
+
+def test_evaluated_tokens_count_the_token_the_cloud_decoded_before_a_chunk():
+    timeline = [{"kind": kind, "start": t, "end": t} for t, kind in enumerate(("decoded", "verdict", "verdict", "decoded", "decoded", "verdict", "verdict"))]
+    record = RunRecord(key(Method.PICOSPEC), {}, accepted_lengths=[3, 1, 4, 2], chunk_lengths=[3, 4, 4, 2], timeline=timeline)
+    assert evaluated_tokens(record) == [4, 4, 5, 2]  # decoded before rounds 1 and 3, a rejection before round 2

@@ -15,12 +15,13 @@ import numpy as np
 
 from picospec.bench.aggregate import METHOD_ORDER, VERIFY_ORDER, aggregate
 from picospec.bench.assumed import LITERATURE_PROFILES, load_profile
-from picospec.bench.bound import Acceptance, ideal_tokens_per_s
+from picospec.bench.bound import Acceptance, PositionTrace, ideal_tokens_per_s
 from picospec.bench.costs import CostProfile
+from picospec.bench.forced import TraceKey
 from picospec.bench.measure import measure_costs, window_costs
-from picospec.bench.predict import Prediction, predict_cells, run_policy
+from picospec.bench.predict import Prediction, predict_cells, run_policy, simulable, simulate_run
 from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, RunRecord
-from picospec.bench.simulator import SimConfig, SimResult, simulate
+from picospec.bench.simulator import SimResult
 from picospec.bench.traces import TraceSource
 from picospec.edge.config import Method
 from picospec.transport.netem import LinkProfile
@@ -54,8 +55,10 @@ class Network:
 class Analysis:
     """Everything the report's sections share, computed once from the runs."""
 
-    def __init__(self, records: list[RunRecord]) -> None:
-        self.records = records
+    def __init__(self, records: list[RunRecord], forced: dict[TraceKey, PositionTrace] | None = None) -> None:
+        """forced: teacher-forced traces by (prompt, temperature), to simulate runs made with the
+        controller (predict.py); without them those are not predicted."""
+        self.records, self.forced = records, forced
         self.rows = {
             (r["workload"], r["temperature"], r["profile"], r["method"], r["verify"]): r for r in aggregate(records)
         }
@@ -71,7 +74,7 @@ class Analysis:
         }
         self.networks = sorted(nets, key=lambda n: (n.rtt_ms, -n.bandwidth_mbps))
         self.predictions = {
-            (p.workload, p.temperature, p.profile, p.method, p.verify): p for p in predict_cells(records)
+            (p.workload, p.temperature, p.profile, p.method, p.verify): p for p in predict_cells(records, forced=forced)
         }
 
     @property
@@ -235,7 +238,7 @@ class Timeline:
     picospec: RunRecord
     vanilla_lanes: list[Lane]  # measured
     picospec_lanes: list[Lane]  # measured
-    simulated_lanes: list[Lane]  # picospec's run simulated
+    simulated_lanes: list[Lane]  # picospec's run simulated (none: made with the controller, no forced trace)
 
 
 def timeline(a: Analysis) -> Timeline | None:
@@ -246,19 +249,11 @@ def timeline(a: Analysis) -> Timeline | None:
     vanilla, picospec = pair
     link = LinkProfile(picospec.key.rtt_ms, picospec.key.bandwidth_mbps)
     sized = a.windows.get((picospec.key.profile, picospec.key.temperature), a.costs).with_link(link)
-    policy, max_new_tokens = run_policy(picospec)
-    config = SimConfig(
-        picospec.key.method,
-        picospec.key.verify,
-        policy,
-        max_new_tokens,
-        picospec.summary["new_tokens"],
-        picospec.key.prompt,
-    )
-    traces = TraceSource(a.group_records((picospec.key.workload, picospec.key.temperature)), None, 0)
-    simulated = simulate(sized, config, traces.trace(picospec))
-    return Timeline(vanilla, picospec, measured_lanes(vanilla, sized), measured_lanes(picospec, sized),
-                    simulated_lanes(simulated))  # fmt: skip
+    simulated = []
+    if simulable(picospec, picospec.key.method, a.forced):
+        traces = TraceSource(a.group_records((picospec.key.workload, picospec.key.temperature)), None, 0)
+        simulated = simulated_lanes(simulate_run(picospec, picospec.key.method, picospec.key.verify, sized, traces, a.forced))
+    return Timeline(vanilla, picospec, measured_lanes(vanilla, sized), measured_lanes(picospec, sized), simulated)
 
 
 def _timeline_pair(a: Analysis) -> tuple[RunRecord, RunRecord] | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Collection, Iterator
 
 from picospec.bench.compare import compare, render
+from picospec.bench.forced import load_traces
 from picospec.bench.profiles import PROFILES
 from picospec.bench.results import load_records
 from picospec.bench.runner import EDGE_OPTION_FIELDS, BenchConfig, estimate_config_s, run_benchmark
@@ -167,7 +168,8 @@ def _report(args: argparse.Namespace) -> int:
     if not records:
         raise InvalidInputError(f"{args.results} holds no runs")
     out = args.out or report_folder(args.results)
-    path = write_report(records, out, str(args.results))
+    # The traces `bench ideal` keeps beside the results let the simulator replay the controller's runs.
+    path = write_report(records, out, str(args.results), load_traces(args.results.with_suffix(".traces.jsonl")))
     print(f"wrote {path} and {len(list(out.glob('*.png')))} figures")
     return 0
 

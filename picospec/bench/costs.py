@@ -7,10 +7,10 @@ planning (assumed.py).
 
 picospec/costmodel.py is the controller's own, online view of the cloud (a per-m table it refines
 from live passes, and what a chunk earns); this is the benchmark's offline one, with the link,
-message sizes, prompt passes and overheads besides. They share no code: verify(m) here is the
-measured median, or a least-squares line over all passes where m was never measured (the
-committed predictions rest on that), where CostCurve extrapolates along its last slope; and the
-simulator runs the fixed ChunkPolicy, not the controller, so nothing here needs a chunk's rate.
+message sizes, prompt passes and overheads besides. verify(m) here is the measured median, or a
+least-squares line over all passes where m was never measured (the committed predictions rest on
+that), where CostCurve extrapolates along its last slope; the simulator hands the controller it
+runs a CostCurve read off this profile (simulator._cost_curve), as a cloud's welcome would.
 """
 
 from __future__ import annotations

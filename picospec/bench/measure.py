@@ -9,15 +9,17 @@ Where each number comes from:
   and an edge-only run decodes with nothing else on it ((wall - ttft) / (n - 1)).
 - verify(m): cloud seconds of one verification pass that evaluates m tokens. A chunk of n draft
   tokens evaluates m = n + 1 tokens when the round before it committed a token (a correction, or
-  a stop-and-wait bonus: the cloud evaluates it at the head of the next pass) and m = n otherwise
-  (the first chunk, or a pipelined chunk after a fully accepted one, whose first row the cloud
-  kept). Per-m medians of the recorded verify_times, and a least-squares line a + b*m for the m
-  never observed.
+  a stop-and-wait bonus: the cloud evaluates it at the head of the next pass) or the cloud
+  decoded tokens since (the controller's fallback: the last one is evaluated so), and m = n
+  otherwise (the first chunk, or a pipelined chunk after a fully accepted one, whose first row
+  the cloud kept). Per-m medians of the recorded verify_times, and a least-squares line a + b*m
+  for the m never observed.
 - target_s: mean per-token compute of ar runs (their verify_times after the first).
 - cloud prefill: the cloud's prompt pass as each session reported it (protocol v2; older
   results: an ar run's first compute time, the prompt pass that also yields token 1).
-- edge prefill: when a speculative run's first draft starts (the drafter's prompt pass), or an
-  edge-only run's time to first token.
+- edge prefill: the drafter's prompt pass (its "prompt" timeline event; results from before it
+  was recorded: when a fixed-policy run's first draft starts), or an edge-only run's time to
+  first token.
 - message bytes per verify mode: uplink bytes per draft token and downlink bytes per round (from
   the runs' byte counters), ar's downlink bytes per token.
 - round overhead: what a stop-and-wait round takes beyond drafting, the link model and the
@@ -54,9 +56,19 @@ def evaluated_tokens(record: RunRecord) -> list[int]:
     """Tokens the cloud evaluated in each round's pass: the chunk, plus the token committed by the
     round before (correction or bonus), which the cloud evaluates at the head of the next pass."""
     bonus = record.key.method in STOP_AND_WAIT
+    # Each verdict's arrival, and whether the cloud decoded tokens since the one before.
+    decoded_before, decoded = [], False
+    for event in sorted(record.timeline, key=lambda e: e["start"]):
+        if event["kind"] == "decoded":
+            decoded = True
+        elif event["kind"] == "verdict":
+            decoded_before.append(decoded)
+            decoded = False
+    if len(decoded_before) != len(record.chunk_lengths):  # results from before "decoded" events
+        decoded_before = [False] * len(record.chunk_lengths)
     sizes, pending = [], False
-    for accepted, length in zip(record.accepted_lengths, record.chunk_lengths):
-        sizes.append(length + pending)
+    for accepted, length, decoded in zip(record.accepted_lengths, record.chunk_lengths, decoded_before):
+        sizes.append(length + (pending or decoded))
         pending = accepted < length or bonus
     return sizes
 
@@ -173,9 +185,12 @@ def _median_by_prompt(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
 def _edge_prefills(records: Iterable[RunRecord]) -> Iterable[tuple[str, float]]:
     for r in records:
         if r.key.method in SPECULATIVE:
-            starts = [e["start"] for e in r.timeline if e["kind"] == "draft"]
-            if starts:
-                yield r.key.prompt, starts[0]
+            passes = [e["end"] - e["start"] for e in r.timeline if e["kind"] == "prompt"]
+            # Before "prompt" events: the first draft's start, the pass's end where nothing else
+            # comes first (not under the controller, whose first drafts follow cloud decoding).
+            starts = [e["start"] for e in r.timeline if e["kind"] == "draft"] if r.settings.get("policy") != "adaptive" else []
+            if passes or starts:
+                yield r.key.prompt, (passes or starts)[0]
         elif r.key.method == Method.EDGE and r.summary.get("ttft_s") is not None:
             yield r.key.prompt, r.summary["ttft_s"]
 

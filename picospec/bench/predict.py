@@ -4,6 +4,11 @@ A measured cell is simulated run by run, with each run's own acceptance trace an
 costs of its network profile's stretch of the benchmark (measure.py's window_costs), and also
 replayed with each run's own compute costs (run_costs), which leaves only the protocol model's
 error. A cell without runs is simulated once per prompt of its group.
+
+A run made with the controller (picospec's default policy) is simulated with it, on the
+teacher-forced trace of its prompt (forced.py: the drafter's confidence, which the controller
+cuts chunks and judges the cloud's tokens by, is not in the recorded rounds); without one it is
+left out.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from picospec.bench.bound import Policy
+from picospec.bench.bound import Policy, PositionTrace
 from picospec.bench.costs import CostProfile
+from picospec.bench.forced import TraceKey
 from picospec.bench.measure import measure_costs, run_costs, window_costs
 from picospec.bench.results import MODELESS_VERIFY, RunRecord
-from picospec.bench.simulator import SimConfig, simulate
+from picospec.bench.simulator import PositionOutcomes, SimConfig, SimResult, simulate
 from picospec.bench.traces import TraceSource
 from picospec.edge.config import Method
+from picospec.edge.controller import ControllerConfig
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyMode
 
@@ -86,6 +93,7 @@ def predict_cells(
     link: LinkProfile | None = None,
     alpha: float | None = None,
     seed: int = 0,
+    forced: dict[TraceKey, PositionTrace] | None = None,
 ) -> list[Prediction]:
     """Predict every (workload, temperature) x network x method cell; compare with measured runs.
 
@@ -94,7 +102,9 @@ def predict_cells(
     which are also replayed run by run with each run's own compute costs (run_costs). link: one
     network for all cells (named "RTT/BW"); default: each profile in the results. alpha: replace
     the recorded acceptance by Bernoulli(alpha). A measured cell is simulated run by run with
-    each run's own trace and length; a cell without runs, once per prompt of its group.
+    each run's own trace and length; a cell without runs, once per prompt of its group. forced:
+    teacher-forced traces by (prompt, temperature), for the runs made with the controller (left
+    out without their prompt's; a cell left with none is not predicted).
     """
     compare = costs is None
     windows = window_costs(records) if compare else {}
@@ -115,11 +125,16 @@ def predict_cells(
             sized = windows.get((name, temperature), costs).with_link(net)
             for method, mode in _variants(group, methods, costs):
                 cell = _cell_runs(group, method, mode, net) if compare else []
+                if method.speculative:
+                    cell = [r for r in cell if simulable(r, method, forced)]
 
                 def rate(run: RunRecord, run_costs: CostProfile) -> float:
-                    return simulate(run_costs, _config(run, method, mode), traces.trace(run)).tokens_per_s
+                    return simulate_run(run, method, mode, run_costs, traces, forced).tokens_per_s
 
-                predicted = [rate(r, sized) for r in cell or traces.representatives(mode)]
+                runs = cell or [r for r in traces.representatives(mode) if simulable(r, method, forced)]
+                if not runs:
+                    continue
+                predicted = [rate(r, sized) for r in runs]
                 predictions.append(
                     Prediction(
                         workload,
@@ -149,6 +164,38 @@ def _cell_runs(group: Sequence[RunRecord], method: Method, mode: VerifyMode, lin
     ]
 
 
+def _controller(record: RunRecord, method: Method) -> ControllerConfig | None:
+    """The controller a run was made with (None: the fixed policy, or a method without one)."""
+    s = record.settings
+    if not method.pipelined or s.get("policy", "fixed") != "adaptive":
+        return None
+    return ControllerConfig.for_policy("adaptive", bool(s.get("fallback", True)), bool(s.get("confidence", True)))
+
+
+def simulate_run(
+    record: RunRecord,
+    method: Method,
+    mode: VerifyMode,
+    costs: CostProfile,
+    traces: TraceSource,
+    forced: dict[TraceKey, PositionTrace] | None,
+) -> SimResult:
+    """A run (its length, policy and prompt) simulated as `method` in `mode` on `costs`: on its
+    acceptance trace, or, made with the controller, on its prompt's forced trace (see simulable)."""
+    config = _config(record, method, mode)
+    if config.controller is None:
+        return simulate(costs, config, traces.trace(record))
+    return simulate(costs, config, PositionOutcomes(forced[record.key.prompt, record.key.temperature], record.key.repeat))
+
+
+def simulable(record: RunRecord, method: Method, forced: dict[TraceKey, PositionTrace] | None) -> bool:
+    """Whether the simulator can replay a run as `method`: under the controller it needs the
+    prompt's forced trace."""
+    return _controller(record, method) is None or (record.key.prompt, record.key.temperature) in (forced or {})
+
+
 def _config(record: RunRecord, method: Method, mode: VerifyMode) -> SimConfig:
     policy, max_new_tokens = run_policy(record)
-    return SimConfig(method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt)
+    return SimConfig(
+        method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt, _controller(record, method)
+    )

@@ -37,6 +37,8 @@ from picospec.bench.analysis import (
     token_identity,
     topk_rows,
 )
+from picospec.bench.bound import PositionTrace
+from picospec.bench.forced import TraceKey
 from picospec.bench.results import RunRecord
 from picospec.bench.text import label
 from picospec.bench.text import optional_number as _num
@@ -49,10 +51,11 @@ PAPER_REPORTED = {
 }
 
 
-def write_report(records: list[RunRecord], out: Path, source: str) -> Path:
-    """Write README.md and its PNGs into `out`; return the markdown's path."""
+def write_report(records: list[RunRecord], out: Path, source: str, forced: dict[TraceKey, PositionTrace] | None = None) -> Path:
+    """Write README.md and its PNGs into `out`; return the markdown's path. forced: teacher-forced
+    traces, with which the simulator replays the runs made with the controller."""
     out.mkdir(parents=True, exist_ok=True)
-    a = Analysis(records)
+    a = Analysis(records, forced)
     sections = [
         _header(a, source),
         _throughput(a, out),
@@ -239,11 +242,9 @@ def _timelines(a: Analysis, out: Path) -> str:
         return f"{title}\n\nThe results hold no prompt run with both vanilla and picospec on one network."
     vanilla = label((shown.vanilla.key.method, shown.vanilla.key.verify))
     picospec = label((shown.picospec.key.method, shown.picospec.key.verify))
-    panels = {
-        f"{vanilla}, measured": shown.vanilla_lanes,
-        f"{picospec}, measured": shown.picospec_lanes,
-        f"{picospec}, simulated": shown.simulated_lanes,
-    }
+    panels = {f"{vanilla}, measured": shown.vanilla_lanes, f"{picospec}, measured": shown.picospec_lanes}
+    if shown.simulated_lanes:
+        panels[f"{picospec}, simulated"] = shown.simulated_lanes
     key = shown.picospec.key
     name = f"{key.workload}:{key.prompt_id} over {key.profile}"
     path = plots.gantt(out / "timeline.png", panels, name)

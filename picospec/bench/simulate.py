@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from picospec.bench.assumed import LITERATURE_PROFILES, load_profile
 from picospec.bench.costs import CostProfile
+from picospec.bench.forced import load_traces
 from picospec.bench.measure import measure_costs
 from picospec.bench.predict import predict_cells
 from picospec.bench.results import load_records
@@ -35,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rtt-ms", type=float, help="simulate this round-trip time instead of the results' profiles")
     parser.add_argument("--bandwidth-mbps", type=float, help="simulate this bandwidth instead of the results' profiles")
     parser.add_argument("--alpha", type=_probability, help="per-token acceptance instead of the recorded acceptance")
+    parser.add_argument(
+        "--traces",
+        type=Path,
+        help="teacher-forced traces (written by `picospec bench ideal --traces`): runs made with the controller "
+        "(picospec's default policy) are simulated with it on their prompt's trace; without this they are left out",
+    )
     parser.set_defaults(func=_simulate_command)
 
 
@@ -62,7 +70,7 @@ def _simulate_command(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{args.results} holds no runs")
     costs = load_profile(args.profile) if args.profile else None
     link = _custom_link(args, costs or measure_costs(records))
-    predictions = predict_cells(records, costs, args.methods, link, args.alpha)
+    predictions = predict_cells(records, costs, args.methods, link, args.alpha, forced=load_traces(args.traces) if args.traces else None)
     table = Table(title=f"predicted tokens/s ({costs.source if costs else 'costs measured from ' + args.results})")
     table.add_column("workload")
     table.add_column("profile")

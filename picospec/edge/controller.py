@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterable, Sequence
 
-from picospec.costmodel import Costs, CostTracker, best_chunk_len, speculation_pays, steady_rate
+from picospec.costmodel import CostCurve, Costs, CostTracker, best_chunk_len, speculation_pays, steady_rate
 from picospec.errors import InvalidInputError
 
 # Acceptance by the drafter's confidence (its own probability of the token it drafted, before the
@@ -164,6 +164,13 @@ class Controller:
         self._shadow = deque(maxlen=self.config.window * 2)
         self._verified = deque(maxlen=self.config.window * 2)
         self._probe_every = self.config.probe_every
+
+    @staticmethod
+    def for_cloud(config: ControllerConfig, curve: CostCurve, rtt_s: float) -> "Controller":
+        """A session's controller from what the cloud's welcome says (its cost curve) and the
+        welcome's wait (rtt_s); the drafter's step, unknown until it drafts, is taken as half the
+        cloud's decode step (a drafter a third of the target's size)."""
+        return Controller(config, CostTracker(curve), curve.decode_s / 2, rtt_s)
 
     @property
     def costs(self) -> Costs:

@@ -11,7 +11,6 @@ one it ships fixed chunks, early whenever the cloud would otherwise sit idle.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -20,12 +19,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeAlias
 
-from picospec.costmodel import CostCurve, CostTracker
+from picospec.costmodel import CostCurve
 from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
-from picospec.edge.controller import LOOKUP_TRACKING, Controller, Mode
+from picospec.edge.controller import Controller, Mode
 from picospec.edge.lookup import PromptLookup
-from picospec.edge.policy import EdgeLoop
+from picospec.edge.policy import ControlledLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import ProtocolError
 from picospec.verify import Candidates
@@ -71,7 +70,7 @@ TokenSink = Callable[[list[int], str], None]  # (token ids, source: draft | clou
 EDGE_ONLY = "edge-only"
 
 
-class SpeculativeEdge(EdgeLoop):
+class SpeculativeEdge(ControlledLoop):
     """Runs one speculative generation on the edge; `run` blocks the calling (drafting) thread."""
 
     def __init__(
@@ -112,8 +111,8 @@ class SpeculativeEdge(EdgeLoop):
         if config.adaptive is not None:
             if cloud is None:
                 raise ProtocolError("the controller needs the cloud's costs and limits from its welcome")
-            self.controller = Controller(config.adaptive, CostTracker(cloud.costs), cloud.costs.decode_s / 2, cloud.rtt_s)
-            self._max_chunk = min(config.adaptive.max_chunk, cloud.max_chunk_tokens)
+            self.controller = Controller.for_cloud(config.adaptive, cloud.costs, cloud.rtt_s)
+            self.max_chunk = min(config.adaptive.max_chunk, cloud.max_chunk_tokens)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -146,42 +145,7 @@ class SpeculativeEdge(EdgeLoop):
     def _counts(self) -> tuple[int, int, int]:
         return self.report.new_tokens, sum(map(len, self._building)), sum(map(len, self._in_flight))
 
-    # -- the controller's decisions (the fixed policy's are EdgeLoop's) --------------------------
-
-    def _can_draft(self) -> bool:
-        if self.controller is None:
-            return super()._can_draft()
-        produced, building, in_flight = self._counts()
-        if self.controller.mode is Mode.FALLBACK or self._decoding():
-            return False
-        if self.controller.lookup_only and not self._lookup_run():
-            return False  # the drafter drafts nothing of its own here
-        unverified = building + in_flight
-        return (
-            produced + unverified < self.config.max_new_tokens
-            and unverified < self.controller.config.max_lookahead
-            and building < self._max_chunk
-        )
-
-    def _should_ship(self) -> bool:
-        if self.controller is None:
-            return super()._should_ship()
-        _, building, in_flight = self._counts()
-        if self.controller.mode is Mode.FALLBACK:
-            # Ship what was drafted before the switch; then keep the cloud supplied with decode orders.
-            return building > 0 or (not self._chunks_in_flight() and self._decode_room() > 0)
-        if building == 0 or self._decoding():
-            return False
-        # An idle cloud gets what is drafted at once (latency-aware truncation: on a CPU the cloud
-        # is the bottleneck, and a pass over few tokens costs few steps); a busy one gets the
-        # chunk once it is as long as the cost model says pays, or cut before a doubtful draft.
-        lookup_ended = self.controller.lookup_only and not self._lookup_run()  # nothing more will join this chunk
-        return in_flight == 0 or lookup_ended or self._chunk_target() <= building
-
-    def _chunk_target(self) -> int:
-        """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
-        confidences = [c for chunk in self._building for c in chunk.confidences]
-        return self.controller.chunk_target(confidences, [x for chunk in self._building for x in chunk.from_lookup])
+    # -- what the controller's decisions (edge/policy.py's ControlledLoop) ask of this edge ---------
 
     def _decoding(self) -> bool:
         return any(isinstance(item, DecodeOrder) for item in self._in_flight)
@@ -189,26 +153,8 @@ class SpeculativeEdge(EdgeLoop):
     def _chunks_in_flight(self) -> bool:
         return any(isinstance(item, DraftChunk) for item in self._in_flight)
 
-    def _decode_room(self) -> int:
-        """How many more tokens to order from the cloud now: enough that the next order arrives
-        before the cloud has decoded the ones before it, none beyond max_new_tokens."""
-        produced, _, in_flight = self._counts()
-        costs = self.controller.costs
-        # Enough outstanding that the cloud never waits for an order, nor while the drafter catches
-        # up (ControllerConfig.follow_batch); tokens ordered ahead are never wasted. A batching
-        # cloud's decode step is a shared pass, longer than any catch-up: there a few ahead keep
-        # the session able to switch to speculation within a step or two. So does a short queue
-        # while prompt lookup proposes the cloud's tokens (it is tracking a copy).
-        step_s = 1.0 / costs.fallback_rate
-        ahead = 2 + math.ceil(costs.rtt_s / step_s)
-        tracking = self.lookup is not None and self.controller.lookup_streak >= LOOKUP_TRACKING
-        if not costs.shared and not tracking:
-            ahead = max(self.controller.config.follow_batch, ahead)
-        # The first order asks for the prompt pass's token alone: its reply says whether passes are
-        # shared (a batching cloud), where a decode step costs a whole pass and speculating at once pays.
-        first = produced == 0 and in_flight == 0 and self.controller.switches == 0
-        keep = 1 if first else min(ahead, self._max_chunk)
-        return max(0, min(keep - in_flight, self.config.max_new_tokens - produced - in_flight))
+    def _building_confidences(self) -> tuple[list[float], list[bool]]:
+        return [c for chunk in self._building for c in chunk.confidences], [x for chunk in self._building for x in chunk.from_lookup]
 
     # -- drafting and shipping ---------------------------------------------------------------
 
@@ -216,7 +162,7 @@ class SpeculativeEdge(EdgeLoop):
         """Bring the drafter to the verified context: the prompt, then the tokens the cloud decoded."""
         if not self._begun:
             if self._prompt_pass is None:
-                self.drafter.begin(self._prompt + self._resumed_after)
+                self._begin_drafter(self._prompt + self._resumed_after)
             else:
                 self._prompt_pass.result()  # raises what the pass raised
             self._begun = True
@@ -263,7 +209,7 @@ class SpeculativeEdge(EdgeLoop):
         """How many tokens may be drafted now (at least one whenever _can_draft)."""
         produced, building, in_flight = self._counts()
         if self.controller is not None:
-            chunk, lookahead = self._max_chunk, self.controller.config.max_lookahead
+            chunk, lookahead = self.max_chunk, self.controller.config.max_lookahead
         else:
             chunk = self.policy.chunk_len
             lookahead = self.policy.max_lookahead if self.policy.pipelined else self.policy.chunk_len
@@ -275,7 +221,7 @@ class SpeculativeEdge(EdgeLoop):
         most a chunk's worth)."""
         if self.lookup is None:
             return 0
-        return len(self.lookup.propose(self._drafts_outstanding(), self._max_chunk))
+        return len(self.lookup.propose(self._drafts_outstanding(), self.max_chunk))
 
     def _drafts_outstanding(self) -> list[int]:
         """Drafted tokens not yet verified, in order (shipped, then being built)."""
@@ -334,11 +280,18 @@ class SpeculativeEdge(EdgeLoop):
 
         def prompt_pass() -> None:
             try:
-                self._prompt_pass.set_result(self.drafter.begin(context))
+                self._prompt_pass.set_result(self._begin_drafter(context))
             except BaseException as exc:  # noqa: BLE001 (handed to the loop, which raises it)
                 self._prompt_pass.set_exception(exc)
 
         threading.Thread(target=prompt_pass, name="drafter-prompt-pass", daemon=True).start()
+
+    def _begin_drafter(self, context: list[int]) -> None:
+        """The drafter's prompt pass, kept on the timeline as a "prompt" event (the benchmark's
+        measure of the edge's prefill)."""
+        start = self._now()
+        self.drafter.begin(context)
+        self.report.timeline.append(TimelineEvent("prompt", start, self._now()))
 
     def _prompt_passing(self) -> bool:
         """Whether the drafter's prompt pass is still running on its thread."""
@@ -348,13 +301,8 @@ class SpeculativeEdge(EdgeLoop):
         if self._prompt_passing() and self._in_flight:
             self._apply_inbox(block=True)  # tokens keep arriving; the drafter follows them once its pass is done
             return
-        if self.controller is not None and self._unfollowed and (
-            len(self._unfollowed) >= self.controller.config.follow_batch or self.controller.mode is Mode.SPECULATE
-        ):
-            # The edge would idle now: let the drafter follow the cloud's tokens. After a switch to
-            # speculation it follows each as it arrives, so that drafting starts as soon as the last
-            # decoded token is in, not a batch's pass later (0.17 s of an idle cloud per switch).
-            self._catch_up()
+        if self.controller is not None and self._should_follow(len(self._unfollowed)):
+            self._catch_up()  # the edge would idle now
             self._apply_inbox(block=False)
             return
         self._apply_inbox(block=True)
@@ -368,8 +316,7 @@ class SpeculativeEdge(EdgeLoop):
         except queue.Empty:
             pass
         if self.controller is not None and not self._done():
-            produced, _, in_flight = self._counts()
-            self.controller.decide(self._lookup_run(), remaining=self.config.max_new_tokens - produced - in_flight)
+            self._decide()
 
     def _apply(self, item: VerdictReport | TokensReport | CandidateReport | BaseException) -> None:
         if isinstance(item, BaseException):
@@ -423,6 +370,7 @@ class SpeculativeEdge(EdgeLoop):
         if not item.prefill_s and not self._prompt_passing():
             self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
         self._emit(item.tokens, "cloud", shadow=True)
+        self._event("decoded", self._now())  # where cloud decoding falls between rounds (measure.evaluated_tokens)
         self._unfollowed += item.tokens
         self._unfollowed_probs += item.token_probs or [None] * len(item.tokens)
         # The cloud's prompt pass is over, so the drafter's no longer slows it; a generation about

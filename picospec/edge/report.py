@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class TimelineEvent:
-    """One interval on the edge's clock (seconds since the generation started)."""
+    """One interval on the edge's clock (seconds since the generation started); verdict and decoded
+    (a token the cloud decoded) are instants, when they arrived."""
 
-    kind: str  # draft | uplink | verify | downlink | commit
+    kind: str  # draft | prompt (the drafter's prompt pass) | verdict | decoded (simulator: also uplink, verify, ...)
     start: float
     end: float
 
