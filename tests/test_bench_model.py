@@ -21,6 +21,7 @@ from picospec.bench.bound import (
 )
 from picospec.bench.assumed import load_profile, wire_bytes
 from picospec.bench.costs import CostProfile, VerifyCost
+from picospec.bench.forced import ForcedTrace
 from picospec.bench.measure import evaluated_tokens, measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord
 from picospec.bench.predict import predict_cells
@@ -533,3 +534,14 @@ def test_evaluated_tokens_count_the_token_the_cloud_decoded_before_a_chunk():
     timeline = [{"kind": kind, "start": t, "end": t} for t, kind in enumerate(("decoded", "verdict", "verdict", "decoded", "decoded", "verdict", "verdict"))]
     record = RunRecord(key(Method.PICOSPEC), {}, accepted_lengths=[3, 1, 4, 2], chunk_lengths=[3, 4, 4, 2], timeline=timeline)
     assert evaluated_tokens(record) == [4, 4, 5, 2]  # decoded before rounds 1 and 3, a rejection before round 2
+
+
+def test_simulate_command_replays_the_controllers_runs_with_traces(tmp_path, capsys):
+    records, forced = controlled_records(cpu_like())
+    results, traces = tmp_path / "bench.jsonl", tmp_path / "bench.traces.jsonl"
+    results.write_text("".join(r.to_json() + "\n" for r in records))
+    traces.write_text("".join(ForcedTrace(prompt, t, trace).to_json() + "\n" for (prompt, t), trace in forced.items()))
+    assert main(["simulate", str(results), "--methods", "ar,picospec"]) == 0
+    assert "picospec" not in capsys.readouterr().out  # no traces: the controller's runs are left out
+    assert main(["simulate", str(results), "--methods", "ar,picospec", "--traces", str(traces)]) == 0
+    assert "picospec/exact" in capsys.readouterr().out
