@@ -545,3 +545,14 @@ def test_simulate_command_replays_the_controllers_runs_with_traces(tmp_path, cap
     assert "picospec" not in capsys.readouterr().out  # no traces: the controller's runs are left out
     assert main(["simulate", str(results), "--methods", "ar,picospec", "--traces", str(traces)]) == 0
     assert "picospec/exact" in capsys.readouterr().out
+
+
+def test_the_streaming_overhead_of_cloud_decoding_is_measured_and_simulated():
+    truth = replace(cpu_like(), decode_overhead_s=0.006)
+    records, forced = controlled_records(truth)
+    measured = measure_costs(records)
+    assert measured.decode_overhead_s == pytest.approx(0.006) and measured.target_s == pytest.approx(0.05)
+    ar = simulate(truth, SimConfig(Method.AR, max_new_tokens=20)).report
+    assert (ar.wall_s - ar.ttft_s) / 19 == pytest.approx(0.056)  # each streamed step: compute and overhead
+    predictions = [p for p in predict_cells(records, forced=forced) if p.measured is not None]
+    assert all(abs(p.error) < 0.02 for p in predictions)

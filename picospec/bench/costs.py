@@ -80,6 +80,9 @@ class CostProfile:
     bytes_down_per_round: dict[VerifyMode, float]
     bytes_down_per_ar_token: float
     round_overhead_s: float = 0.0
+    # Seconds a streamed decode step (ar's, the controller's fallback) takes beyond its compute: the
+    # cloud's session loop and gRPC, and the edge's receipt.
+    decode_overhead_s: float = 0.0
     round_overhead_by_mode: dict[VerifyMode, float] = field(default_factory=dict)
     cloud_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
     edge_prefill_by_prompt: dict[str, float] = field(default_factory=dict)
@@ -88,6 +91,11 @@ class CostProfile:
 
     def with_link(self, link: LinkProfile) -> "CostProfile":
         return replace(self, link=link)
+
+    @property
+    def decode_step_s(self) -> float:
+        """Seconds between streamed tokens when the cloud decodes: its step and the overhead."""
+        return self.target_s + self.decode_overhead_s
 
     def draft(self, method: Method) -> float:
         """Seconds of one drafter step as `method`'s edge takes it (default: draft_s)."""

@@ -14,7 +14,9 @@ Where each number comes from:
   otherwise (the first chunk, or a pipelined chunk after a fully accepted one, whose first row
   the cloud kept). Per-m medians of the recorded verify_times, and a least-squares line a + b*m
   for the m never observed.
-- target_s: mean per-token compute of ar runs (their verify_times after the first).
+- target_s: mean per-token compute of ar runs (their verify_times after the first); decode
+  overhead: the median over ar runs of their time per token after the first, (wall - ttft) /
+  (n - 1), less that compute (the session loop, gRPC, the edge's receipt).
 - cloud prefill: the cloud's prompt pass as each session reported it (protocol v2; older
   results: an ar run's first compute time, the prompt pass that also yields token 1).
 - edge prefill: the drafter's prompt pass (its "prompt" timeline event; results from before it
@@ -121,7 +123,17 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
         draft_s_by_method={method: statistics.fmean(d) for method, d in by_method.items() if d},
     )
     overall, by_mode = _round_overheads(speculative, partial)
-    return replace(partial, round_overhead_s=overall, round_overhead_by_mode=by_mode)
+    overheads = [s for r in ar if (s := decode_overhead_s(r)) is not None]
+    decode_overhead = statistics.median(overheads) if overheads else 0.0
+    return replace(partial, round_overhead_s=overall, round_overhead_by_mode=by_mode, decode_overhead_s=decode_overhead)
+
+
+def decode_overhead_s(record: RunRecord) -> float | None:
+    """An ar run's seconds per streamed token beyond the cloud's compute (None: too short to say)."""
+    n, ttft = record.summary["new_tokens"], record.summary.get("ttft_s")
+    if record.key.method != Method.AR or n < 2 or ttft is None or len(record.verify_times) < 2:
+        return None
+    return max(0.0, (record.summary["wall_s"] - ttft) / (n - 1) - statistics.fmean(record.verify_times[1:]))
 
 
 def window_costs(records: Iterable[RunRecord]) -> dict[tuple[str, float], CostProfile]:
@@ -160,6 +172,7 @@ def run_costs(record: RunRecord, base: CostProfile) -> CostProfile:
         changes["verify"] = replace(base.verify, medians={**base.verify.medians, **own.medians})
     if method == Method.AR and len(record.verify_times) > 1:
         changes["target_s"] = statistics.fmean(record.verify_times[1:])
+        changes["decode_overhead_s"] = decode_overhead_s(record)
     if (prefill := cloud_prefill_s(record)) is not None:
         changes["cloud_prefill_by_prompt"] = {**base.cloud_prefill_by_prompt, prompt: prefill}
     if edge := dict(_edge_prefills([record])):

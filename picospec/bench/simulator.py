@@ -9,7 +9,8 @@ discards everything drafted after it. The cloud serves chunks FIFO on one comput
 chunks of an older epoch unverified, and evaluates the token committed by the previous round at
 the head of the next pass. Each link direction is netem's LinkSchedule (FIFO serialisation
 bytes*8/bandwidth, then rtt/2), and the cloud's verdicts leave the measured round overhead after
-its compute.
+its compute; a token the cloud decodes and streams (ar, the controller's fallback) takes the
+decode step and the measured per-token overhead.
 
 With a controller (picospec's default policy) the loop is edge/policy.py's ControlledLoop, the
 real edge's decisions, over the real Controller fed what the real edge feeds it: the first token
@@ -21,8 +22,7 @@ Why the cloud can be resolved the moment a chunk is shipped: it serves chunks in
 and the link keeps the edge's order, so a chunk's fate depends only on chunks shipped before it.
 
 Not modelled: exact mode's requests for more candidates (an extra round trip, with chance
-(1 - TV)^m per sampled rejection, never at temperature 0), the per-token streaming overhead of
-cloud decoding (ar's, the controller's fallback), prompt lookup, the two sides slowing each other
+(1 - TV)^m per sampled rejection, never at temperature 0), prompt lookup, the two sides slowing each other
 where they share a machine, and any variation of the costs from step to step (each step costs
 its mean, or its median for verification passes).
 
@@ -184,7 +184,7 @@ class _Cloud:
         for _ in range(order.n):
             start = max(arrival, self.free_at)
             compute_s = 0.0 if self.prompt_token else self.costs.target_s
-            self.free_at = start + compute_s
+            self.free_at = start + (0.0 if self.prompt_token else self.costs.decode_step_s)
             self.passes += not self.prompt_token
             self.result.events.append(SimEvent("cloud", "token", start, self.free_at))
             due = self.downlink.due(self.costs.bytes_down_per_ar_token, self.free_at)
@@ -534,9 +534,9 @@ def _simulate_ar(costs: CostProfile, config: SimConfig) -> SimResult:
     report.cloud_prefill_s = done - start
     for i in range(config.n_tokens):
         if i:
-            result.events.append(SimEvent("cloud", "token", done, done + costs.target_s))
+            result.events.append(SimEvent("cloud", "token", done, done + costs.decode_step_s))
             report.verify_times.append(costs.target_s)
-            done += costs.target_s
+            done += costs.decode_step_s
         arrival = downlink.due(costs.bytes_down_per_ar_token, done)
         result.events.append(SimEvent("downlink", "token", done, arrival))
         _emit(report, arrival, 1, config.n_tokens)
