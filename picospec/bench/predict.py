@@ -182,7 +182,7 @@ def simulate_run(
 ) -> SimResult:
     """A run (its length, policy and prompt) simulated as `method` in `mode` on `costs`: on its
     acceptance trace, or, made with the controller, on its prompt's forced trace (see simulable)."""
-    config = _config(record, method, mode)
+    config = run_config(record, method, mode)
     if config.controller is None:
         return simulate(costs, config, traces.trace(record))
     return simulate(costs, config, PositionOutcomes(forced[record.key.prompt, record.key.temperature], record.key.repeat))
@@ -194,7 +194,9 @@ def simulable(record: RunRecord, method: Method, forced: dict[TraceKey, Position
     return _controller(record, method) is None or (record.key.prompt, record.key.temperature) in (forced or {})
 
 
-def _config(record: RunRecord, method: Method, mode: VerifyMode) -> SimConfig:
+def run_config(record: RunRecord, method: Method, mode: VerifyMode) -> SimConfig:
+    """What the simulator replays of a run as `method` in `mode`: its policy (the controller it ran
+    with, for picospec), length and prompt."""
     policy, max_new_tokens = run_policy(record)
     return SimConfig(
         method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt, _controller(record, method)
