@@ -144,24 +144,20 @@ class Drafter:
         under the target's sampling distribution, None where the cloud did not send one.
 
         Returns, per token, how the drafter would have fared there: its confidence in its most
-        likely token, and the chance that its draft would have passed (verify.shadow_pass_chance).
-        In gumbel mode that is known, not estimated: the noise at each position is shared, so the
-        draft the drafter would have made there passes exactly when it is the cloud's token.
+        likely token, and the chance that its draft would have passed (verify.shadow_pass_chance;
+        in gumbel mode the target's probabilities are not the accept test's and are not used).
         """
         if self.drafted_until != self.committed:
             raise ProtocolError("the cloud decoded tokens while drafts were outstanding")
         if target_token_probs and len(target_token_probs) != len(tokens):
             raise InvalidInputError(f"{len(target_token_probs)} target probabilities for {len(tokens)} tokens")
-        gumbel = self.config.mode is VerifyMode.GUMBEL
+        priced = bool(target_token_probs) and self.config.mode is not VerifyMode.GUMBEL
         rows = self.runner.extend([int(t) for t in tokens])  # (n, V): row i follows tokens[i]
         shadow = []
         for i, token in enumerate(tokens):
             row = self._draft_distribution()  # (V,) at the position of tokens[i]
             top = int(np.argmax(self._next_logits))
-            if gumbel:
-                passed = float(draft_token(row, VerifyMode.GUMBEL, self.config.seed, self.committed, self.rng) == token)
-            else:
-                passed = shadow_pass_chance(float(row[token]), target_token_probs[i] if target_token_probs else None)
+            passed = shadow_pass_chance(float(row[token]), target_token_probs[i] if priced else None)
             shadow.append((confidence(self._next_logits, top), passed))
             self._next_logits = rows[i]
             self.committed += 1

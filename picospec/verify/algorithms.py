@@ -180,8 +180,8 @@ def shadow_pass_chance(draft_token_prob: float, target_token_prob: float | None)
     """The chance that a draft would have passed where the target sampled token x itself
     (x ~ target_probs), estimated from x alone: min(1, q(x) / p(x)), whose mean over x ~ p is
     sum_x min(p, q), the accept test's acceptance rate. Without p(x), q(x): exact under greedy
-    (0 or 1), and below the acceptance rate when sampling (its mean is sum_x p q). Not for gumbel
-    mode, whose accept test is not rejection sampling (Drafter.follow knows the outcome there)."""
+    (0 or 1), in gumbel mode the chance that the shared noise makes x the draft, and below the
+    acceptance rate when sampling (its mean is sum_x p q)."""
     if target_token_prob is None:
         return draft_token_prob
     return min(1.0, draft_token_prob / target_token_prob)
