@@ -1,6 +1,10 @@
 """`picospec bench report` and `picospec simulate` on a committed results file give, byte for byte,
 what they gave before bench/ was split into analysis, rendering and commands (tests/golden/, made
-by the code before the split; only the module names in the report's prose have changed since)."""
+by the code before the split), but for changes made on purpose since: module names in the report's
+prose; and the runs made with the controller, which were replayed as fixed chunks and are now
+left out without their traces (with their first draft no longer taken for the drafter's prompt
+pass, which moves the HumanEval edge, vanilla and sync predictions), and the per-token decode
+overhead in the costs section."""
 
 from __future__ import annotations
 

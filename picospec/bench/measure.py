@@ -201,7 +201,7 @@ def _edge_prefills(records: Iterable[RunRecord]) -> Iterable[tuple[str, float]]:
             passes = [e["end"] - e["start"] for e in r.timeline if e["kind"] == "prompt"]
             # Before "prompt" events: the first draft's start, the pass's end where nothing else
             # comes first (not under the controller, whose first drafts follow cloud decoding).
-            starts = [e["start"] for e in r.timeline if e["kind"] == "draft"] if r.settings.get("policy") != "adaptive" else []
+            starts = [] if r.controlled else [e["start"] for e in r.timeline if e["kind"] == "draft"]
             if passes or starts:
                 yield r.key.prompt, (passes or starts)[0]
         elif r.key.method == Method.EDGE and r.summary.get("ttft_s") is not None:

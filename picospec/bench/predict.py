@@ -167,7 +167,7 @@ def _cell_runs(group: Sequence[RunRecord], method: Method, mode: VerifyMode, lin
 def _controller(record: RunRecord, method: Method) -> ControllerConfig | None:
     """The controller a run was made with (None: the fixed policy, or a method without one)."""
     s = record.settings
-    if not method.pipelined or s.get("policy", "fixed") != "adaptive":
+    if not method.pipelined or s.get("policy") != "adaptive":
         return None
     return ControllerConfig.for_policy("adaptive", bool(s.get("fallback", True)), bool(s.get("confidence", True)))
 

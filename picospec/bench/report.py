@@ -319,11 +319,22 @@ def _simulator(a: Analysis, out: Path) -> str:
         "drafter step, verification passes, decode step and prompt passes), which leaves only the protocol "
         "model's own error. *Repeat spread*: how much repeating the same prompt in the same cell varied "
         "tokens/s (median over the prompts of (max - min) / median), the noise any prediction of a cell's "
-        f"median is up against.\n\n- predicted: {_accuracy(accuracy(predictions, lambda p: p.error))}\n"
+        f"median is up against.{_left_out(a)}\n\n- predicted: {_accuracy(accuracy(predictions, lambda p: p.error))}\n"
         f"- replayed: {_accuracy(accuracy(predictions, lambda p: p.replay_error))}\n\n"
         + _table(headers, rows)
         + "\n\n"
         + _figure(path, "Predicted against measured tokens/s per cell; the band is +-10%.")
+    )
+
+
+def _left_out(a: Analysis) -> str:
+    """What the simulator could not replay: runs made with the controller, without their traces."""
+    missing = [r for r in a.records if r.controlled and (r.key.prompt, r.key.temperature) not in (a.forced or {})]
+    if not missing:
+        return ""
+    return (
+        f" {len(missing)} runs made with the controller are left out here and below: replaying them needs "
+        "their prompts' teacher-forced traces beside the results (`picospec bench ideal RESULTS` writes them)."
     )
 
 

@@ -65,6 +65,12 @@ class RunRecord:
     # CellKey leaves them out, so a results file must not mix runs made with different settings.
     settings: dict = field(default_factory=dict)
 
+    @property
+    def controlled(self) -> bool:
+        """Whether the controller ran this generation (picospec's pipeline under --policy adaptive;
+        the setting is the benchmark's, the other methods never run one)."""
+        return self.key.method.pipelined and self.settings.get("policy") == "adaptive"
+
     @staticmethod
     def from_report(key: CellKey, report: EdgeReport, settings: dict | None = None) -> "RunRecord":
         return RunRecord(

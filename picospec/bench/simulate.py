@@ -89,6 +89,9 @@ def _simulate_command(args: argparse.Namespace) -> int:
             optional_number(p.replay_error and 100 * p.replay_error, "+.1f", "%"),
         )
     Console().print(table)
+    left_out = 0 if args.traces else sum(r.controlled for r in records)
+    if left_out:
+        Console().print(f"{left_out} runs made with the controller are left out: give their teacher-forced traces (--traces).")
     if any(p.measured is not None for p in predictions):
         Console().print(
             "predicted: costs measured per network profile and temperature (its cloud's stretch of the run); "

@@ -45,7 +45,7 @@ class AgreementTrace:
 def observed_agreement(record: RunRecord) -> dict[int, bool]:
     """Positions whose drafts a run saw accepted (True) or rejected (False); none for a run made
     with the controller, whose rounds fall between tokens the cloud decoded (where is not recorded)."""
-    if record.settings.get("policy") == "adaptive" and record.key.method.pipelined:
+    if record.controlled:
         return {}
     bonus = record.key.method in STOP_AND_WAIT
     known, position = {}, 0
