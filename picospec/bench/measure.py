@@ -39,13 +39,12 @@ with them tests the protocol model alone).
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import statistics
 from collections import defaultdict
 from dataclasses import replace
 from typing import Iterable
 
+from picospec.bench.compare import after_first_token_rate
 from picospec.bench.costs import SPECULATIVE, STOP_AND_WAIT, CostProfile, VerifyCost
 from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
@@ -130,10 +129,10 @@ def measure_costs(records: Iterable[RunRecord], link: LinkProfile | None = None)
 
 def decode_overhead_s(record: RunRecord) -> float | None:
     """An ar run's seconds per streamed token beyond the cloud's compute (None: too short to say)."""
-    n, ttft = record.summary["new_tokens"], record.summary.get("ttft_s")
-    if record.key.method != Method.AR or n < 2 or ttft is None or len(record.verify_times) < 2:
+    rate = after_first_token_rate(record)
+    if record.key.method != Method.AR or rate <= 0 or record.summary.get("ttft_s") is None or len(record.verify_times) < 2:
         return None
-    return max(0.0, (record.summary["wall_s"] - ttft) / (n - 1) - statistics.fmean(record.verify_times[1:]))
+    return max(0.0, 1.0 / rate - statistics.fmean(record.verify_times[1:]))
 
 
 def window_costs(records: Iterable[RunRecord]) -> dict[tuple[str, float], CostProfile]:
