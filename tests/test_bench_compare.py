@@ -26,3 +26,20 @@ def test_ratios_pair_runs_of_the_same_prompt_and_take_medians():
     assert row.with_ttft == pytest.approx((11 / 6 + 21 / 11) / 2)
     assert row.decoded_share == pytest.approx(0.5 * 50 / 101)
     assert "| humaneval | wan | 0 | picospec/exact | 2 |" in render([row])
+
+
+def test_the_interval_holds_the_median_and_widens_with_the_spread():
+    def row(walls: list[float]):
+        records = []
+        for i, wall_s in enumerate(walls):  # ar at 10 tokens/s after the first token throughout
+            records += [record("ar", str(i), wall_s=11.0, ttft_s=1.0), record("picospec", str(i), wall_s=wall_s, ttft_s=1.0)]
+        [r] = compare(records)
+        return r
+
+    tight = row([10.0 / 1.1 + 1.0] * 8)  # every pair 1.1x: no doubt
+    assert tight.after_first_interval == pytest.approx((1.1, 1.1))
+    spread = row([10.0 / ratio + 1.0 for ratio in (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3)])
+    low, high = spread.after_first_interval
+    assert 0.8 <= low < spread.after_first < high <= 1.3
+    assert spread.after_first_interval == row([10.0 / ratio + 1.0 for ratio in (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3)]).after_first_interval  # seeded
+    assert f"| {low:.2f}-{high:.2f} |" in render([spread])

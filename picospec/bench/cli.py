@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_action(actions)
     _add_report_action(actions)
     _add_ideal_action(actions)
-    compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell)")
+    compare = actions.add_parser("compare", help="side-by-side speed ratios of every method to ar (median per cell, with a 90%% bootstrap interval after the first token)")
     compare.add_argument("results", type=Path, nargs="+", help="results JSONL files (each compared on its own)")
     compare.add_argument("--baseline", default=Method.AR.value, help="the method every other is paired with")
     compare.set_defaults(func=_compare)

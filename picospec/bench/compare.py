@@ -3,13 +3,18 @@ of the same prompt, profile, temperature and repeat (made minutes apart by the s
 the ratios' medians are taken per cell. Analysis returns rows; `render` makes the markdown.
 
 Three ratios per pair: tokens/s including the time to first token, tokens/s after the first token
-(the decoding the user watches), and time to first token.
+(the decoding the user watches), and time to first token. Beside the median after the first token,
+a bootstrap interval of it: on these machines one pair's ratio varies by 10% and more where both
+runs did the same work, and a cell of 8 pairs resolves differences of a few percent only if its
+interval says so.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+
+import numpy as np
 
 from picospec.bench.results import RunRecord
 
@@ -27,6 +32,20 @@ class RatioRow:
     after_first: float
     ttft: float
     decoded_share: float  # tokens the cloud decoded itself (fallback and first token), of all
+    after_first_interval: tuple[float, float]  # 90% bootstrap interval of after_first
+
+
+INTERVAL = (5.0, 95.0)  # percentiles of the bootstrap interval
+RESAMPLES = 2000
+
+
+def median_interval(ratios: list[float], seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval (INTERVAL) of the median of `ratios`, resampled with a fixed
+    seed so that a table is the same each time it is made."""
+    values = np.asarray(ratios, dtype=float)  # (n,)
+    picks = np.random.default_rng(seed).integers(0, values.size, size=(RESAMPLES, values.size))  # (R, n)
+    low, high = np.percentile(np.median(values[picks], axis=1), INTERVAL)
+    return float(low), float(high)
 
 
 def after_first_token_rate(record: RunRecord) -> float:
@@ -54,9 +73,12 @@ def compare(records: list[RunRecord], baseline: str = "ar") -> list[RatioRow]:
             s.get("decoded", 0) / max(1, s["new_tokens"]),
         ))  # fmt: skip
     return [
-        RatioRow(*cell, len(ratios), *(statistics.median(column) for column in zip(*ratios)))
+        RatioRow(
+            *cell, len(ratios), *(statistics.median(column) for column in zip(*ratios)),
+            median_interval([after_first for _, after_first, _, _ in ratios]),
+        )
         for cell, ratios in sorted(cells.items())
-    ]
+    ]  # fmt: skip
 
 
 def _pair_key(record: RunRecord) -> tuple:
@@ -67,10 +89,12 @@ def _pair_key(record: RunRecord) -> tuple:
 def render(rows: list[RatioRow], baseline: str = "ar") -> str:
     """A markdown table of the rows."""
     lines = [
-        f"| workload | profile | T | variant | pairs | vs {baseline}, incl. TTFT | vs {baseline}, after 1st token | TTFT ratio | decoded by the cloud |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| workload | profile | T | variant | pairs | vs {baseline}, incl. TTFT | vs {baseline}, after 1st token | "
+        "90% interval | TTFT ratio | decoded by the cloud |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        low, high = r.after_first_interval
         lines.append(f"| {r.workload} | {r.profile} | {r.temperature:g} | {r.variant} | {r.pairs} | {r.with_ttft:.2f}x | "
-                     f"{r.after_first:.2f}x | {r.ttft:.2f} | {r.decoded_share:.0%} |")  # fmt: skip
+                     f"{r.after_first:.2f}x | {low:.2f}-{high:.2f} | {r.ttft:.2f} | {r.decoded_share:.0%} |")  # fmt: skip
     return "\n".join(lines)
