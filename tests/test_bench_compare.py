@@ -43,3 +43,14 @@ def test_the_interval_holds_the_median_and_widens_with_the_spread():
     assert 0.8 <= low < spread.after_first < high <= 1.3
     assert spread.after_first_interval == row([10.0 / ratio + 1.0 for ratio in (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3)]).after_first_interval  # seeded
     assert f"| {low:.2f}-{high:.2f} |" in render([spread])
+
+
+def test_comparing_a_missing_or_empty_results_file_is_an_error(tmp_path, capsys):
+    from picospec.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["bench", "compare", str(tmp_path / "absent.jsonl")]) == 2
+    assert "no such results file" in capsys.readouterr().err
+    assert main(["bench", "compare", str(empty)]) == 2
+    assert "holds no runs" in capsys.readouterr().err

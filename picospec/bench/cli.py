@@ -13,7 +13,7 @@ from typing import Callable, Collection, Iterator
 from picospec.bench.compare import compare, render
 from picospec.bench.forced import load_traces
 from picospec.bench.profiles import PROFILES
-from picospec.bench.results import load_records
+from picospec.bench.results import load_runs
 from picospec.bench.runner import EDGE_OPTION_FIELDS, BenchConfig, estimate_config_s, run_benchmark
 from picospec.bench.workloads import WORKLOADS
 from picospec.edge.config import Method
@@ -112,9 +112,7 @@ def _ideal(args: argparse.Namespace) -> int:
     from picospec.bench.forced import collect_traces
     from picospec.bench.ideal import ideal_rows, render
 
-    records = load_records(args.results)
-    if not records:
-        raise InvalidInputError(f"{args.results} holds no runs")
+    records = load_runs(args.results)
     settings = records[0].settings
     traces = collect_traces(
         records, args.traces or args.results.with_suffix(".traces.jsonl"),
@@ -164,9 +162,7 @@ def _report(args: argparse.Namespace) -> int:
     """Write the report; print where it went."""
     from picospec.bench.report import write_report  # imported here: only the report needs matplotlib
 
-    records = load_records(args.results)
-    if not records:
-        raise InvalidInputError(f"{args.results} holds no runs")
+    records = load_runs(args.results)
     out = args.out or report_folder(args.results)
     # The traces `bench ideal` keeps beside the results let the simulator replay the controller's runs.
     path = write_report(records, out, str(args.results), load_traces(args.results.with_suffix(".traces.jsonl")))
@@ -176,7 +172,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     for path in args.results:
-        print(f"## {path}\n\n{render(compare(load_records(path), args.baseline), args.baseline)}\n")
+        print(f"## {path}\n\n{render(compare(load_runs(path), args.baseline), args.baseline)}\n")
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from picospec.edge.config import Method
 from picospec.edge.report import EdgeReport
+from picospec.errors import InvalidInputError
 from picospec.verify import VerifyMode
 
 NO_NETWORK = "none"  # the profile edge-only runs are filed under
@@ -100,6 +101,15 @@ def load_records(path: Path) -> list[RunRecord]:
         return []
     with open(path) as f:
         return [RunRecord.from_json(line) for line in f if line.strip()]
+
+
+def load_runs(path: Path) -> list[RunRecord]:
+    """The records of a results file a command reads (compare, report, ideal, simulate): one that
+    is absent or holds no runs is an error, not an empty table."""
+    records = load_records(path)
+    if not records:
+        raise InvalidInputError(f"{path} holds no runs" if Path(path).exists() else f"{path}: no such results file")
+    return records
 
 
 def append_records(path: Path, records: Iterable[RunRecord]) -> None:

@@ -13,10 +13,9 @@ from picospec.bench.costs import CostProfile
 from picospec.bench.forced import load_traces
 from picospec.bench.measure import measure_costs
 from picospec.bench.predict import predict_cells
-from picospec.bench.results import load_records
+from picospec.bench.results import load_runs
 from picospec.bench.text import label, optional_number
 from picospec.edge.config import Method
-from picospec.errors import InvalidInputError
 from picospec.transport.netem import LinkProfile
 
 
@@ -65,9 +64,7 @@ def _probability(text: str) -> float:
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
-    records = load_records(args.results)
-    if not records:
-        raise InvalidInputError(f"{args.results} holds no runs")
+    records = load_runs(args.results)
     costs = load_profile(args.profile) if args.profile else None
     link = _custom_link(args, costs or measure_costs(records))
     predictions = predict_cells(records, costs, args.methods, link, args.alpha, forced=load_traces(args.traces) if args.traces else None)
