@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from picospec.bench.compare import after_first_token_rate, compare
-from picospec.bench.forced import load_traces
+from picospec.bench.forced import load_traces, trace_of
 from picospec.bench.measure import measure_costs, window_costs
 from picospec.bench.predict import run_config
 from picospec.bench.results import MODELESS_VERIFY, load_records
@@ -44,7 +44,7 @@ def main(results: str, traces: str) -> None:
     measured = {(r.workload, r.temperature, r.profile, r.variant): r for r in compare(records)}
     simulated: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in records:
-        trace = forced.get((run.key.prompt, run.key.temperature))
+        trace = trace_of(forced, run)
         if run.key.method is not Method.PICOSPEC or trace is None:
             continue
         group = (run.key.workload, run.key.temperature, run.key.profile, f"picospec/{run.key.verify.value}")

@@ -77,6 +77,11 @@ def test_position_trace_under_greedy_and_sampled_decoding():
     target = np.log(np.array([[0.7, 0.2, 0.1], [0.8, 0.1, 0.1], [0.25, 0.35, 0.4]]))
     sampled = position_trace(draft, [0, 1, 0], SamplingParams(1.0), target)
     np.testing.assert_allclose(sampled.acceptance, [1.0, 0.3, 0.85])  # sum of min(p, q) per row
+    # Gumbel mode: the shared noise picks one token for both; below min(p, q) where the rows differ.
+    assert sampled.gumbel_acceptance[0] == pytest.approx(1.0)
+    assert np.all(sampled.gumbel_acceptance[1:] < sampled.acceptance[1:] - 0.01)
+    assert sampled.for_mode(VerifyMode.GUMBEL).acceptance is sampled.gumbel_acceptance
+    assert sampled.for_mode(EXACT) is sampled and greedy.gumbel_acceptance is None and greedy.for_mode(VerifyMode.GUMBEL) is greedy
     with pytest.raises(InvalidInputError):
         position_trace(draft, [0, 1, 0], SamplingParams(1.0))
     with pytest.raises(InvalidInputError):
@@ -106,9 +111,16 @@ def test_traces_are_forced_once_and_kept(tmp_path):
     got = traces[(ar.key.prompt, 1.0)]
     np.testing.assert_allclose(got.acceptance, expected.acceptance, atol=1e-6)
     np.testing.assert_allclose(got.confidence, expected.confidence, atol=1e-6)
+    np.testing.assert_allclose(got.gumbel_acceptance, expected.gumbel_acceptance, atol=1e-6)
     loads.clear()
     again = collect_traces(records, path, lambda: load(1), lambda: load(2), lambda runner, p: prompt, params)
     assert loads == [] and sorted(again) == sorted(traces) == sorted(load_traces(path))
+    # A sampled trace kept before gumbel mode had its own acceptance is forced again.
+    old = [line for line in path.read_text().splitlines() if '"temperature": 1.0' not in line]
+    old += [ForcedTrace(key[0], 1.0, replace(t, gumbel_acceptance=None)).to_json() for key, t in traces.items() if key[1] == 1.0]
+    path.write_text("\n".join(old) + "\n")
+    renewed = collect_traces(records, path, lambda: load(1), lambda: load(2), lambda runner, p: prompt, params)
+    assert loads == [1, 2] and renewed[(ar.key.prompt, 1.0)].gumbel_acceptance is not None
 
 
 def test_the_table_compares_each_run_with_the_ideal_at_its_cells_costs():
@@ -137,3 +149,14 @@ def test_the_ideal_command_reads_kept_traces_without_loading_a_model(tmp_path, c
     empty.write_text("")
     assert main(["bench", "ideal", str(empty)]) != 0
     assert "holds no runs" in capsys.readouterr().err
+
+
+def test_gumbel_runs_are_held_to_gumbel_modes_own_acceptance():
+    profile = costs()
+    records = simulated_records(profile, links=(LinkProfile(20.0, 100.0),), n=12)
+    records += [replace(r, key=replace(r.key, verify=VerifyMode.GUMBEL)) for r in records if r.key.method is Method.PICOSPEC]
+    # Every draft passes rejection sampling; the two Gumbel-argmaxes never agree.
+    split = {(r.key.prompt, 0.0): PositionTrace(np.full(12, 0.99), np.ones(12), np.zeros(12)) for r in records}
+    rows = {r.variant: r for r in ideal_rows(records, split)}
+    assert rows["picospec/exact"].speculated == 1.0 and rows["picospec/exact"].ideal_vs_ar > 1.0
+    assert rows["picospec/gumbel"].threshold == float("inf") and rows["picospec/gumbel"].ideal_vs_ar == pytest.approx(1.0)

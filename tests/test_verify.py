@@ -21,7 +21,7 @@ from picospec.verify import (
     top_k_entries,
 )
 from picospec.sampling import round_distributions
-from picospec.verify.gumbel import gumbel_argmax, gumbel_noise
+from picospec.verify.gumbel import agreement_chance, gumbel_argmax, gumbel_noise
 from stats import ALPHA, chi_square_pvalue
 
 V = 6
@@ -216,3 +216,16 @@ def test_gumbel_argmax_is_the_argmax_of_log_probs_plus_noise(seed, position, sca
 def test_gumbel_argmax_refuses_a_row_without_mass():
     with pytest.raises(InvalidInputError):
         gumbel_argmax(np.zeros(8), 0, 0)
+
+
+def test_gumbel_agreement_chance_is_how_often_the_shared_noise_picks_one_token_for_both():
+    rng = np.random.default_rng(3)
+    draft_probs, target_probs = rng.dirichlet(np.full(6, 0.5), size=(2, 3))  # (3, 6) each
+    draws = 6000
+    for q, p, chance in zip(draft_probs, target_probs, agreement_chance(draft_probs, target_probs)):
+        agreed = sum(gumbel_argmax(q, 11, position) == gumbel_argmax(p, 11, position) for position in range(draws))
+        assert abs(agreed / draws - chance) < 4 * np.sqrt(chance * (1 - chance) / draws)
+        assert chance <= np.minimum(p, q).sum() + 1e-12  # below rejection sampling's rate
+    same = rng.dirichlet(np.ones(6))
+    assert agreement_chance(same, same)[0] == pytest.approx(1.0)
+    assert agreement_chance(np.eye(6)[0], np.eye(6)[1])[0] == 0.0

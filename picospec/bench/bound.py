@@ -207,11 +207,20 @@ class PositionTrace:
     """How the drafter fares at each position of a target's own output, teacher-forced (forced.py).
 
     confidence: (n,) the drafter's probability of the token it would draft there (its argmax);
-    acceptance: (n,) the chance that a draft there passes verification (0 or 1 under greedy).
+    acceptance: (n,) the chance that a draft there passes verification (0 or 1 under greedy);
+    gumbel_acceptance: (n,) the same in gumbel mode where it differs (when sampling: the chance the
+    two Gumbel-argmaxes agree, below rejection sampling's), None where it does not or is not known.
     """
 
     confidence: np.ndarray
     acceptance: np.ndarray
+    gumbel_acceptance: np.ndarray | None = None
+
+    def for_mode(self, mode: VerifyMode) -> "PositionTrace":
+        """The trace as a session verified in `mode` meets it."""
+        if mode is VerifyMode.GUMBEL and self.gumbel_acceptance is not None:
+            return PositionTrace(self.confidence, self.gumbel_acceptance)
+        return self
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from picospec.edge.config import Method
 from picospec.errors import InvalidInputError
 from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams, logits_to_probs
+from picospec.verify import VerifyMode
+from picospec.verify.gumbel import agreement_chance
 
 
 def position_trace(
@@ -30,7 +32,8 @@ def position_trace(
     draft_logits, target_logits: (n, V), row i the logits for output[i]. Confidence is the drafter's
     probability of its argmax at temperature 1 (what the controller cuts on). Acceptance: under
     greedy decoding whether the argmax is output[i]; otherwise sum_x min(p, q), the chance that
-    rejection sampling accepts a draft drawn from q (target_logits needed).
+    rejection sampling accepts a draft drawn from q (target_logits needed), and in gumbel mode the
+    chance that the shared noise makes both pick one token (verify.gumbel.agreement_chance).
     """
     draft_logits = np.asarray(draft_logits, dtype=np.float64)  # (n, V)
     if draft_logits.shape[0] != len(output):
@@ -45,6 +48,7 @@ def position_trace(
         draft_probs = logits_to_probs(draft_logits, params)  # (n, V)
         target_probs = logits_to_probs(target_logits, params)  # (n, V)
         acceptance = np.minimum(draft_probs, target_probs).sum(axis=1)
+        return PositionTrace(confidence, acceptance, agreement_chance(draft_probs, target_probs))
     return PositionTrace(confidence, acceptance)
 
 
@@ -58,6 +62,9 @@ def output_logits(runner: ModelRunner, prompt: Sequence[int], output: Sequence[i
     return rows
 
 
+TRACE_ARRAYS = ("confidence", "acceptance", "gumbel_acceptance")  # PositionTrace's fields, as kept
+
+
 @dataclass(frozen=True)
 class ForcedTrace:
     """One teacher-forced trace and what it was forced on: a prompt ("workload:prompt_id") at a
@@ -68,16 +75,19 @@ class ForcedTrace:
     trace: PositionTrace
 
     def to_json(self) -> str:
-        return json.dumps({
-            "prompt": self.prompt, "temperature": self.temperature,
-            "confidence": self.trace.confidence.round(6).tolist(), "acceptance": self.trace.acceptance.round(6).tolist(),
-        })  # fmt: skip
+        data = {"prompt": self.prompt, "temperature": self.temperature}
+        for name in TRACE_ARRAYS:
+            values = getattr(self.trace, name)
+            if values is not None:
+                data[name] = values.round(6).tolist()
+        return json.dumps(data)
 
     @staticmethod
     def from_json(line: str) -> "ForcedTrace":
         data = json.loads(line)
-        trace = PositionTrace(np.array(data["confidence"], dtype=np.float64), np.array(data["acceptance"], dtype=np.float64))
-        return ForcedTrace(data["prompt"], float(data["temperature"]), trace)
+        arrays = {name: np.array(data[name], dtype=np.float64) for name in TRACE_ARRAYS if name in data}
+        return ForcedTrace(data["prompt"], float(data["temperature"]), PositionTrace(**arrays))
+
 
 
 TraceKey = tuple[str, float]  # (prompt, temperature)
@@ -90,6 +100,13 @@ def load_traces(path: Path) -> dict[TraceKey, PositionTrace]:
     with open(path) as f:
         traces = [ForcedTrace.from_json(line) for line in f if line.strip()]
     return {(t.prompt, t.temperature): t.trace for t in traces}
+
+
+def trace_of(forced: Mapping[TraceKey, PositionTrace], record: RunRecord, mode: VerifyMode | None = None) -> PositionTrace | None:
+    """The trace a run met, or would meet verified in `mode` (default: its own): its prompt's at its
+    temperature, as that mode meets it (None if there is none)."""
+    trace = forced.get((record.key.prompt, record.key.temperature))
+    return None if trace is None else trace.for_mode(mode or record.key.verify)
 
 
 def forced_outputs(records: Iterable[RunRecord]) -> dict[TraceKey, RunRecord]:
@@ -110,9 +127,13 @@ def collect_traces(
     params: Callable[[RunRecord], SamplingParams],
 ) -> dict[TraceKey, PositionTrace]:
     """The traces of every (prompt, temperature) with an ar run: those in `path`, and the missing
-    ones computed (models loaded only if one is missing) and appended to it."""
+    ones computed (models loaded only if one is missing) and appended to it. A sampled trace kept
+    without gumbel mode's acceptance (before it had its own) is computed again."""
     traces = load_traces(path)
-    missing = {key: r for key, r in forced_outputs(records).items() if key not in traces}
+    missing = {
+        key: r for key, r in forced_outputs(records).items()
+        if key not in traces or (not params(r).greedy and traces[key].gumbel_acceptance is None)
+    }  # fmt: skip
     if not missing:
         return traces
     draft_runner = drafter()

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 from picospec.bench.bound import PositionTrace, ar_rate, best_cut_policy
 from picospec.bench.compare import after_first_token_rate
 from picospec.bench.costs import CostProfile
-from picospec.bench.forced import TraceKey
+from picospec.bench.forced import TraceKey, trace_of
 from picospec.bench.measure import measure_costs, window_costs
 from picospec.bench.results import RunRecord
 from picospec.edge.config import Method
@@ -46,7 +46,7 @@ def ideal_rows(
     costs = _window_costs(records)
     cells: dict[tuple, list[tuple[float, ...]]] = {}
     for r in records:
-        trace = traces.get((r.key.prompt, r.key.temperature))
+        trace = trace_of(traces, r)
         if r.key.method is not Method.PICOSPEC or trace is None or len(trace.confidence) < 2:
             continue
         sized = costs[r.key.profile, r.key.temperature]

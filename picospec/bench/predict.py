@@ -20,7 +20,7 @@ from typing import Sequence
 
 from picospec.bench.bound import Policy, PositionTrace
 from picospec.bench.costs import CostProfile
-from picospec.bench.forced import TraceKey
+from picospec.bench.forced import TraceKey, trace_of
 from picospec.bench.measure import measure_costs, run_costs, window_costs
 from picospec.bench.results import MODELESS_VERIFY, RunRecord
 from picospec.bench.simulator import PositionOutcomes, SimConfig, SimResult, simulate
@@ -185,7 +185,7 @@ def simulate_run(
     config = run_config(record, method, mode)
     if config.controller is None:
         return simulate(costs, config, traces.trace(record))
-    return simulate(costs, config, PositionOutcomes(forced[record.key.prompt, record.key.temperature], record.key.repeat))
+    return simulate(costs, config, PositionOutcomes(trace_of(forced, record, mode), record.key.repeat))
 
 
 def simulable(record: RunRecord, method: Method, forced: dict[TraceKey, PositionTrace] | None) -> bool:

@@ -105,3 +105,30 @@ def gumbel_argmax(probs: np.ndarray, seed: int, position: int) -> int:
     with np.errstate(divide="ignore"):
         times = _exponentials(mantissas[candidates]) / probs[candidates]
     return int(candidates[np.argmin(times)])  # the lowest id on an exact tie, as argmax
+
+
+def agreement_chance(draft_probs: np.ndarray, target_probs: np.ndarray, candidates: int = 32) -> np.ndarray:
+    """The chance, over the shared noise, that the Gumbel-argmaxes of draft_probs and target_probs
+    are the same token: gumbel mode's acceptance rate, at most sum_x min(p, q) (rejection
+    sampling's) and below it wherever the rows differ.
+
+    Both race with the same exponential times E_y: x wins both races iff E_y > E_x max(p_y / p_x,
+    q_y / q_x) for every other y, so P(x wins both) = 1 / sum_y max(p_y / p_x, q_y / q_x) <= min(p_x,
+    q_x). Summed over the `candidates` tokens of largest min(p_x, q_x); the rest add at most their
+    min(p, q) mass.
+
+    draft_probs, target_probs: (n, V) rows; returns (n,).
+    """
+    draft_probs = np.atleast_2d(np.asarray(draft_probs, dtype=np.float64))  # (n, V)
+    target_probs = np.atleast_2d(np.asarray(target_probs, dtype=np.float64))  # (n, V)
+    if draft_probs.shape != target_probs.shape:
+        raise InvalidInputError(f"draft rows {draft_probs.shape} and target rows {target_probs.shape} differ")
+    both = np.minimum(draft_probs, target_probs)  # (n, V)
+    k = min(candidates, both.shape[1])
+    chance = np.zeros(both.shape[0])  # (n,)
+    for i, (q, p, shared) in enumerate(zip(draft_probs, target_probs, both)):
+        xs = np.argpartition(shared, -k)[-k:]  # (k,)
+        xs = xs[shared[xs] > 0]
+        ratios = np.maximum(p[None, :] / p[xs, None], q[None, :] / q[xs, None])  # (k, V)
+        chance[i] = float((1.0 / ratios.sum(axis=1)).sum())
+    return chance
