@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from picospec.bench.bound import PositionTrace, ar_rate, best_cut_policy, cut_policy_s
-from picospec.bench.forced import ForcedTrace, collect_traces, load_traces, output_logits, position_trace
+from picospec.bench.forced import ForcedTrace, collect_traces, forced_outputs, load_traces, output_logits, position_trace, trace_of
 from picospec.bench.ideal import ideal_rows, render
 from picospec.cli import main
 from picospec.edge.config import Method
@@ -103,12 +103,12 @@ def test_traces_are_forced_once_and_kept(tmp_path):
     path = tmp_path / "traces.jsonl"
     params = lambda r: SamplingParams(r.key.temperature)  # noqa: E731
     traces = collect_traces(records, path, lambda: load(1), lambda: load(2), lambda runner, p: prompt, params)
-    assert sorted(traces) == [("humaneval:0", 0.0), ("humaneval:0", 1.0), ("humaneval:1", 0.0), ("humaneval:1", 1.0)]
+    assert sorted(traces) == [("humaneval:0", t, "ar") for t in (0.0, 1.0)] + [("humaneval:1", t, "ar") for t in (0.0, 1.0)]
     assert loads == [1, 2]
     ar = next(r for r in records if r.key.method is Method.AR and r.key.temperature == 1.0)
     expected = position_trace(output_logits(load(1), prompt, ar.token_ids), ar.token_ids, SamplingParams(1.0),
                               output_logits(load(2), prompt, ar.token_ids))  # fmt: skip
-    got = traces[(ar.key.prompt, 1.0)]
+    got = traces[(ar.key.prompt, 1.0, "ar")]
     np.testing.assert_allclose(got.acceptance, expected.acceptance, atol=1e-6)
     np.testing.assert_allclose(got.confidence, expected.confidence, atol=1e-6)
     np.testing.assert_allclose(got.gumbel_acceptance, expected.gumbel_acceptance, atol=1e-6)
@@ -120,13 +120,13 @@ def test_traces_are_forced_once_and_kept(tmp_path):
     old += [ForcedTrace(key[0], 1.0, replace(t, gumbel_acceptance=None)).to_json() for key, t in traces.items() if key[1] == 1.0]
     path.write_text("\n".join(old) + "\n")
     renewed = collect_traces(records, path, lambda: load(1), lambda: load(2), lambda runner, p: prompt, params)
-    assert loads == [1, 2] and renewed[(ar.key.prompt, 1.0)].gumbel_acceptance is not None
+    assert loads == [1, 2] and renewed[(ar.key.prompt, 1.0, "ar")].gumbel_acceptance is not None
 
 
 def test_the_table_compares_each_run_with_the_ideal_at_its_cells_costs():
     profile = costs()
     records = simulated_records(profile, links=(LinkProfile(20.0, 100.0),), n=12)
-    never = {(r.key.prompt, 0.0): trace([0.9] * 12, [0.0] * 12) for r in records}
+    never = {(r.key.prompt, 0.0, "ar"): trace([0.9] * 12, [0.0] * 12) for r in records}
     rows = ideal_rows(records, never)
     assert [(r.workload, r.profile, r.variant, r.runs) for r in rows] == [("humaneval", "20/100", "picospec/exact", 2)]
     (row,) = rows
@@ -156,7 +156,23 @@ def test_gumbel_runs_are_held_to_gumbel_modes_own_acceptance():
     records = simulated_records(profile, links=(LinkProfile(20.0, 100.0),), n=12)
     records += [replace(r, key=replace(r.key, verify=VerifyMode.GUMBEL)) for r in records if r.key.method is Method.PICOSPEC]
     # Every draft passes rejection sampling; the two Gumbel-argmaxes never agree.
-    split = {(r.key.prompt, 0.0): PositionTrace(np.full(12, 0.99), np.ones(12), np.zeros(12)) for r in records}
+    split = {(r.key.prompt, 0.0, "ar"): PositionTrace(np.full(12, 0.99), np.ones(12), np.zeros(12)) for r in records}
     rows = {r.variant: r for r in ideal_rows(records, split)}
     assert rows["picospec/exact"].speculated == 1.0 and rows["picospec/exact"].ideal_vs_ar > 1.0
     assert rows["picospec/gumbel"].threshold == float("inf") and rows["picospec/gumbel"].ideal_vs_ar == pytest.approx(1.0)
+
+
+def test_gumbel_sessions_are_forced_along_their_own_text_when_sampling():
+    records = simulated_records(costs(), links=(LinkProfile(20.0, 100.0),), n=12)
+    records += [replace(r, key=replace(r.key, temperature=1.0)) for r in records]
+    gumbel = [replace(r, key=replace(r.key, verify=VerifyMode.GUMBEL), token_ids=[3] * 12) for r in records if r.key.method is Method.PICOSPEC]
+    outputs = forced_outputs(records + gumbel)
+    sampled_gumbel = [r for r in gumbel if r.key.temperature == 1.0]
+    assert outputs[(sampled_gumbel[0].key.prompt, 1.0, "gumbel")].token_ids == [3] * 12
+    assert not any(text == "gumbel" for _, t, text in outputs if t == 0.0)  # greedy: one text for all
+    ar_text, own_text = trace([0.9] * 12, [1.0] * 12), trace([0.9] * 12, [0.0] * 12)
+    prompt = sampled_gumbel[0].key.prompt
+    forced = {(prompt, 1.0, "ar"): ar_text, (prompt, 1.0, "gumbel"): own_text}
+    assert trace_of(forced, sampled_gumbel[0]) is own_text
+    assert trace_of(forced, sampled_gumbel[0], EXACT) is ar_text
+    assert trace_of({(prompt, 1.0, "ar"): ar_text}, sampled_gumbel[0]) is ar_text  # kept before gumbel had its own

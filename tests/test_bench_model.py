@@ -504,7 +504,7 @@ def controlled_records(profile: CostProfile, prompts=("0", "1", "2")) -> tuple[l
     prompt the drafter knows, one it does not, one between."""
     records, forced = [], {}
     for prompt, (confidence, acceptance) in zip(prompts, ((0.99, 1.0), (0.3, 0.0), (0.95, 0.9))):
-        forced[(f"humaneval:{prompt}", 0.0)] = trace = forced_trace(128, confidence, acceptance)
+        forced[(f"humaneval:{prompt}", 0.0, "ar")] = trace = forced_trace(128, confidence, acceptance)
         for method in (Method.AR, Method.PICOSPEC):
             config = controlled() if method is Method.PICOSPEC else SimConfig(method, max_new_tokens=128)
             result = simulate(profile, config, PositionOutcomes(trace) if method is Method.PICOSPEC else None)
@@ -540,7 +540,7 @@ def test_simulate_command_replays_the_controllers_runs_with_traces(tmp_path, cap
     records, forced = controlled_records(cpu_like())
     results, traces = tmp_path / "bench.jsonl", tmp_path / "bench.traces.jsonl"
     results.write_text("".join(r.to_json() + "\n" for r in records))
-    traces.write_text("".join(ForcedTrace(prompt, t, trace).to_json() + "\n" for (prompt, t), trace in forced.items()))
+    traces.write_text("".join(ForcedTrace(prompt, t, trace, text).to_json() + "\n" for (prompt, t, text), trace in forced.items()))
     assert main(["simulate", str(results), "--methods", "ar,picospec"]) == 0
     assert "picospec" not in capsys.readouterr().out  # no traces: the controller's runs are left out
     assert main(["simulate", str(results), "--methods", "ar,picospec", "--traces", str(traces)]) == 0

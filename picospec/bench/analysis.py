@@ -56,7 +56,7 @@ class Analysis:
     """Everything the report's sections share, computed once from the runs."""
 
     def __init__(self, records: list[RunRecord], forced: dict[TraceKey, PositionTrace] | None = None) -> None:
-        """forced: teacher-forced traces by (prompt, temperature), to simulate runs made with the
+        """forced: teacher-forced traces by (prompt, temperature, text), to simulate runs made with the
         controller (predict.py); without them those are not predicted."""
         self.records, self.forced = records, forced
         self.rows = {

@@ -65,17 +65,28 @@ def output_logits(runner: ModelRunner, prompt: Sequence[int], output: Sequence[i
 TRACE_ARRAYS = ("confidence", "acceptance", "gumbel_acceptance")  # PositionTrace's fields, as kept
 
 
+# Whose output a trace is forced along: ar's (exact, topk and full sample the target as ar does,
+# so their sessions write the same kind of text), or, when sampling, gumbel mode's own (its shared
+# noise writes another text from the same seed: after 0-9 tokens on HumanEval at T = 1).
+TEXTS = ("ar", "gumbel")
+
+
 @dataclass(frozen=True)
 class ForcedTrace:
     """One teacher-forced trace and what it was forced on: a prompt ("workload:prompt_id") at a
-    temperature, along the output of one ar run."""
+    temperature, along the output of one run whose text is `text` (TEXTS)."""
 
     prompt: str
     temperature: float
     trace: PositionTrace
+    text: str = TEXTS[0]
+
+    @property
+    def key(self) -> "TraceKey":
+        return (self.prompt, self.temperature, self.text)
 
     def to_json(self) -> str:
-        data = {"prompt": self.prompt, "temperature": self.temperature}
+        data = {"prompt": self.prompt, "temperature": self.temperature, "text": self.text}
         for name in TRACE_ARRAYS:
             values = getattr(self.trace, name)
             if values is not None:
@@ -86,11 +97,10 @@ class ForcedTrace:
     def from_json(line: str) -> "ForcedTrace":
         data = json.loads(line)
         arrays = {name: np.array(data[name], dtype=np.float64) for name in TRACE_ARRAYS if name in data}
-        return ForcedTrace(data["prompt"], float(data["temperature"]), PositionTrace(**arrays))
+        return ForcedTrace(data["prompt"], float(data["temperature"]), PositionTrace(**arrays), data.get("text", TEXTS[0]))
 
 
-
-TraceKey = tuple[str, float]  # (prompt, temperature)
+TraceKey = tuple[str, float, str]  # (prompt, temperature, text)
 
 
 def load_traces(path: Path) -> dict[TraceKey, PositionTrace]:
@@ -99,22 +109,32 @@ def load_traces(path: Path) -> dict[TraceKey, PositionTrace]:
         return {}
     with open(path) as f:
         traces = [ForcedTrace.from_json(line) for line in f if line.strip()]
-    return {(t.prompt, t.temperature): t.trace for t in traces}
+    return {t.key: t.trace for t in traces}
 
 
 def trace_of(forced: Mapping[TraceKey, PositionTrace], record: RunRecord, mode: VerifyMode | None = None) -> PositionTrace | None:
     """The trace a run met, or would meet verified in `mode` (default: its own): its prompt's at its
-    temperature, as that mode meets it (None if there is none)."""
-    trace = forced.get((record.key.prompt, record.key.temperature))
-    return None if trace is None else trace.for_mode(mode or record.key.verify)
+    temperature along the text that mode writes (ar's where that one's was not forced), as that
+    mode meets it (None if there is none)."""
+    mode = mode or record.key.verify
+    prompt, temperature = record.key.prompt, record.key.temperature
+    trace = forced.get((prompt, temperature, _text(mode, temperature))) or forced.get((prompt, temperature, TEXTS[0]))
+    return None if trace is None else trace.for_mode(mode)
+
+
+def _text(mode: VerifyMode, temperature: float) -> str:
+    """Whose text a session in `mode` writes (greedy: everyone's is ar's)."""
+    return TEXTS[1] if mode is VerifyMode.GUMBEL and temperature > 0 else TEXTS[0]
 
 
 def forced_outputs(records: Iterable[RunRecord]) -> dict[TraceKey, RunRecord]:
-    """The ar run whose output each (prompt, temperature) is forced along: the first in the file."""
+    """The run whose output each (prompt, temperature, text) is forced along: the first in the file
+    of ar's, and of picospec's in gumbel mode when sampling."""
     outputs: dict[TraceKey, RunRecord] = {}
     for r in records:
-        if r.key.method is Method.AR and r.token_ids:
-            outputs.setdefault((r.key.prompt, r.key.temperature), r)
+        gumbel_text = r.key.method is Method.PICOSPEC and _text(r.key.verify, r.key.temperature) == TEXTS[1]
+        if r.token_ids and (r.key.method is Method.AR or gumbel_text):
+            outputs.setdefault((r.key.prompt, r.key.temperature, TEXTS[1] if gumbel_text else TEXTS[0]), r)
     return outputs
 
 
@@ -139,12 +159,13 @@ def collect_traces(
     draft_runner = drafter()
     target_runner = target() if any(not params(r).greedy for r in missing.values()) else None
     with open(path, "a") as f:
-        for (prompt, temperature), record in missing.items():
+        for (prompt, temperature, text), record in missing.items():
             tokens = prompt_tokens(draft_runner, prompt)
             sampling = params(record)
             target_rows = None if sampling.greedy else output_logits(target_runner, tokens, record.token_ids)
             trace = position_trace(output_logits(draft_runner, tokens, record.token_ids), record.token_ids, sampling, target_rows)
-            f.write(ForcedTrace(prompt, temperature, trace).to_json() + "\n")
+            forced = ForcedTrace(prompt, temperature, trace, text)
+            f.write(forced.to_json() + "\n")
             f.flush()
-            traces[(prompt, temperature)] = trace
+            traces[forced.key] = trace
     return traces

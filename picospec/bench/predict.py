@@ -103,7 +103,7 @@ def predict_cells(
     network for all cells (named "RTT/BW"); default: each profile in the results. alpha: replace
     the recorded acceptance by Bernoulli(alpha). A measured cell is simulated run by run with
     each run's own trace and length; a cell without runs, once per prompt of its group. forced:
-    teacher-forced traces by (prompt, temperature), for the runs made with the controller (left
+    teacher-forced traces by (prompt, temperature, text), for the runs made with the controller (left
     out without their prompt's; a cell left with none is not predicted).
     """
     compare = costs is None
@@ -191,7 +191,7 @@ def simulate_run(
 def simulable(record: RunRecord, method: Method, forced: dict[TraceKey, PositionTrace] | None) -> bool:
     """Whether the simulator can replay a run as `method`: under the controller it needs the
     prompt's forced trace."""
-    return _controller(record, method) is None or (record.key.prompt, record.key.temperature) in (forced or {})
+    return _controller(record, method) is None or trace_of(forced or {}, record) is not None
 
 
 def run_config(record: RunRecord, method: Method, mode: VerifyMode) -> SimConfig:
