@@ -209,7 +209,7 @@ class PositionTrace:
     confidence: (n,) the drafter's probability of the token it would draft there (its argmax);
     acceptance: (n,) the chance that a draft there passes verification (0 or 1 under greedy);
     gumbel_acceptance: (n,) the same in gumbel mode where it differs (when sampling: the chance the
-    two Gumbel-argmaxes agree, below rejection sampling's), None where it does not or is not known.
+    two Gumbel-argmaxes agree, at most rejection sampling's), None where it does not or is not known.
     """
 
     confidence: np.ndarray

@@ -146,9 +146,10 @@ def collect_traces(
     prompt_tokens: Callable[[ModelRunner, str], list[int]],
     params: Callable[[RunRecord], SamplingParams],
 ) -> dict[TraceKey, PositionTrace]:
-    """The traces of every (prompt, temperature) with an ar run: those in `path`, and the missing
-    ones computed (models loaded only if one is missing) and appended to it. A sampled trace kept
-    without gumbel mode's acceptance (before it had its own) is computed again."""
+    """The traces of every (prompt, temperature, text) forced_outputs finds a run for: those in
+    `path`, and the missing ones computed (models loaded only if one is missing) and appended to
+    it. A sampled trace kept without gumbel mode's acceptance (before it had its own) is computed
+    again."""
     traces = load_traces(path)
     missing = {
         key: r for key, r in forced_outputs(records).items()
