@@ -8,7 +8,7 @@ the results, one per (prompt, temperature), so the models run once per file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -62,7 +62,7 @@ def output_logits(runner: ModelRunner, prompt: Sequence[int], output: Sequence[i
     return rows
 
 
-TRACE_ARRAYS = ("confidence", "acceptance", "gumbel_acceptance")  # PositionTrace's fields, as kept
+TRACE_ARRAYS = tuple(f.name for f in fields(PositionTrace))  # the arrays a kept trace holds
 
 
 # Whose output a trace is forced along: ar's (exact, topk and full sample the target as ar does,
