@@ -367,6 +367,10 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
 
     def run(self) -> SimResult:
         self._order_decode(1)  # the first token comes from the cloud's prompt pass, as for ar
+        # As SpeculativeEdge: the drafter's prompt pass runs beside the cloud's, unless the
+        # generation ends within one follow batch.
+        if self.config.max_new_tokens > self.controller.config.follow_batch:
+            self._start_prompt_pass()
         self.run_loop()
         self.report.wall_s = self.now
         self.report.cloud_passes = self.cloud.passes
@@ -484,11 +488,6 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self.report.timeline.append(TimelineEvent("decoded", self.now, self.now))
         self.unfollowed += 1
         _emit(self.report, self.now, 1, self.config.n_tokens)
-        # As SpeculativeEdge: the drafter's prompt pass starts once the cloud's is over, unless
-        # the generation ends within one follow batch.
-        left = self.config.max_new_tokens - self.report.new_tokens
-        if self.drafter_ready_at is None and left > self.controller.config.follow_batch:
-            self._start_prompt_pass()
         order.received += 1
         if order.received == order.n:
             self.in_flight.popleft()
