@@ -95,7 +95,10 @@ class ControllerConfig:
     # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
-    window: int = 16  # tokens the cloud decodes before the shadow they leave is judged
+    # Shadowed positions before they are judged: one follow batch's worth, so that speculation can
+    # start after the session's first batch (whose first token, from the prompt pass, casts no
+    # shadow: a window of 16 waited for a second batch, 16 more tokens decoded at cloud speed).
+    window: int = 15
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
     # read as speculation not paying, even where it pays over the run.
