@@ -2,7 +2,11 @@
 # llama-cpp-python (which compiles for ~5.5 min) is built once into a wheel cache outside the repo.
 PYTHON ?= python3.11
 VENV ?= .venv
-WHEELS ?= $(HOME)/.cache/picospec/wheels
+# llama.cpp compiles for the CPU it is built on (-march=native), so a wheel built on one CPU can
+# die of an illegal instruction on another (AVX-512 vs AVX2 machines of one kind): one cache per
+# instruction-set flags.
+CPU_KEY := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | grep -owE 'avx[0-9a-z_]*|sse[0-9a-z_]*|ssse3|fma|f16c|bmi2|amx[0-9a-z_]*' | sort -u | md5sum | cut -c1-12)
+WHEELS ?= $(HOME)/.cache/picospec/wheels/$(CPU_KEY)
 LLAMA_CPP_VERSION := 0.3.36
 BIN := $(VENV)/bin
 
