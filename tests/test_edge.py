@@ -290,6 +290,28 @@ def test_the_cloud_keeps_decoding_while_the_drafter_evaluates_a_long_prompt():
     assert max(np.diff(arrivals)) < 0.6
 
 
+class SlowPromptToyTarget(ToyRunner):
+    """The toy target taking 0.5 s over the prompt, like a cloud's prompt pass."""
+
+    def prefill(self, tokens):
+        time.sleep(0.5)
+        return super().prefill(tokens)
+
+
+def test_the_drafter_evaluates_the_prompt_beside_the_clouds_prompt_pass():
+    """The drafter's prompt pass starts with the session, not when the first token arrives: it is
+    over before the cloud's (0.3 s against 0.5 s here), so the drafter is ready for the first token."""
+    drafter = toy_drafter()
+    prefill = drafter.prefill
+    drafter.prefill = lambda tokens: (time.sleep(0.3), prefill(tokens))[1]
+    config = EdgeConfig(params=SamplingParams(temperature=0.0), max_new_tokens=40)
+    with cloud_thread(lambda: SlowPromptToyTarget.create(V, seed=TARGET_SEED)) as server:
+        report = generate(address(server), drafter, PROMPT, config)
+    assert report.token_ids == reference(SamplingParams(temperature=0.0), VerifyConfig(), 40)
+    (prompt,) = [e for e in report.timeline if e.kind == "prompt"]
+    assert prompt.start < 0.1 and prompt.end < report.ttft_s
+
+
 def test_the_shadow_skips_the_token_of_the_clouds_prompt_pass(cloud, monkeypatch):
     """The drafter never drafts the first token (it comes from the cloud's prompt pass), so what it
     would have drafted there does not enter the controller's judgement; every later token does."""
