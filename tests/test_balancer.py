@@ -174,10 +174,10 @@ def settled_sessions_ended(replicas: list[LocalCloud], at_least: int, timeout_s:
     """Each replica's sessions_ended once they add up to at_least, or as they are after timeout_s:
     a replica counts a session when its stream has closed, which can be just after the edge returned."""
     deadline = time.monotonic() + timeout_s
-    while (counts := [sessions_ended(replica) for replica in replicas]) and sum(counts) < at_least:
-        if time.monotonic() > deadline:
-            break
+    counts = [sessions_ended(replica) for replica in replicas]
+    while sum(counts) < at_least and time.monotonic() < deadline:
         time.sleep(0.05)
+        counts = [sessions_ended(replica) for replica in replicas]
     return counts
 
 

@@ -367,9 +367,7 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
 
     def run(self) -> SimResult:
         self._order_decode(1)  # the first token comes from the cloud's prompt pass, as for ar
-        # As SpeculativeEdge: the drafter's prompt pass runs beside the cloud's, unless the
-        # generation ends within one follow batch.
-        if self.config.max_new_tokens > self.controller.config.follow_batch:
+        if self._drafter_needed():  # as SpeculativeEdge: its prompt pass runs beside the cloud's
             self._start_prompt_pass()
         self.run_loop()
         self.report.wall_s = self.now

@@ -128,8 +128,7 @@ class SpeculativeEdge(ControlledLoop):
             self._catch_up()
         else:
             self._order_decode(1)  # the first token comes from the cloud's prompt pass, as for ar
-            # A generation that ends within one follow batch never needs the drafter (nor waits for it).
-            if self.config.max_new_tokens - self.report.new_tokens > self.controller.config.follow_batch:
+            if self._drafter_needed():
                 self._start_prompt_pass()
         try:
             self.run_loop()

@@ -167,6 +167,12 @@ class ControlledLoop(EdgeLoop):
         batch's pass later (0.17 s of an idle cloud per switch)."""
         return unfollowed > 0 and (unfollowed >= self.controller.config.follow_batch or self.controller.mode is Mode.SPECULATE)
 
+    def _drafter_needed(self) -> bool:
+        """Whether more than one follow batch is left to generate: a generation that ends within
+        one never needs the drafter (nor waits for its prompt pass)."""
+        produced, _, _ = self._counts()
+        return self.policy.max_new_tokens - produced > self.controller.config.follow_batch
+
     def _decide(self) -> None:
         """Let the controller switch modes, on everything applied so far."""
         produced, _, in_flight = self._counts()
