@@ -22,6 +22,8 @@ following the cloud says it would pay, or after a probe interval.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -63,12 +65,19 @@ class CostCurve:
         return self.verify_s[-1] + max(slope, 0.0) * (m - self.max_measured)
 
 
+DECODE_STEPS_KEPT = 9  # the decode step is the median of this many latest steps
+
+
 class CostTracker:
-    """A CostCurve refined from real passes: each observation moves its size's cost by `weight`."""
+    """A CostCurve refined from real passes: each observation moves its size's cost by `weight`;
+    the decode step is the median of the latest steps (the curve's until one is seen). A moving
+    mean let one slow step (the drafter's pass beside it on a shared machine) cut the estimated
+    rate of cloud decoding by 15%, and sessions switched to speculation on chat where it lost."""
 
     def __init__(self, curve: CostCurve, weight: float = 0.2) -> None:
         self._verify = list(curve.verify_s)
         self._decode = curve.decode_s
+        self._decode_steps: deque[float] = deque(maxlen=DECODE_STEPS_KEPT)
         self.weight = weight
 
     def observe_verify(self, m: int, seconds: float) -> None:
@@ -82,7 +91,8 @@ class CostTracker:
     def observe_decode(self, seconds: float) -> None:
         """One autoregressive step took `seconds`."""
         if math.isfinite(seconds) and 0 < seconds <= MAX_PASS_S:
-            self._decode += self.weight * (seconds - self._decode)
+            self._decode_steps.append(seconds)
+            self._decode = statistics.median(self._decode_steps)
 
     @property
     def curve(self) -> CostCurve:

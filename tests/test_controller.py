@@ -156,6 +156,16 @@ def test_cost_tracker_follows_real_passes_and_extends_the_curve():
     assert curve.max_measured == 4 and curve.verify(4) == pytest.approx(0.3)
 
 
+def test_cost_tracker_decode_step_ignores_a_slow_step_and_follows_a_lasting_change():
+    tracker = CostTracker(CostCurve((0.1,), 0.1))
+    for seconds in (0.1, 0.1, 0.1, 0.1, 0.3, 0.1):  # one step slowed by a neighbour's pass
+        tracker.observe_decode(seconds)
+    assert tracker.curve.decode_s == pytest.approx(0.1)
+    for _ in range(9):
+        tracker.observe_decode(0.2)
+    assert tracker.curve.decode_s == pytest.approx(0.2)
+
+
 def test_acceptance_model_learns_per_confidence_bin():
     model = AcceptanceModel()
     for _ in range(50):
