@@ -86,18 +86,18 @@ class ControllerConfig:
     max_chunk: int = 16  # the longest chunk considered
     max_lookahead: int = 32  # most drafted-but-unverified tokens (the fixed policy has its own)
     # While the cloud decodes, the drafter follows its tokens this many at a time, when the edge is
-    # idle: one pass instead of many, none at all for a generation the cloud decodes end to end (on
-    # one machine the two models share memory bandwidth, so the drafter's work slows the cloud too),
-    # and as many tokens are ordered ahead, so the cloud never waits while the drafter catches up.
-    follow_batch: int = 16
+    # idle, and as many tokens are ordered ahead, so the cloud never waits while the drafter catches
+    # up. Few: every token ordered ahead when speculation starts is decoded at cloud speed (16 of
+    # them were 12-13 in flight at each switch on HumanEval, about 0.45 s at 10 tokens/s against
+    # 14.5 speculating); a pass over 4 costs the drafter about 2.5 of its steps, over 16 about 7.
+    follow_batch: int = 4
     margin: float = 0.05  # hysteresis: a mode must beat the other by this fraction to switch
     # Before a window of the cloud's tokens has been seen, speculation starts only if the acceptance
     # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
-    # Shadowed positions before they are judged: one follow batch's worth, so that speculation can
-    # start after the session's first batch (whose first token, from the prompt pass, casts no
-    # shadow: a window of 16 waited for a second batch, 16 more tokens decoded at cloud speed).
+    # Shadowed positions before they are judged: 15 after 16 tokens (the first, from the prompt
+    # pass, casts no shadow).
     window: int = 15
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
