@@ -88,11 +88,13 @@ def test_a_switch_to_speculation_must_repay_its_start_up_over_the_tokens_left():
     assert [speculation_pays(20.0, flat, n, 0.05, 16) for n in (0, 1, 2, 3, 100)] == [False, False, False, True, True]
     assert speculation_pays(20.0, flat, None, 0.05, 16) and not speculation_pays(10.4, flat, None, 0.05, 16)
     # The controller weighs the same: a sure drafter is not worth a switch for the last token.
-    controller = make_controller(FLAT, window=4, probe_every=1000)
-    for _ in range(4):
-        controller.observe_decoded(0.99, 1.0)
-    assert controller.decide(remaining=1) is Mode.FALLBACK
-    assert controller.decide(remaining=100) is Mode.SPECULATE
+    def decide(remaining: int) -> Mode:
+        controller = make_controller(FLAT, window=4, probe_every=1000)
+        for _ in range(4):
+            controller.observe_decoded(0.99, 1.0)
+        return controller.decide(remaining=remaining)
+
+    assert decide(remaining=1) is Mode.FALLBACK and decide(remaining=100) is Mode.SPECULATE
 
 
 def test_a_pass_shared_with_other_sessions_costs_what_the_whole_pass_does():
@@ -203,6 +205,19 @@ def test_one_rejection_does_not_end_speculation_that_pays_over_the_run():
     assert speculate(judge_window=16) is Mode.FALLBACK
 
 
+def test_speculation_that_falls_behind_cloud_decoding_is_judged_before_its_window_of_tokens():
+    # Cloud decoding earns 10 tokens/s; speculation commits 2 tokens per 0.5 s. Judged over 32
+    # committed tokens it would run 8 s; it is judged once 3.2 s have passed, 16 tokens in.
+    controller = make_controller(LINEAR, judge_window=32)
+    controller.mode = Mode.SPECULATE
+    controller.mark(0.0, 100)
+    for i in range(1, 7):
+        controller.observe_verdict([0.99, 0.99], accepted=1, verify_s=0.2, now_s=i * 0.5, committed=100 + 2 * i)
+        assert controller.decide() is Mode.SPECULATE  # 3.0 s: not yet as long as 32 decode steps
+    controller.observe_verdict([0.99, 0.99], accepted=1, verify_s=0.2, now_s=3.5, committed=114)
+    assert controller.decide() is Mode.FALLBACK
+
+
 def test_speculation_that_earns_more_stays():
     controller = make_controller(FLAT, window=4)
     controller.mode = Mode.SPECULATE
@@ -226,6 +241,18 @@ def test_fallback_resumes_speculation_only_where_the_drafts_would_pay():
         assert disagreeing.decide() is Mode.FALLBACK
     disagreeing.observe_decoded(0.3, 0.0)
     assert disagreeing.decide() is Mode.SPECULATE  # the probe
+
+
+def test_each_window_of_the_shadow_is_judged_once():
+    # Four positions the drafter would have missed, then ones it would have passed: the replay of
+    # the overlapping window after 5 positions already pays on this curve (judged at every
+    # decision, it switched there); judged a window at a time, it switches after 8.
+    controller = make_controller(FLAT, window=4, probe_every=1000, early_margin=100.0)
+    modes = []
+    for passed in [0.0] * 4 + [1.0] * 4:
+        controller.observe_decoded(0.99 if passed else 0.3, passed)
+        modes.append(controller.decide())
+    assert modes == [Mode.FALLBACK] * 7 + [Mode.SPECULATE]
 
 
 def test_without_fallback_the_controller_always_speculates():

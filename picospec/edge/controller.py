@@ -101,7 +101,8 @@ class ControllerConfig:
     window: int = 15
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
-    # read as speculation not paying, even where it pays over the run.
+    # read as speculation not paying, even where it pays over the run. Judged sooner where
+    # speculation has taken as long as cloud decoding takes for that many (it earns less).
     judge_window: int = 32
     probe_every: int = 128  # fallback tokens before speculation is tried again regardless (doubles per failed try)
     max_probe_every: int = 512
@@ -146,6 +147,7 @@ class Controller:
     # (costmodel.speculation_pays), which the replay of a window once took in (0.64-0.92 then).
     _bias: float = field(init=False, default=1.0)
     _fallback_tokens: int = field(init=False, default=0)
+    _judged: int = field(init=False, default=0)  # _fallback_tokens at the last judgement of the shadow
     _probe_every: int = field(init=False)
     _speculated_since_switch: int = field(init=False, default=0)
     _rtt_measured: bool = field(init=False, default=False)
@@ -301,14 +303,18 @@ class Controller:
         return rate > costs.fallback_rate * (1 + self.config.margin)
 
     def speculation_rate(self) -> float | None:
-        """Tokens per second committed while speculating, over the last `judge_window` tokens
-        (None until that many have been committed)."""
+        """Tokens per second committed while speculating, over the last `judge_window` tokens, or,
+        after two verdicts at least, over the time cloud decoding takes for that many where
+        speculation committed fewer (None until then: a losing run is judged once it is behind,
+        not 14 rounds of one or two tokens on chat later)."""
         if len(self._progress) < 2:
             return None
-        while len(self._progress) > 2 and self._progress[-1][1] - self._progress[1][1] >= self.config.judge_window:
+        window = self.config.judge_window
+        while len(self._progress) > 2 and self._progress[-1][1] - self._progress[1][1] >= window:
             self._progress.popleft()
         (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
-        if n1 - n0 < self.config.judge_window or t1 <= t0:
+        behind = len(self._progress) > 2 and (t1 - t0) * self.costs.fallback_rate >= window
+        if t1 <= t0 or (n1 - n0 < window and not behind):
             return None
         return (n1 - n0) / (t1 - t0)
 
@@ -342,10 +348,15 @@ class Controller:
                 replayed = self._steady_rate(self._verified)
                 self._bias = min(1.0, rate / replayed) if replayed > 0 else 1.0
                 self._switch(Mode.FALLBACK)
-        elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self.config.window:
-            if self._pays(self._shadow, remaining, self.config.margin) or self._fallback_tokens >= self._probe_every:
+        elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self._probe_every:
+            self._switch(Mode.SPECULATE)
+        elif self.mode is Mode.FALLBACK and self._fallback_tokens - self._judged >= self.config.window:
+            # Each window of new positions is judged once: judged batch by batch, overlapping
+            # windows gave a chance run of agreement on chat more tries to start speculation.
+            self._judged = self._fallback_tokens
+            if self._pays(self._shadow, remaining, self.config.margin):
                 self._switch(Mode.SPECULATE)
-        elif self.mode is Mode.FALLBACK and self.switches == 0:
+        elif self.mode is Mode.FALLBACK and self.switches == 0 and self._fallback_tokens < self.config.window:
             prior = [(self.acceptance.mean, self.acceptance.mean)] * self.config.window
             if self._pays(prior, remaining, self.config.early_margin):
                 self._switch(Mode.SPECULATE)
@@ -381,4 +392,4 @@ class Controller:
         self._progress.clear()
         self._shadow.clear()
         self._verified.clear()
-        self._fallback_tokens = self._speculated_since_switch = 0
+        self._fallback_tokens = self._speculated_since_switch = self._judged = 0
