@@ -207,7 +207,7 @@ def test_one_rejection_does_not_end_speculation_that_pays_over_the_run():
 
 def test_speculation_that_falls_behind_cloud_decoding_is_judged_before_its_window_of_tokens():
     # Cloud decoding earns 10 tokens/s; speculation commits 2 tokens per 0.5 s. Judged over 32
-    # committed tokens it would run 8 s; it is judged once 3.2 s have passed, 16 tokens in.
+    # committed tokens it would run 8 s; it is judged at the first verdict after 3.2 s, 14 tokens in.
     controller = make_controller(LINEAR, judge_window=32)
     controller.mode = Mode.SPECULATE
     controller.mark(0.0, 100)

@@ -88,7 +88,7 @@ class ControllerConfig:
     # While the cloud decodes, the drafter follows its tokens this many at a time, when the edge is
     # idle, and as many tokens are ordered ahead, so the cloud never waits while the drafter catches
     # up. Few: every token ordered ahead when speculation starts is decoded at cloud speed (16 of
-    # them were 12-13 in flight at each switch on HumanEval, about 0.45 s at 10 tokens/s against
+    # them were 12-13 in flight at each switch on HumanEval, about 0.4 s at 10 tokens/s against
     # 14.5 speculating); a pass over 4 costs the drafter about 2.5 of its steps, over 16 about 7.
     follow_batch: int = 4
     margin: float = 0.05  # hysteresis: a mode must beat the other by this fraction to switch
