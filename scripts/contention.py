@@ -1,10 +1,11 @@
 """How much the drafter slows the target when both run on one machine (the benchmark's emulation).
 
 The target (cloud core) times passes over m = 1, 2, 4, 8, 16 new tokens, once alone and once while
-the drafter (edge core, its own process, as in the benchmark) decodes without pause. On two
-machines the second figure would equal the first; on one, the two models share the memory bus.
+the drafter (edge core, its own process, as in the benchmark) runs passes over --draft-batch tokens
+without pause (1: drafting; more: following the cloud's decoded tokens that many at a time). On
+two machines the second figure would equal the first; on one, the two models share the memory bus.
 
-    .venv/bin/python scripts/contention.py [--draft draft-q4_0] [--target target] [--repeats 15]
+    .venv/bin/python scripts/contention.py [--draft draft-q4_0] [--target target] [--repeats 15] [--draft-batch 1]
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ PROMPT = "Write a Python function that merges two sorted lists into one sorted l
 SIZES = (1, 2, 4, 8, 16)
 
 
-def draft_forever(model: str, ready, stop) -> None:
-    """The edge: decode with the drafter, one token after another, until told to stop."""
+def draft_forever(model: str, batch: int, ready, stop) -> None:
+    """The edge: passes of the drafter over `batch` new tokens, one after another, until told to stop."""
     pin_to_cores({EDGE_CORE})
     drafter = load_runner(model)
     tokens = drafter.chat_tokens(PROMPT)
@@ -31,7 +32,7 @@ def draft_forever(model: str, ready, stop) -> None:
     def step() -> None:
         if drafter.n_tokens > 1500:
             drafter.rollback(len(tokens))
-        drafter.extend([int(drafter.tokens[-1])])
+        drafter.extend([int(drafter.tokens[-1])] * batch)
 
     started = time.perf_counter()
     for _ in range(40):  # the target is idle, waiting for `ready`
@@ -43,7 +44,7 @@ def draft_forever(model: str, ready, stop) -> None:
         step()
         steps += 1
     beside_ms = (time.perf_counter() - started) / max(1, steps) * 1000
-    print(f"drafter step: {alone_ms:.1f} ms alone, {beside_ms:.1f} ms beside the target's passes")
+    print(f"drafter pass over {batch}: {alone_ms:.1f} ms alone, {beside_ms:.1f} ms beside the target's passes")
 
 
 def pass_times(target, base: int, repeats: int) -> dict[int, float]:
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--draft", default="draft-q4_0")
     parser.add_argument("--target", default="target")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--draft-batch", type=int, default=1, help="new tokens per drafter pass")
     args = parser.parse_args()
     pin_to_cores({CLOUD_CORE})
     target = load_runner(args.target)
@@ -71,7 +73,7 @@ def main() -> None:
     pass_times(target, base, 2)  # warm-up
     alone = pass_times(target, base, args.repeats)
     ready, stop = mp.Event(), mp.Event()
-    edge = mp.Process(target=draft_forever, args=(args.draft, ready, stop))
+    edge = mp.Process(target=draft_forever, args=(args.draft, args.draft_batch, ready, stop))
     edge.start()
     ready.wait()
     time.sleep(1.0)

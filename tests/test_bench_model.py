@@ -483,6 +483,21 @@ def test_the_simulated_controller_lets_the_cloud_decode_where_drafts_would_fail(
     assert report.wall_s == pytest.approx(ar.wall_s, rel=0.01)  # ordered ahead, the cloud never waits
 
 
+def test_the_drafter_waits_while_two_chunks_await_verdicts():
+    """One chunk verified and one queued keep the cloud as busy as any number more: a third is
+    drafted on the chance both pass, mostly thrown away where drafts fail (and on one machine, it
+    slows the cloud's pass beside it, which the simulator does not charge)."""
+
+    def run(chunks_ahead: int) -> tuple[float, float]:
+        config = replace(controlled(), controller=ControllerConfig(fallback=False, chunks_ahead=chunks_ahead))
+        reports = [simulate(cpu_like(), config, PositionOutcomes(forced_trace(128, 0.99, 0.8), seed=s)).report for s in range(10)]
+        return float(np.mean([r.discarded for r in reports])), float(np.mean([r.tokens_per_s for r in reports]))
+
+    (discarded, rate), (discarded_deep, rate_deep) = run(2), run(8)
+    assert discarded < 0.7 * discarded_deep
+    assert rate >= 0.98 * rate_deep
+
+
 def test_sampled_outcomes_are_drawn_once_per_position_from_the_trace():
     outcomes = PositionOutcomes(PositionTrace(np.array([0.9, 0.5]), np.array([1.0, 0.25])), seed=3)
     draws = [outcomes.passes(1) for _ in range(5)]

@@ -353,3 +353,12 @@ def test_a_lookup_match_does_not_end_cloud_decoding_where_it_would_not_pay():
     for _ in range(16):
         linear.observe_lookup_shadow(True)
     assert linear.decide(lookup_run=16) is Mode.FALLBACK
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"max_chunk": 0}, {"max_chunk": 8, "max_lookahead": 4}, {"chunks_ahead": 0}, {"follow_batch": 0}, {"window": 1}, {"margin": -0.1}],
+)
+def test_a_controller_config_that_cannot_run_is_refused(settings):
+    with pytest.raises(InvalidInputError, match="controller:"):
+        ControllerConfig(**settings)

@@ -386,8 +386,8 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
     def _decoding(self) -> bool:
         return any(isinstance(item, _Order) for item, _ in self.in_flight)
 
-    def _chunks_in_flight(self) -> bool:
-        return any(isinstance(item, _Chunk) for item, _ in self.in_flight)
+    def _chunks_in_flight(self) -> int:
+        return sum(isinstance(item, _Chunk) for item, _ in self.in_flight)
 
     def _lookup_run(self) -> int:
         return 0  # prompt lookup is not simulated

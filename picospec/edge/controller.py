@@ -85,6 +85,11 @@ class ControllerConfig:
     fallback: bool = True  # switch to cloud-side decoding when speculation does not pay
     max_chunk: int = 16  # the longest chunk considered
     max_lookahead: int = 32  # most drafted-but-unverified tokens (the fixed policy has its own)
+    # Chunks awaiting verdicts beyond which the drafter waits: one being verified and one queued
+    # behind it keep the cloud busy; a third is drafted on the chance that both pass, and on one
+    # machine every draft step slows the cloud's pass beside it (1.1-1.5x on the AVX2 VM,
+    # scripts/contention.py), where 56 of 91 drafts on an MT-bench answer were thrown away.
+    chunks_ahead: int = 2
     # While the cloud decodes, the drafter follows its tokens this many at a time, when the edge is
     # idle, and as many tokens are ordered ahead, so the cloud never waits while the drafter catches
     # up. Few: every token ordered ahead when speculation starts is decoded at cloud speed (16 of
@@ -115,8 +120,8 @@ class ControllerConfig:
         return ControllerConfig(fallback=fallback, confidence=confidence) if policy == "adaptive" else None
 
     def __post_init__(self) -> None:
-        if self.max_chunk < 1 or self.max_lookahead < self.max_chunk:
-            raise InvalidInputError("controller: max_chunk >= 1 and max_lookahead >= max_chunk")
+        if self.max_chunk < 1 or self.max_lookahead < self.max_chunk or self.chunks_ahead < 1:
+            raise InvalidInputError("controller: max_chunk >= 1, max_lookahead >= max_chunk and chunks_ahead >= 1")
         windows = min(self.window, self.judge_window)
         if windows < 2 or self.probe_every < 1 or min(self.margin, self.early_margin) < 0 or self.follow_batch < 1:
             raise InvalidInputError("controller: windows >= 2, probe_every >= 1, follow_batch >= 1 and margins >= 0")

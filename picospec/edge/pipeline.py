@@ -152,8 +152,8 @@ class SpeculativeEdge(ControlledLoop):
     def _decoding(self) -> bool:
         return any(isinstance(item, DecodeOrder) for item in self._in_flight)
 
-    def _chunks_in_flight(self) -> bool:
-        return any(isinstance(item, DraftChunk) for item in self._in_flight)
+    def _chunks_in_flight(self) -> int:
+        return sum(isinstance(item, DraftChunk) for item in self._in_flight)
 
     def _building_confidences(self) -> tuple[list[float], list[bool]]:
         return [c for chunk in self._building for c in chunk.confidences], [x for chunk in self._building for x in chunk.from_lookup]

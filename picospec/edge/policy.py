@@ -118,6 +118,7 @@ class ControlledLoop(EdgeLoop):
             produced + unverified < self.policy.max_new_tokens
             and unverified < self.controller.config.max_lookahead
             and building < self.max_chunk
+            and self._chunks_in_flight() < self.controller.config.chunks_ahead
         )
 
     def _should_ship(self) -> bool:
@@ -183,8 +184,8 @@ class ControlledLoop(EdgeLoop):
         """Whether tokens ordered from the cloud are still to arrive."""
 
     @abstractmethod
-    def _chunks_in_flight(self) -> bool:
-        """Whether chunks await their verdicts."""
+    def _chunks_in_flight(self) -> int:
+        """How many chunks await their verdicts."""
 
     @abstractmethod
     def _lookup_run(self) -> int:
