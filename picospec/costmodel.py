@@ -200,7 +200,12 @@ def speculation_pays(rate: float, costs: Costs, remaining: int | None, margin: f
         return rate > fallback * (1 + margin)
     if remaining < 1 or rate <= 0:
         return False
-    start_s = costs.draft_s + costs.rtt_s + costs.pass_s(max_len)
-    return (start_s + (remaining - 1) / rate) * (1 + margin) < remaining / fallback
+    return (start_up_s(costs, max_len) + (remaining - 1) / rate) * (1 + margin) < remaining / fallback
+
+
+def start_up_s(costs: Costs, max_len: int) -> float:
+    """Seconds before speculation's first chunk of up to max_len drafts commits anything: drafted,
+    shipped and verified (see speculation_pays for why the whole chunk is charged)."""
+    return costs.draft_s + costs.rtt_s + costs.pass_s(max_len)
 
 

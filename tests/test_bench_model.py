@@ -483,6 +483,21 @@ def test_the_simulated_controller_lets_the_cloud_decode_where_drafts_would_fail(
     assert report.wall_s == pytest.approx(ar.wall_s, rel=0.01)  # ordered ahead, the cloud never waits
 
 
+def test_the_simulated_controller_ends_speculation_soon_where_a_known_run_gives_way_to_failing_drafts():
+    """A 41-token answer (MT-bench 134 on the default pair): the drafter passes its first 20
+    positions, then confident drafts pass a third of the time. Speculation starts after a window
+    and, judged by its window alone, ran to the end of the answer at 0.70x of ar (26 positions
+    decoded of 41); behind cloud decoding by more than its start-up, with the cloud's verdicts
+    saying it loses, it ends within a few verdicts."""
+    profile = cpu_like()
+    trace = PositionTrace(np.full(41, 0.99), np.r_[np.ones(20), np.full(21, 0.35)])
+    ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=41)).report
+    reports = [simulate(profile, controlled(41), PositionOutcomes(trace, seed=s)).report for s in range(20)]
+    assert all(r.mode_switches == 2 for r in reports)  # speculation was tried, and ended
+    assert np.mean([r.decoded for r in reports]) > 32
+    assert np.mean([r.tokens_per_s for r in reports]) > 0.78 * ar.tokens_per_s
+
+
 def test_the_drafter_waits_while_two_chunks_await_verdicts():
     """One chunk verified and one queued keep the cloud as busy as any number more: a third is
     drafted on the chance both pass, mostly thrown away where drafts fail (and on one machine, it

@@ -206,16 +206,41 @@ def test_one_rejection_does_not_end_speculation_that_pays_over_the_run():
 
 
 def test_speculation_that_falls_behind_cloud_decoding_is_judged_before_its_window_of_tokens():
-    # Cloud decoding earns 10 tokens/s; speculation commits 2 tokens per 0.5 s. Judged over 32
-    # committed tokens it would run 8 s; it is judged at the first verdict after 3.2 s, 14 tokens in.
+    # Cloud decoding earns 10 tokens/s; speculation commits 2 tokens per 0.5 s, every draft passing
+    # (what the model does not see: the drafter slowing the cloud's passes on one machine). Judged
+    # over 32 committed tokens it would run 8 s; it is judged at the first verdict after 3.2 s.
     controller = make_controller(LINEAR, judge_window=32)
     controller.mode = Mode.SPECULATE
     controller.mark(0.0, 100)
     for i in range(1, 7):
-        controller.observe_verdict([0.99, 0.99], accepted=1, verify_s=0.2, now_s=i * 0.5, committed=100 + 2 * i)
+        controller.observe_verdict([0.99, 0.99], accepted=2, verify_s=0.2, now_s=i * 0.5, committed=100 + 2 * i)
         assert controller.decide() is Mode.SPECULATE  # 3.0 s: not yet as long as 32 decode steps
-    controller.observe_verdict([0.99, 0.99], accepted=1, verify_s=0.2, now_s=3.5, committed=114)
+    controller.observe_verdict([0.99, 0.99], accepted=2, verify_s=0.2, now_s=3.5, committed=114)
     assert controller.decide() is Mode.FALLBACK
+
+
+def test_speculation_behind_by_more_than_its_start_up_whose_drafts_fail_falls_back_at_its_next_verdict():
+    # Cloud decoding earns 20 tokens/s; a switch's start-up is a pass over 16 and a draft step,
+    # 0.51 s. Confident drafts rejected at their first token every 0.25 s: at 0.75 s speculation
+    # has committed 3 tokens where cloud decoding would have committed 4.8 after that start-up.
+    controller = make_controller(CPU)
+    controller.mode = Mode.SPECULATE
+    controller.mark(0.0, 0)
+    modes = []
+    for i in range(1, 4):
+        controller.observe_verdict([0.99, 0.99], accepted=0, verify_s=0.1, now_s=i * 0.25, committed=i)
+        modes.append(controller.decide())
+    assert modes == [Mode.SPECULATE, Mode.SPECULATE, Mode.FALLBACK]  # the judge window's rule: at 1.6 s
+
+
+def test_a_slow_start_whose_drafts_pass_is_not_ended_early():
+    # The first verdict comes late (a slow first pass), behind cloud decoding by more than the
+    # start-up, but every draft passed: the replay of what the cloud verified says it pays.
+    controller = make_controller(CPU)
+    controller.mode = Mode.SPECULATE
+    controller.mark(0.0, 0)
+    controller.observe_verdict([0.99] * 16, accepted=16, verify_s=1.0, now_s=1.5, committed=16)
+    assert controller.decide() is Mode.SPECULATE
 
 
 def test_speculation_that_earns_more_stays():

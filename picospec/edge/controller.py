@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterable, Sequence
 
-from picospec.costmodel import CostCurve, Costs, CostTracker, best_chunk_len, speculation_pays, steady_rate
+from picospec.costmodel import CostCurve, Costs, CostTracker, best_chunk_len, speculation_pays, start_up_s, steady_rate
 from picospec.errors import InvalidInputError
 
 # Acceptance by the drafter's confidence (its own probability of the token it drafted, before the
@@ -107,7 +107,9 @@ class ControllerConfig:
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
     # read as speculation not paying, even where it pays over the run. Judged sooner where
-    # speculation has taken as long as cloud decoding takes for that many (it earns less).
+    # speculation has taken as long as cloud decoding takes for that many (it earns less), and
+    # sooner still where it is behind cloud decoding by more than its start-up and the drafts the
+    # cloud verified say it loses (Controller._loses_early).
     judge_window: int = 32
     probe_every: int = 128  # fallback tokens before speculation is tried again regardless (doubles per failed try)
     max_probe_every: int = 512
@@ -153,6 +155,7 @@ class Controller:
     _bias: float = field(init=False, default=1.0)
     _fallback_tokens: int = field(init=False, default=0)
     _judged: int = field(init=False, default=0)  # _fallback_tokens at the last judgement of the shadow
+    _judged_early: int = field(init=False, default=0)  # _speculated_since_switch at the last early judgement
     _probe_every: int = field(init=False)
     _speculated_since_switch: int = field(init=False, default=0)
     _rtt_measured: bool = field(init=False, default=False)
@@ -353,6 +356,8 @@ class Controller:
                 replayed = self._steady_rate(self._verified)
                 self._bias = min(1.0, rate / replayed) if replayed > 0 else 1.0
                 self._switch(Mode.FALLBACK)
+            elif self._loses_early():
+                self._switch(Mode.FALLBACK)
         elif self.mode is Mode.FALLBACK and self._fallback_tokens >= self._probe_every:
             self._switch(Mode.SPECULATE)
         elif self.mode is Mode.FALLBACK and self._fallback_tokens - self._judged >= self.config.window:
@@ -366,6 +371,24 @@ class Controller:
             if self._pays(prior, remaining, self.config.early_margin):
                 self._switch(Mode.SPECULATE)
         return self.mode
+
+    def _loses_early(self) -> bool:
+        """Judged at each verdict before speculation's window: is it behind cloud decoding since it
+        started by more than its start-up explains, and does the replay of the positions the cloud
+        verified (what the drafts did, not what was measured) say it earns less?
+
+        On an MT-bench answer the drafter that had passed 18 of 19 positions then failed 5 of 9,
+        in chunks of one or two tokens whose passes took two decode steps each: judged by its
+        window alone speculation ran 3.8 s for 9 tokens, a quarter of cloud decoding's rate. A
+        code chunk rejected at its first token leaves speculation behind by a restart, and its
+        verified positions still say it pays."""
+        if len(self._progress) < 2 or self._judged_early == self._speculated_since_switch:
+            return False
+        self._judged_early = self._speculated_since_switch
+        costs = self.costs
+        (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
+        behind = (t1 - t0 - start_up_s(costs, self.config.max_chunk)) * costs.fallback_rate > n1 - n0
+        return behind and self._bias * self._steady_rate(self._verified) < costs.fallback_rate * (1 - self.config.margin)
 
     def _pays(self, positions: Iterable[tuple[float, float]], remaining: int | None, margin: float) -> bool:
         """Would speculation on text like these positions beat cloud decoding by `margin` over the
@@ -397,4 +420,4 @@ class Controller:
         self._progress.clear()
         self._shadow.clear()
         self._verified.clear()
-        self._fallback_tokens = self._speculated_since_switch = self._judged = 0
+        self._fallback_tokens = self._speculated_since_switch = self._judged = self._judged_early = 0
