@@ -1,11 +1,12 @@
 """How much the drafter slows the target when both run on one machine (the benchmark's emulation).
 
-The target (cloud core) times passes over m = 1, 2, 4, 8, 16 new tokens, once alone and once while
-the drafter (edge core, its own process, as in the benchmark) runs passes over --draft-batch tokens
-without pause (1: drafting; more: following the cloud's decoded tokens that many at a time). On
-two machines the second figure would equal the first; on one, the two models share the memory bus.
+The target (cloud core) times passes over m = 1, 2, 4, 8, 16 new tokens (--sizes), once alone and
+once while the drafter (edge core, its own process, as in the benchmark) runs passes over
+--draft-batch tokens without pause (1: drafting; more: following the cloud's decoded tokens that
+many at a time; a few hundred: the two prompt passes at a session's start). On two machines the
+second figure would equal the first; on one, the two models share the memory bus and the cache.
 
-    .venv/bin/python scripts/contention.py [--draft draft-q4_0] [--target target] [--repeats 15] [--draft-batch 1]
+    .venv/bin/python scripts/contention.py [--draft draft-q4_0] [--target target] [--repeats 15] [--draft-batch 1] [--sizes 1,2,4,8,16]
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from picospec.affinity import CLOUD_CORE, EDGE_CORE, pin_to_cores
 from picospec.runners.load import load_runner
 
 PROMPT = "Write a Python function that merges two sorted lists into one sorted list, with a docstring and tests."
-SIZES = (1, 2, 4, 8, 16)
 
 
 def draft_forever(model: str, batch: int, ready, stop) -> None:
@@ -47,11 +47,11 @@ def draft_forever(model: str, batch: int, ready, stop) -> None:
     print(f"drafter pass over {batch}: {alone_ms:.1f} ms alone, {beside_ms:.1f} ms beside the target's passes")
 
 
-def pass_times(target, base: int, repeats: int) -> dict[int, float]:
-    """Median seconds of a target pass over m new tokens after `base` context tokens."""
-    times: dict[int, list[float]] = {m: [] for m in SIZES}
+def pass_times(target, base: int, repeats: int, sizes: list[int]) -> dict[int, float]:
+    """Median seconds of a target pass over m new tokens after `base` context tokens, per m in sizes."""
+    times: dict[int, list[float]] = {m: [] for m in sizes}
     for _ in range(repeats):
-        for m in SIZES:
+        for m in sizes:
             started = time.perf_counter()
             target.extend([target.tokens[-1]] * m)
             times[m].append(time.perf_counter() - started)
@@ -65,24 +65,26 @@ def main() -> None:
     parser.add_argument("--target", default="target")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--draft-batch", type=int, default=1, help="new tokens per drafter pass")
+    parser.add_argument("--sizes", default="1,2,4,8,16", help="new tokens of the target's passes, comma-separated")
     args = parser.parse_args()
+    sizes = [int(m) for m in args.sizes.split(",")]
     pin_to_cores({CLOUD_CORE})
     target = load_runner(args.target)
     target.prefill(target.chat_tokens(PROMPT))
     base = target.n_tokens
-    pass_times(target, base, 2)  # warm-up
-    alone = pass_times(target, base, args.repeats)
+    pass_times(target, base, 2, sizes)  # warm-up
+    alone = pass_times(target, base, args.repeats, sizes)
     ready, stop = mp.Event(), mp.Event()
     edge = mp.Process(target=draft_forever, args=(args.draft, args.draft_batch, ready, stop))
     edge.start()
     ready.wait()
     time.sleep(1.0)
-    beside = pass_times(target, base, args.repeats)
+    beside = pass_times(target, base, args.repeats, sizes)
     stop.set()
     edge.join()
     print("| new tokens m | target pass alone, ms | beside the drafter, ms | slowdown |")
     print("|---|---|---|---|")
-    for m in SIZES:
+    for m in sizes:
         print(f"| {m} | {alone[m] * 1000:.1f} | {beside[m] * 1000:.1f} | {beside[m] / alone[m]:.2f}x |")
 
 
