@@ -3,8 +3,9 @@
 The target (cloud core) times passes over m = 1, 2, 4, 8, 16 new tokens (--sizes), once alone and
 once while the drafter (edge core, its own process, as in the benchmark) runs passes over
 --draft-batch tokens without pause (1: drafting; more: following the cloud's decoded tokens that
-many at a time; a few hundred: the two prompt passes at a session's start). On two machines the
-second figure would equal the first; on one, the two models share the memory bus and the cache.
+many at a time; a few hundred: passes of a prompt's size, though with logits at every position,
+which a prompt pass does not compute). On two machines the second figure would equal the first; on
+one, the two models share the memory bus and the cache.
 
     .venv/bin/python scripts/contention.py [--draft draft-q4_0] [--target target] [--repeats 15] [--draft-batch 1] [--sizes 1,2,4,8,16]
 """
