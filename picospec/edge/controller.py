@@ -373,9 +373,9 @@ class Controller:
         return self.mode
 
     def _loses_early(self) -> bool:
-        """Judged at each verdict before speculation's window: is it behind cloud decoding since it
-        started by more than its start-up explains, and does the replay of the positions the cloud
-        verified (what the drafts did, not what was measured) say it earns less?
+        """Judged once per verdict, beside the window's rule: is speculation behind cloud decoding
+        since it started by more than its start-up explains, and does the replay of the positions
+        the cloud verified (what the drafts did, not what was measured) say it earns less?
 
         On an MT-bench answer the drafter that had passed 18 of 19 positions then failed 5 of 9,
         in chunks of one or two tokens whose passes took two decode steps each: judged by its
