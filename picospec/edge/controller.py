@@ -268,7 +268,7 @@ class Controller:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def chunk_target(self, confidences: Sequence[float], looked_up: Sequence[bool] = (), drafted_only: bool = False) -> int:
+    def chunk_target(self, confidences: Sequence[float], looked_up: Sequence[bool] = ()) -> int:
         """How many of the drafted tokens (with these confidences; looked_up marks prompt
         lookup's) the chunk should hold; more than len(confidences) means: draft on.
 
@@ -276,8 +276,7 @@ class Controller:
         before it joins the chunk, and cuts the chunk before one that does not pay.
         """
         estimates = [self._model(looked_up, i).estimate(c) for i, c in enumerate(confidences)]
-        max_len = min(len(confidences), self.config.max_chunk) if drafted_only and confidences else self.config.max_chunk
-        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self._costs_drafting(looked_up, len(confidences)), max_len)
+        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self._costs_drafting(looked_up, len(confidences)), self.config.max_chunk)
         return j
 
     def _costs_drafting(self, looked_up: Sequence[bool], n: int) -> Costs:

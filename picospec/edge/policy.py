@@ -137,10 +137,8 @@ class ControlledLoop(EdgeLoop):
         return in_flight == 0 or lookup_ended or self._chunk_target() <= building
 
     def _chunk_target(self) -> int:
-        """How many of the drafted tokens the chunk should hold (more than drafted: draft on). An
-        idle cloud gets the best prefix of what is drafted now."""
-        _, _, in_flight = self._counts()
-        return self.controller.chunk_target(*self._building_confidences(), drafted_only=in_flight == 0)
+        """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
+        return self.controller.chunk_target(*self._building_confidences())
 
     def _decode_room(self) -> int:
         """How many more tokens to order from the cloud now: enough that the next order arrives
