@@ -233,15 +233,14 @@ class SpeculativeEdge(ControlledLoop):
         if not self._building:
             self._order_decode(self._decode_room())
             return
-        chunk, rest = DraftChunk.concat(self._building), []
+        chunk = DraftChunk.concat(self._building)
+        self._building = []
         if self.controller is not None:
             self.controller.mark(self._now(), self.drafter.committed)
-            # Judged on the drafts being built, before they leave: the cut before a doubtful draft.
             target = self._chunk_target() if self.controller.mode is Mode.SPECULATE else len(chunk)
             if target < len(chunk):
-                chunk, tail = chunk.split(target)
-                rest = [tail]
-        self._building = rest
+                chunk, rest = chunk.split(target)
+                self._building = [rest]
         message = chunk_message(
             self.config.verify.mode, chunk.epoch, chunk.start, chunk.tokens, chunk.draft_probs, self._correction_to_send
         )
