@@ -66,13 +66,6 @@ class DraftChunk:
             np.concatenate([c.from_lookup for c in chunks]),
         )
 
-    def split(self, n: int) -> tuple["DraftChunk", "DraftChunk"]:
-        """The first n tokens, and the rest (which starts n positions later)."""
-        lookup = self.from_lookup
-        head = DraftChunk(self.epoch, self.start, self.tokens[:n], self.draft_probs[:n], self.confidences[:n], lookup[:n])
-        tail = DraftChunk(self.epoch, self.start + n, self.tokens[n:], self.draft_probs[n:], self.confidences[n:], lookup[n:])
-        return head, tail
-
 
 class Drafter:
     """The edge's model: drafts ahead of the verified context and rolls back on a rejection."""

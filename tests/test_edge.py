@@ -162,6 +162,32 @@ def test_a_rejection_with_a_later_chunk_in_flight_drops_the_stale_chunk_and_stay
     assert sum(s.stale_dropped for s in cloud.server.finished) > stale_before
 
 
+def test_a_chunk_leaves_with_the_doubtful_draft_that_ended_it(cloud, monkeypatch):
+    """A busy cloud's chunk ships once the controller says the drafts in it are all that pay, the
+    doubtful draft that said so with them: its verdict comes with the chunk's, and where it fails
+    the chunk drafted after it is dropped unverified (cut off, it would start that chunk and waste
+    its pass)."""
+    from picospec.decoding import DraftChunk
+    from picospec.edge.controller import Controller
+    from picospec.edge.pipeline import SpeculativeEdge
+
+    def pays_until_doubt(self, confidences, looked_up=()):
+        doubtful = [i for i, c in enumerate(confidences) if c < 0.5]
+        return max(1, doubtful[0]) if doubtful else len(confidences) + 1
+
+    shipped, launch = [], SpeculativeEdge._launch
+    monkeypatch.setattr(Controller, "chunk_target", pays_until_doubt)
+    monkeypatch.setattr(SpeculativeEdge, "_launch", lambda self, item, message: (
+        shipped.append(item.confidences) if isinstance(item, DraftChunk) else None) or launch(self, item, message))
+    config = EdgeConfig(params=SamplingParams(temperature=0.0), max_new_tokens=60, controller=ControllerConfig(fallback=False))
+    # Over a slow link chunks are in flight while the drafter drafts on.
+    with LinkEmulatorThread("127.0.0.1", 0, "127.0.0.1", cloud.port, LinkProfile(rtt_ms=40, bandwidth_mbps=100)) as link:
+        report = generate(f"127.0.0.1:{link.port}", toy_drafter(noise=0.3), PROMPT, config)
+    assert report.token_ids == reference(SamplingParams(temperature=0.0), VerifyConfig(), 60)
+    assert all(min(confidences[:-1], default=1.0) >= 0.5 for confidences in shipped)
+    assert any(len(confidences) > 1 and confidences[-1] < 0.5 for confidences in shipped)
+
+
 def wait_until(condition, timeout_s: float = 10.0) -> None:
     """Poll `condition` until it holds; fail after timeout_s."""
     deadline = time.monotonic() + timeout_s

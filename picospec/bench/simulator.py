@@ -44,7 +44,7 @@ from picospec.bench.results import MODELESS_VERIFY, CellKey, RunRecord
 from picospec.bench.traces import AgreementTrace
 from picospec.costmodel import CostCurve
 from picospec.edge.config import Method
-from picospec.edge.controller import Controller, ControllerConfig, Mode
+from picospec.edge.controller import Controller, ControllerConfig
 from picospec.edge.policy import ChunkPolicy, ControlledLoop, EdgeLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
 from picospec.errors import InvalidInputError
@@ -434,11 +434,8 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
             return
         self.controller.mark(self.now, self.report.new_tokens)
         n = len(self.building)
-        if self.controller.mode is Mode.SPECULATE:
-            n = min(n, self._chunk_target())
-        start = self.drafted_until - len(self.building)
-        chunk = _Chunk(self.epoch, start, n, tuple(self.building[:n]))
-        del self.building[:n]
+        chunk = _Chunk(self.epoch, self.drafted_until - n, n, tuple(self.building))
+        self.building = []
         nbytes = n * self.costs.up_bytes(self.config.mode)
         self.report.bytes_up += round(nbytes)
         self.report.chunks_sent += 1

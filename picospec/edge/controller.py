@@ -272,8 +272,10 @@ class Controller:
         """How many of the drafted tokens (with these confidences; looked_up marks prompt
         lookup's) the chunk should hold; more than len(confidences) means: draft on.
 
-        Tokens not drafted yet are planned as if confident: the edge sees each one's confidence
-        before it joins the chunk, and cuts the chunk before one that does not pay.
+        Tokens not drafted yet are planned as if confident: the edge asks again after each draft
+        and ships the chunk once the answer is no more than it holds, the doubtful draft that
+        ended it included (its verdict comes with the chunk's; cut off, it would start the next
+        chunk and waste that pass where it fails).
         """
         estimates = [self._model(looked_up, i).estimate(c) for i, c in enumerate(confidences)]
         j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self._costs_drafting(looked_up, len(confidences)), self.config.max_chunk)

@@ -22,7 +22,7 @@ from typing import Callable, Sequence, TypeAlias
 from picospec.costmodel import CostCurve
 from picospec.decoding import DraftChunk, Drafter, resolve_correction
 from picospec.edge.config import EdgeConfig
-from picospec.edge.controller import Controller, Mode
+from picospec.edge.controller import Controller
 from picospec.edge.lookup import PromptLookup
 from picospec.edge.policy import ControlledLoop
 from picospec.edge.report import EdgeReport, TimelineEvent
@@ -237,10 +237,6 @@ class SpeculativeEdge(ControlledLoop):
         self._building = []
         if self.controller is not None:
             self.controller.mark(self._now(), self.drafter.committed)
-            target = self._chunk_target() if self.controller.mode is Mode.SPECULATE else len(chunk)
-            if target < len(chunk):
-                chunk, rest = chunk.split(target)
-                self._building = [rest]
         message = chunk_message(
             self.config.verify.mode, chunk.epoch, chunk.start, chunk.tokens, chunk.draft_probs, self._correction_to_send
         )
