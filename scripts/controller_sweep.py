@@ -35,6 +35,12 @@ VARIANTS = {
     "judge over 16": ControllerConfig(judge_window=16),
     "no hysteresis": ControllerConfig(margin=0.0),
     "no fallback": ControllerConfig(fallback=False),
+    "no confidence cut-off": ControllerConfig(confidence=False),
+    "chunks of at most 8": ControllerConfig(max_chunk=8),
+    "chunks of at most 24": ControllerConfig(max_chunk=24, max_lookahead=48),
+    "1 chunk ahead": ControllerConfig(chunks_ahead=1),
+    "3 chunks ahead": ControllerConfig(chunks_ahead=3),
+    "follow 2": ControllerConfig(follow_batch=2),
 }
 
 
