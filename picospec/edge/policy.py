@@ -132,7 +132,8 @@ class ControlledLoop(EdgeLoop):
             return False
         # An idle cloud gets what is drafted at once (latency-aware truncation: on a CPU the cloud
         # is the bottleneck, and a pass over few tokens costs few steps); a busy one gets the
-        # chunk once it is as long as the cost model says pays, or cut before a doubtful draft.
+        # chunk once it is as long as the cost model says pays, or once a doubtful draft ends it
+        # (the draft goes with it).
         lookup_ended = self.controller.lookup_only and not self._lookup_run()  # nothing more will join this chunk
         return in_flight == 0 or lookup_ended or self._chunk_target() <= building
 
