@@ -464,10 +464,9 @@ def test_the_simulated_controller_speculates_where_the_drafter_agrees():
     profile = cpu_like()
     ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=128)).report
     report = simulate(profile, controlled(128), PositionOutcomes(forced_trace(128, 0.99, 1.0))).report
-    # It left cloud decoding once the drafter had followed a window of the cloud's tokens (8
-    # positions, judged when a follow batch brought 11; the prompt pass's token has none), 16 with
-    # a follow batch ordered ahead.
-    assert report.mode_switches == 1 and report.decoded == 16
+    # It left cloud decoding once the drafter had followed a window of the cloud's tokens (16: the
+    # prompt pass's token is not judged), 20 with a follow batch ordered ahead.
+    assert report.mode_switches == 1 and report.decoded == 20
     assert report.accepted_lengths == report.chunk_lengths  # every draft passed
     assert report.decoded + sum(report.accepted_lengths) == report.new_tokens == 128
     assert report.tokens_per_s > 1.2 * ar.tokens_per_s
@@ -495,9 +494,7 @@ def test_the_simulated_controller_ends_speculation_soon_where_a_known_run_gives_
     ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=41)).report
     reports = [simulate(profile, controlled(41), PositionOutcomes(trace, seed=s)).report for s in range(20)]
     assert all(r.mode_switches == 2 for r in reports)  # speculation was tried, and ended
-    # Started after 16 decoded, speculation covers 41 - decoded positions: > 26 decoded on average
-    # means it ended within about 11 positions of the run's end (at 20), where failures begin.
-    assert np.mean([r.decoded for r in reports]) > 26
+    assert np.mean([r.decoded for r in reports]) > 32
     assert np.mean([r.tokens_per_s for r in reports]) > 0.78 * ar.tokens_per_s
 
 

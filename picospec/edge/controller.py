@@ -101,12 +101,9 @@ class ControllerConfig:
     # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
-    # Shadowed positions before they are judged (the first token, from the prompt pass, casts no
-    # shadow). 8 rather than 15 starts speculation on HumanEval after 16 tokens rather than 20 (24
-    # rather than 36 after a failing first window): 1.19x vs 1.11x of ar after the first token,
-    # MT-bench 0.97x vs 0.98x (wan, T=0, 16 pairs each, one sitting). The price: a chance run on a
-    # short chat answer starts speculation that the answer's end leaves no time to repay.
-    window: int = 8
+    # Shadowed positions before they are judged: 15 after 16 tokens (the first, from the prompt
+    # pass, casts no shadow).
+    window: int = 15
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
     # read as speculation not paying, even where it pays over the run. Judged sooner where
