@@ -102,7 +102,9 @@ class ControllerConfig:
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
     # Shadowed positions before they are judged: 15 after 16 tokens (the first, from the prompt
-    # pass, casts no shadow).
+    # pass, casts no shadow). A window of 8 started speculation on HumanEval 4-12 tokens sooner
+    # (wan 1.19x vs 1.11x of ar) but on chance runs of agreement in short chat answers (MT-bench
+    # at cellular 0.87x vs 1.01x): docs/benchmarks.md, session 26.
     window: int = 15
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
