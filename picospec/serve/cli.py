@@ -54,9 +54,14 @@ def _serve(args: argparse.Namespace) -> int:
         engine = EdgeEngine(runner, address, args, config.max_context, config.max_queue)
         name = args.model_name or f"picospec:{runner.model_path.name}"
         app = create_app(engine, name, args.api_key or os.environ.get(API_KEY_ENV))
+        server_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning")
+        # Listen before announcing: a client that connects as soon as it reads the line below
+        # waits in the backlog instead of being refused while uvicorn starts up.
+        listening = server_config.bind_socket()
+        listening.listen()
         print(f"picospec serve: {name} on http://{config.host}:{config.port}/v1 (cloud {address})", flush=True)
         try:
-            uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+            uvicorn.Server(server_config).run(sockets=[listening])
         finally:
             engine.close()
     return 0
