@@ -10,7 +10,8 @@ and the edge's continuation is already drafted), and occupies the cloud for
 
 seconds in the steady state: the pass itself, or the drafting of the next chunk if that is longer;
 and after a rejection the bubble in which the verdict travels and the edge drafts the next chunk
-from the correction. On a CPU, where V(m) grows almost linearly up to 7 tokens and a pass over 16
+from the correction. The pass after a rejection (or after cloud decoding) also evaluates the
+correction, so that chunk's V(j) is V(j + 1) (Costs.pending). On a CPU, where V(m) grows almost linearly up to 7 tokens and a pass over 16
 costs about what 8 do, only long chunks of confident drafts beat cloud-side decoding. The edge
 ships the length that maximises T(j) / cost(j), where the a_i of drafted tokens come from the
 drafter's own confidence and undrafted ones are planned as confident (picospec/edge/controller.py).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from picospec.errors import InvalidInputError
@@ -113,10 +114,17 @@ class Costs:
     draft_s: float
     rtt_s: float
     shared: float = 0.0
+    # Tokens the pass evaluates ahead of the chunk: the correction a rejection left (or the token
+    # cloud decoding left), which the cloud has not evaluated yet; 0 after a chunk passed in full.
+    pending: float = 0.0
 
     def pass_s(self, j: int) -> float:
         """Seconds of the pass that evaluates this session's j tokens."""
-        return self.curve.verify(j + self.shared)
+        return self.curve.verify(j + self.shared + self.pending)
+
+    def after(self, pending: float) -> "Costs":
+        """These costs for a chunk whose pass also evaluates `pending` tokens (a chance, in a replay)."""
+        return replace(self, pending=pending)
 
     def chunk_cost(self, j: int, survival: float) -> float:
         """Seconds one chunk of j tokens takes up in the steady state, survival = c_j (see the module docstring)."""
@@ -125,7 +133,7 @@ class Costs:
     @property
     def fallback_rate(self) -> float:
         """Tokens per second of cloud-side decoding: a step each, in a pass shared with the others' tokens."""
-        return 1.0 / (self.curve.decode_s + self.pass_s(1) - self.curve.verify(1))
+        return 1.0 / (self.curve.decode_s + self.curve.verify(1 + self.shared) - self.curve.verify(1))
 
 
 def best_chunk_len(acceptance: Sequence[float], next_acceptance: float, costs: Costs, max_len: int) -> tuple[int, float]:
@@ -160,15 +168,18 @@ def replay_rate(
         raise InvalidInputError(f"{len(outcomes)} outcomes for {len(acceptance)} positions")
     mean, mean_outcome = sum(acceptance) / len(acceptance), sum(outcomes) / len(outcomes)
     position, tokens, seconds = 0, 0.0, 0.0
+    pending = 1.0  # the first chunk's pass also evaluates the last token the cloud decoded
     while position < len(acceptance):
-        j, _ = best_chunk_len(acceptance[position : position + max_len], mean, costs, max_len)
+        chunk_costs = costs.after(pending)
+        j, _ = best_chunk_len(acceptance[position : position + max_len], mean, chunk_costs, max_len)
         survival, expected = 1.0, 0.0
         for a in list(outcomes[position : position + j]) + [mean_outcome] * max(0, position + j - len(outcomes)):
             expected += survival
             survival *= a
         tokens += expected
-        seconds += costs.chunk_cost(j, survival)
+        seconds += chunk_costs.chunk_cost(j, survival)
         position += j
+        pending = 1.0 - survival  # a rejection leaves its correction to the next chunk's pass
     return tokens / seconds
 
 
@@ -206,6 +217,6 @@ def speculation_pays(rate: float, costs: Costs, remaining: int | None, margin: f
 def start_up_s(costs: Costs, max_len: int) -> float:
     """Seconds before speculation's first chunk of up to max_len drafts commits anything: drafted,
     shipped and verified (see speculation_pays for why the whole chunk is charged)."""
-    return costs.draft_s + costs.rtt_s + costs.pass_s(max_len)
+    return costs.draft_s + costs.rtt_s + costs.after(1.0).pass_s(max_len)
 
 

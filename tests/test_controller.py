@@ -55,9 +55,31 @@ def test_a_slow_drafter_shortens_chunks():
     assert slow < fast
 
 
-def test_replay_rate_is_the_fallback_rate_where_drafts_never_pass():
-    assert replay_rate([0.0] * 32, costs(LINEAR), 16) == pytest.approx(10.0)
+def test_replay_rate_where_drafts_never_pass_pays_each_correction_in_the_next_pass():
+    # A chunk of one, rejected, every time: its pass also evaluates the last correction (2 steps).
+    assert replay_rate([0.0] * 32, costs(LINEAR), 16) == pytest.approx(5.0)
     assert replay_rate([1.0] * 32, costs(FLAT), 16) == pytest.approx(160.0)
+
+
+# A CPU whose passes over 9-16 tokens all cost what 16 do, and a pass over 17 twice that.
+STEPPED = CostCurve(tuple(0.1 * m if m <= 8 else (1.0 if m <= 16 else 2.0) for m in range(1, 18)), decode_s=0.1)
+
+
+def test_a_chunk_after_a_correction_is_planned_with_the_correction_in_its_pass():
+    assert best_chunk_len([], 1.0, costs(STEPPED), 16)[0] == 16  # 16 tokens a second
+    # After a rejection the pass evaluates the correction too: 16 drafts would make a pass of 17.
+    assert best_chunk_len([], 1.0, costs(STEPPED).after(1.0), 16)[0] == 15
+    controller = make_controller(STEPPED)
+    sure = [0.999] * 16
+    assert controller.chunk_target(sure) == 16 and controller.chunk_target(sure, pending=True) == 15
+
+
+def test_a_verdict_s_pass_is_timed_as_a_pass_over_its_chunk_and_the_correction_before_it():
+    controller = make_controller(LINEAR)
+    controller.observe_verdict([0.99] * 4, accepted=4, verify_s=1.5, now_s=1.0, committed=4, pending=True)
+    controller.observe_verdict([0.99] * 4, accepted=4, verify_s=0.9, now_s=2.0, committed=8, pending=False)
+    curve = controller.tracker.curve
+    assert curve.verify(5) == pytest.approx(0.5 + 0.2 * (1.5 - 0.5)) and curve.verify(4) == pytest.approx(0.4 + 0.2 * 0.5)
 
 
 def test_the_steady_rate_is_the_replay_of_the_window_repeated():

@@ -171,7 +171,7 @@ def test_a_chunk_leaves_with_the_doubtful_draft_that_ended_it(cloud, monkeypatch
     from picospec.edge.controller import Controller
     from picospec.edge.pipeline import SpeculativeEdge
 
-    def pays_until_doubt(self, confidences, looked_up=()):
+    def pays_until_doubt(self, confidences, looked_up=(), pending=False):
         doubtful = [i for i, c in enumerate(confidences) if c < 0.5]
         return max(1, doubtful[0]) if doubtful else len(confidences) + 1
 
@@ -186,6 +186,32 @@ def test_a_chunk_leaves_with_the_doubtful_draft_that_ended_it(cloud, monkeypatch
     assert report.token_ids == reference(SamplingParams(temperature=0.0), VerifyConfig(), 60)
     assert all(min(confidences[:-1], default=1.0) >= 0.5 for confidences in shipped)
     assert any(len(confidences) > 1 and confidences[-1] < 0.5 for confidences in shipped)
+
+
+def test_each_pass_is_timed_as_the_pass_the_cloud_ran(cloud, monkeypatch):
+    """The edge times each verdict's pass as a pass over the chunk and, where the cloud had not
+    evaluated it, the correction or decoded token before it (what refines V(m)): checked against
+    the passes the cloud ran."""
+    from picospec.decoding import TargetVerifier
+    from picospec.edge.controller import Controller
+
+    evaluated, observed, pendings = [], [], []
+    target_logits, observe = TargetVerifier._target_logits, Controller.observe_verdict
+
+    def spy(self, tokens):
+        evaluated.append(len(self._pending) + len(tokens))
+        return target_logits(self, tokens)
+
+    def record(self, confidences, *args, pending=False, **kwargs):
+        observed.append(len(confidences) + pending)
+        pendings.append(pending)
+        return observe(self, confidences, *args, pending=pending, **kwargs)
+
+    monkeypatch.setattr(TargetVerifier, "_target_logits", spy)
+    monkeypatch.setattr(Controller, "observe_verdict", record)
+    config = EdgeConfig(params=SamplingParams(temperature=0.0), max_new_tokens=60, controller=ControllerConfig(fallback=False))
+    generate(address(cloud), toy_drafter(noise=0.3), PROMPT, config)
+    assert observed == evaluated and True in pendings and False in pendings
 
 
 def wait_until(condition, timeout_s: float = 10.0) -> None:

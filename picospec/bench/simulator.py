@@ -364,6 +364,7 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self.inbox: deque[tuple[float, _Verdict | _Decoded]] = deque()
         self.unfollowed = 0  # tokens the cloud decoded that the drafter has not evaluated
         self.drafter_ready_at: float | None = None  # the end of its prompt pass, once started
+        self.after_full_chunk = False  # as SpeculativeEdge._after_full_chunk
 
     def run(self) -> SimResult:
         self._order_decode(1)  # the first token comes from the cloud's prompt pass, as for ar
@@ -394,6 +395,11 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
 
     def _building_confidences(self) -> tuple[list[float], list[bool]]:
         return self.building, []
+
+    def _builds_on_full_chunk(self) -> bool:
+        if self.in_flight:
+            return isinstance(self.in_flight[-1][0], _Chunk)
+        return self.after_full_chunk
 
     # -- drafting, shipping, ordering ----------------------------------------------------------
 
@@ -482,6 +488,7 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self.report.decoded += 1
         self.report.timeline.append(TimelineEvent("decoded", self.now, self.now))
         self.unfollowed += 1
+        self.after_full_chunk = False
         _emit(self.report, self.now, 1, self.config.n_tokens)
         order.received += 1
         if order.received == order.n:
@@ -493,8 +500,9 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self._record_verdict(chunk, verdict)
         if verdict.token:
             self.building.clear()
+        pending, self.after_full_chunk = not self.after_full_chunk, not verdict.token
         self.controller.observe_rtt(self.now - shipped_at - verdict.verify_s)
-        self.controller.observe_verdict(chunk.confidences, verdict.accepted, verdict.verify_s, self.now, self.report.new_tokens)
+        self.controller.observe_verdict(chunk.confidences, verdict.accepted, verdict.verify_s, self.now, self.report.new_tokens, pending=pending)
 
 
 def _outstanding(item: _Chunk | _Order) -> int:

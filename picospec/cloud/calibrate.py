@@ -11,9 +11,11 @@ from picospec.costmodel import CostCurve
 from picospec.runners.base import ModelRunner
 from picospec.sampling import SamplingParams, logits_to_probs, sample
 
-# Pass sizes measured; the sizes between are interpolated. Up to 16: on CPU a pass over 16 tokens
-# costs about what 8 do (llama.cpp changes kernel at 8), so longer chunks can pay.
-CALIBRATION_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
+# Pass sizes measured: every one up to a chunk of 16 and the correction before it (the controller's
+# longest pass). None is interpolated: on the AVX2 CPU a pass over 9-15 tokens costs about what
+# one over 16 does, or more (V(14) 13.0 decode steps, V(16) 11.2, docs/benchmarks.md), which
+# interpolating between 8, 12 and 16 hid, and chunks of 13-15 took 0.095 s a token against 0.074.
+CALIBRATION_SIZES = tuple(range(1, 18))
 # A batching cloud's passes hold several sessions' tokens: it measures these too, up to its step budget.
 SHARED_PASS_SIZES = (24, 32, 48, 64)
 CONTEXT_TOKENS = 32  # a short context, so attention costs what it costs early in a generation

@@ -222,10 +222,12 @@ class Controller:
         committed: int,
         shared_tokens: int = 0,
         looked_up: Sequence[bool] = (),
+        pending: bool = False,
     ) -> None:
         """A chunk drafted with these confidences had `accepted` tokens pass, in a pass that took
-        verify_s and held shared_tokens of other sessions; `committed` tokens are now verified in
-        all, at `now_s` on the edge's clock. looked_up marks the tokens prompt lookup proposed."""
+        verify_s and held shared_tokens of other sessions (and, with pending, the correction or
+        decoded token before the chunk); `committed` tokens are now verified in all, at `now_s` on
+        the edge's clock. looked_up marks the tokens prompt lookup proposed."""
         for i, confidence in enumerate(confidences[: accepted + 1]):
             model = self._model(looked_up, i)
             passed = 1.0 if i < accepted else 0.0
@@ -233,7 +235,7 @@ class Controller:
             model.observe(confidence, passed)
             if model is self.lookup:
                 self._lookup_ran(i < accepted)
-        self._observe_pass(len(confidences), verify_s, shared_tokens)
+        self._observe_pass(len(confidences) + pending, verify_s, shared_tokens)
         self._progress.append((now_s, committed))
         self._speculated_since_switch += accepted + (accepted < len(confidences))
 
@@ -270,9 +272,11 @@ class Controller:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def chunk_target(self, confidences: Sequence[float], looked_up: Sequence[bool] = ()) -> int:
+    def chunk_target(self, confidences: Sequence[float], looked_up: Sequence[bool] = (), pending: bool = False) -> int:
         """How many of the drafted tokens (with these confidences; looked_up marks prompt
-        lookup's) the chunk should hold; more than len(confidences) means: draft on.
+        lookup's) the chunk should hold; more than len(confidences) means: draft on. With pending,
+        the chunk's pass also evaluates the token before it (a correction, or the cloud's last
+        decoded token): on a CPU a pass over 17 tokens costs much more than one over 16.
 
         Tokens not drafted yet are planned as if confident: the edge asks again after each draft
         and ships the chunk once the answer is no more than it holds, the doubtful draft that
@@ -280,7 +284,8 @@ class Controller:
         chunk and waste that pass where it fails).
         """
         estimates = [self._model(looked_up, i).estimate(c) for i, c in enumerate(confidences)]
-        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), self._costs_drafting(looked_up, len(confidences)), self.config.max_chunk)
+        costs = self._costs_drafting(looked_up, len(confidences)).after(float(pending))
+        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), costs, self.config.max_chunk)
         return j
 
     def _costs_drafting(self, looked_up: Sequence[bool], n: int) -> Costs:
@@ -311,7 +316,8 @@ class Controller:
             return False
         acceptance = (self.lookup_streak + 1) / (self.lookup_streak + 2)
         costs = replace(self.costs, draft_s=0.0)
-        _, rate = best_chunk_len([acceptance] * run, 0.0, costs, min(run, self.config.max_chunk))
+        # The run's pass follows the cloud's last decoded token: pending.
+        _, rate = best_chunk_len([acceptance] * run, 0.0, costs.after(1.0), min(run, self.config.max_chunk))
         return rate > costs.fallback_rate * (1 + self.config.margin)
 
     def speculation_rate(self) -> float | None:

@@ -98,6 +98,9 @@ class SpeculativeEdge(ControlledLoop):
         self._in_flight: deque[DraftChunk | DecodeOrder] = deque()  # shipped, awaiting answers, in order
         self._shipped_at: deque[float] = deque()  # when each in-flight item was shipped
         self._correction_to_send: int | None = None
+        # The last tokens committed were a chunk's that passed in full (no correction after them):
+        # the cloud keeps their logits, and the next chunk's pass evaluates its own tokens alone.
+        self._after_full_chunk = False
         self._stopped = False
         self._t0 = time.perf_counter()
         self._prompt: list[int] = []
@@ -154,6 +157,11 @@ class SpeculativeEdge(ControlledLoop):
 
     def _chunks_in_flight(self) -> int:
         return sum(isinstance(item, DraftChunk) for item in self._in_flight)
+
+    def _builds_on_full_chunk(self) -> bool:
+        if self._in_flight:
+            return isinstance(self._in_flight[-1], DraftChunk)
+        return self._after_full_chunk
 
     def _building_confidences(self) -> tuple[list[float], list[bool]]:
         return [c for chunk in self._building for c in chunk.confidences], [x for chunk in self._building for x in chunk.from_lookup]
@@ -351,11 +359,13 @@ class SpeculativeEdge(ControlledLoop):
         if self.drafter.commit(chunk, verdict.accepted, token):
             self._discard(len(chunk) - verdict.accepted)
             self._correction_to_send = token if verdict.needs_edge_sampling else None
+        pending = not self._after_full_chunk  # what the chunk's pass evaluated before it
+        self._after_full_chunk = token is None
         if self.controller is not None:
             self.controller.observe_rtt(self._now() - shipped_at - item.verify_s - item.prefill_s)
             self.controller.observe_verdict(
                 chunk.confidences, verdict.accepted, item.verify_s, self._now(), self.drafter.committed, item.shared_tokens,
-                looked_up=chunk.from_lookup,
+                looked_up=chunk.from_lookup, pending=pending,
             )  # fmt: skip
 
     def _apply_tokens(self, item: TokensReport) -> None:
@@ -370,6 +380,7 @@ class SpeculativeEdge(ControlledLoop):
         if not item.prefill_s and not self._prompt_passing():
             self.controller.observe_decode_step(item.compute_s / len(item.tokens), item.shared_tokens // len(item.tokens))
         self._emit(item.tokens, "cloud", shadow=True)
+        self._after_full_chunk = False
         self._event("decoded", self._now())  # where cloud decoding falls between rounds (measure.evaluated_tokens)
         self._unfollowed += item.tokens
         self._unfollowed_probs += item.token_probs or [None] * len(item.tokens)

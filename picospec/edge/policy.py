@@ -139,7 +139,7 @@ class ControlledLoop(EdgeLoop):
 
     def _chunk_target(self) -> int:
         """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
-        return self.controller.chunk_target(*self._building_confidences())
+        return self.controller.chunk_target(*self._building_confidences(), pending=not self._builds_on_full_chunk())
 
     def _decode_room(self) -> int:
         """How many more tokens to order from the cloud now: enough that the next order arrives
@@ -195,3 +195,9 @@ class ControlledLoop(EdgeLoop):
     @abstractmethod
     def _building_confidences(self) -> tuple[Sequence[float], Sequence[bool]]:
         """The drafter's confidence in each token being built, and which prompt lookup proposed."""
+
+    @abstractmethod
+    def _builds_on_full_chunk(self) -> bool:
+        """Whether the chunk being built follows a draft chunk in flight, or one that passed in
+        full: then its pass evaluates its own tokens alone (else also the correction, or the
+        cloud's last decoded token, before them)."""
