@@ -11,8 +11,9 @@ and the edge's continuation is already drafted), and occupies the cloud for
 seconds in the steady state: the pass itself, or the drafting of the next chunk if that is longer;
 and after a rejection the bubble in which the verdict travels and the edge drafts the next chunk
 from the correction. The pass after a rejection (or after cloud decoding) also evaluates the
-correction, so that chunk's V(j) is V(j + 1) (Costs.pending). On a CPU, where V(m) grows almost linearly up to 7 tokens and a pass over 16
-costs about what 8 do, only long chunks of confident drafts beat cloud-side decoding. The edge
+correction, so that chunk's V(j) is V(j + 1) (Costs.pending). On a CPU, where V(m) grows almost
+linearly up to 7 tokens and passes over 9 to 16 cost about the same (on the AVX2 VM: 9-13 decode
+steps), only long chunks of confident drafts beat cloud-side decoding. The edge
 ships the length that maximises T(j) / cost(j), where the a_i of drafted tokens come from the
 drafter's own confidence and undrafted ones are planned as confident (picospec/edge/controller.py).
 Cloud-side decoding (fallback) earns 1 / decode_s; the controller falls back when speculation
@@ -106,8 +107,8 @@ class Costs:
     and the tokens other sessions bring to each pass of a batching cloud (0 when it does not batch).
 
     In a shared pass a session's j tokens ride with `shared` others, so its round takes
-    V(j + shared): on a CPU, where a pass over 16 tokens costs about what 8 do, the extra draft
-    tokens are nearly free and longer chunks pay where they would not alone.
+    V(j + shared): on a CPU, where a pass over 16 tokens costs little more than one over 9, the
+    extra draft tokens are nearly free and longer chunks pay where they would not alone.
     """
 
     curve: CostCurve
