@@ -170,8 +170,10 @@ def test_a_resumed_session_evaluates_the_committed_tokens_as_a_continuation(auto
 def test_fail_ends_with_an_error_that_keeps_the_verified_tokens():
     config = config_for(Method.PICOSPEC, VerifyMode.EXACT, 0.0, 30, recovery=Recovery(on_loss="fail"))
     with cloud_behind_link() as (cloud, link):
-        with pytest.raises(CloudError, match="UNAVAILABLE") as caught:
+        with pytest.raises(CloudError) as caught:
             generate(f"127.0.0.1:{link.port}", toy_drafter(), PROMPT, config, on_tokens=FaultAfter(5, link.stop))
+    # A cut link reads UNAVAILABLE, or INTERNAL when a write races the reset: lost, not refused.
+    assert caught.value.lost, caught.value
     kept = caught.value.report.token_ids
     assert len(kept) >= 5 and kept == reference(config.params, config.verify, 30)[: len(kept)]
 
