@@ -213,48 +213,31 @@ def test_speculation_that_earns_less_than_cloud_decoding_falls_back():
 
 
 def test_one_rejection_does_not_end_speculation_that_pays_over_the_run():
-    # Cloud decoding earns 20 tokens/s. After the first verdict a chunk of 16 passes in 0.4 s, then
-    # one is rejected at its first token and the restart takes 0.5 s: 17 tokens in 0.9 s, 18.9
-    # tokens/s over that span.
+    # Cloud decoding earns 20 tokens/s. A chunk of 16 passes in 0.4 s, then one is rejected at its
+    # first token and the restart takes 0.5 s: 17 tokens in 0.9 s, 18.9 tokens/s over that span.
     def speculate(judge_window: int) -> Mode:
         controller = make_controller(CPU, judge_window=judge_window)
         controller.mode = Mode.SPECULATE
         controller.mark(0.0, 0)
-        controller.observe_verdict([0.99] * 16, accepted=16, verify_s=0.4, now_s=0.5, committed=16)
-        controller.observe_verdict([0.99] * 16, accepted=16, verify_s=0.4, now_s=0.9, committed=32)
-        controller.observe_verdict([0.99] * 16, accepted=0, verify_s=0.4, now_s=1.4, committed=33)
+        controller.observe_verdict([0.99] * 16, accepted=16, verify_s=0.4, now_s=0.4, committed=16)
+        controller.observe_verdict([0.99] * 16, accepted=0, verify_s=0.4, now_s=0.9, committed=17)
         return controller.decide()
 
     assert speculate(judge_window=32) is Mode.SPECULATE  # not judged before 32 tokens
     assert speculate(judge_window=16) is Mode.FALLBACK
 
 
-def test_speculation_is_judged_from_its_first_verdict_not_its_start_up():
-    # Cloud decoding earns 20 tokens/s. The first chunk of 16 commits 1.0 s after the switch (drafted,
-    # shipped, verified); after it chunks of 16 pass every 0.7 s, 22.9 tokens/s. Counted from the
-    # switch, 32 tokens in 1.7 s read 18.8 tokens/s: a fall-back.
-    controller = make_controller(CPU, judge_window=32)
-    controller.mode = Mode.SPECULATE
-    controller.mark(0.0, 0)
-    modes = []
-    for i in range(4):
-        controller.observe_verdict([0.99] * 16, accepted=16, verify_s=0.4, now_s=1.0 + 0.7 * i, committed=16 * (i + 1))
-        modes.append(controller.decide())
-    assert modes == [Mode.SPECULATE] * 4 and controller.speculation_rate() == pytest.approx(32 / 1.4)
-
-
 def test_speculation_that_falls_behind_cloud_decoding_is_judged_before_its_window_of_tokens():
     # Cloud decoding earns 10 tokens/s; speculation commits 2 tokens per 0.5 s, every draft passing
     # (what the model does not see: the drafter slowing the cloud's passes on one machine). Judged
-    # over 32 committed tokens it would run 8 s; it is judged at the first verdict 3.2 s or more
-    # after its first.
+    # over 32 committed tokens it would run 8 s; it is judged at the first verdict after 3.2 s.
     controller = make_controller(LINEAR, judge_window=32)
     controller.mode = Mode.SPECULATE
     controller.mark(0.0, 100)
-    for i in range(1, 8):
+    for i in range(1, 7):
         controller.observe_verdict([0.99, 0.99], accepted=2, verify_s=0.2, now_s=i * 0.5, committed=100 + 2 * i)
         assert controller.decide() is Mode.SPECULATE  # 3.0 s: not yet as long as 32 decode steps
-    controller.observe_verdict([0.99, 0.99], accepted=2, verify_s=0.2, now_s=4.0, committed=116)
+    controller.observe_verdict([0.99, 0.99], accepted=2, verify_s=0.2, now_s=3.5, committed=114)
     assert controller.decide() is Mode.FALLBACK
 
 

@@ -145,8 +145,7 @@ class Controller:
     lookup: AcceptanceModel = field(init=False)  # prompt lookup's tokens (its own estimate)
     mode: Mode = field(init=False)
     switches: int = field(init=False, default=0)
-    _started: tuple[float, int] | None = field(init=False, default=None)  # (seconds, tokens committed) when speculation started
-    _progress: deque = field(init=False)  # (seconds, tokens committed) at each verdict since
+    _progress: deque = field(init=False)  # (seconds, tokens committed) samples while speculating
     # (acceptance estimate, outcome) of positions the cloud decoded / verified while speculating:
     # the outcome is the chance the draft passed (0 or 1 under greedy), what a replay is scored by.
     _shadow: deque = field(init=False)
@@ -196,8 +195,8 @@ class Controller:
 
     def mark(self, now_s: float, committed: int) -> None:
         """Speculation (re)starts now with `committed` tokens verified: the start of its measured window."""
-        if self._started is None:
-            self._started = (now_s, committed)
+        if not self._progress:
+            self._progress.append((now_s, committed))
 
     def observe_draft_step(self, seconds: float) -> None:
         if math.isfinite(seconds) and seconds > 0:
@@ -322,23 +321,17 @@ class Controller:
         return rate > costs.fallback_rate * (1 + self.config.margin)
 
     def speculation_rate(self) -> float | None:
-        """Tokens per second committed while speculating, over the last `judge_window` tokens, or
-        over the time cloud decoding takes for that many where speculation committed fewer (None
-        until then: a losing run is judged once it is behind, not 14 rounds of one or two tokens on
-        chat later).
-
-        Counted from the first verdict: the start-up before it (a chunk drafted, shipped and
-        verified before anything commits) is paid once per switch, and speculation_pays charges it
-        apart. Counted from the switch, a HumanEval answer whose drafts passed 29 times of 30 read
-        8.2 tokens/s against cloud decoding's 8.7 and fell back, while it ran at 12 between its
-        rejections."""
+        """Tokens per second committed while speculating, over the last `judge_window` tokens, or,
+        after two verdicts at least, over the time cloud decoding takes for that many where
+        speculation committed fewer (None until then: a losing run is judged once it is behind,
+        not 14 rounds of one or two tokens on chat later)."""
         if len(self._progress) < 2:
             return None
         window = self.config.judge_window
         while len(self._progress) > 2 and self._progress[-1][1] - self._progress[1][1] >= window:
             self._progress.popleft()
         (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
-        behind = (t1 - t0) * self.costs.fallback_rate >= window
+        behind = len(self._progress) > 2 and (t1 - t0) * self.costs.fallback_rate >= window
         if t1 <= t0 or (n1 - n0 < window and not behind):
             return None
         return (n1 - n0) / (t1 - t0)
@@ -399,11 +392,11 @@ class Controller:
         window alone speculation ran 3.8 s for 9 tokens, a quarter of cloud decoding's rate. A
         code chunk rejected at its first token leaves speculation behind by a restart, and its
         verified positions still say it pays."""
-        if self._started is None or not self._progress or self._judged_early == self._speculated_since_switch:
+        if len(self._progress) < 2 or self._judged_early == self._speculated_since_switch:
             return False
         self._judged_early = self._speculated_since_switch
         costs = self.costs
-        (t0, n0), (t1, n1) = self._started, self._progress[-1]
+        (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
         behind = (t1 - t0 - start_up_s(costs, self.config.max_chunk)) * costs.fallback_rate > n1 - n0
         return behind and self._bias * self._steady_rate(self._verified) < costs.fallback_rate * (1 - self.config.margin)
 
@@ -434,7 +427,6 @@ class Controller:
             failed = self._speculated_since_switch < 2 * self.config.judge_window
             self._probe_every = min(self._probe_every * 2, self.config.max_probe_every) if failed else self.config.probe_every
         self.mode, self.switches = mode, self.switches + 1
-        self._started = None
         self._progress.clear()
         self._shadow.clear()
         self._verified.clear()
