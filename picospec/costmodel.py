@@ -137,24 +137,17 @@ class Costs:
         return 1.0 / (self.curve.decode_s + self.curve.verify(1 + self.shared) - self.curve.verify(1))
 
 
-def best_chunk_len(
-    acceptance: Sequence[float], next_acceptance: float, costs: Costs, max_len: int, idle: bool = False
-) -> tuple[int, float]:
+def best_chunk_len(acceptance: Sequence[float], next_acceptance: float, costs: Costs, max_len: int) -> tuple[int, float]:
     """The chunk length with the highest expected rate, and that rate (tokens per second).
 
     acceptance: estimates a_1..a_k of the tokens drafted so far for this chunk; tokens not drafted
-    yet are taken to pass with next_acceptance. idle: the cloud has nothing to verify, so each token
-    not drafted yet also keeps it waiting a draft step (lengths below k are not considered).
+    yet are taken to pass with next_acceptance.
     """
     survival, expected, best = 1.0, 0.0, (1, -1.0)
-    drafted = len(acceptance)
     for j in range(1, max_len + 1):
         expected += survival  # T(j) = c_0 + ... + c_{j-1}
-        survival *= acceptance[j - 1] if j <= drafted else next_acceptance
-        if idle and j < drafted:
-            continue
-        waited = max(0, j - drafted) * costs.draft_s if idle else 0.0
-        rate = expected / (waited + costs.chunk_cost(j, survival))
+        survival *= acceptance[j - 1] if j <= len(acceptance) else next_acceptance
+        rate = expected / costs.chunk_cost(j, survival)
         if rate > best[1] + 1e-12:
             best = (j, rate)
     return best

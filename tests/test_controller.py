@@ -74,19 +74,6 @@ def test_a_chunk_after_a_correction_is_planned_with_the_correction_in_its_pass()
     assert controller.chunk_target(sure) == 16 and controller.chunk_target(sure, pending=True) == 15
 
 
-def test_an_idle_cloud_waits_for_a_fuller_chunk_where_drafting_on_is_cheaper_than_its_pass():
-    # Ten confident drafts on the stepped curve: a pass over them costs what one over 16 does.
-    drafted = [1.0] * 10
-    assert best_chunk_len(drafted, 1.0, costs(STEPPED, draft_s=0.02), 16, idle=True)[0] == 16  # 6 steps, 0.12 s
-    assert best_chunk_len(drafted, 1.0, costs(STEPPED, draft_s=0.2), 16, idle=True)[0] == 10  # 6 steps, 1.2 s
-    # What is drafted goes in whole: on a linear curve a busy cloud's best chunk is one token.
-    assert best_chunk_len(drafted, 1.0, costs(LINEAR), 16)[0] == 1
-    assert best_chunk_len(drafted, 1.0, costs(LINEAR), 16, idle=True)[0] == 10
-    controller = make_controller(STEPPED)
-    controller.draft_s = 0.02
-    assert controller.chunk_target(drafted, idle=True) == 16
-
-
 def test_a_verdict_s_pass_is_timed_as_a_pass_over_its_chunk_and_the_correction_before_it():
     controller = make_controller(LINEAR)
     controller.observe_verdict([0.99] * 4, accepted=4, verify_s=1.5, now_s=1.0, committed=4, pending=True)

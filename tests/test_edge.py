@@ -171,7 +171,7 @@ def test_a_chunk_leaves_with_the_doubtful_draft_that_ended_it(cloud, monkeypatch
     from picospec.edge.controller import Controller
     from picospec.edge.pipeline import SpeculativeEdge
 
-    def pays_until_doubt(self, confidences, looked_up=(), pending=False, idle=False):
+    def pays_until_doubt(self, confidences, looked_up=(), pending=False):
         doubtful = [i for i, c in enumerate(confidences) if c < 0.5]
         return max(1, doubtful[0]) if doubtful else len(confidences) + 1
 

@@ -272,16 +272,11 @@ class Controller:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def chunk_target(
-        self, confidences: Sequence[float], looked_up: Sequence[bool] = (), pending: bool = False, idle: bool = False
-    ) -> int:
+    def chunk_target(self, confidences: Sequence[float], looked_up: Sequence[bool] = (), pending: bool = False) -> int:
         """How many of the drafted tokens (with these confidences; looked_up marks prompt
         lookup's) the chunk should hold; more than len(confidences) means: draft on. With pending,
         the chunk's pass also evaluates the token before it (a correction, or the cloud's last
-        decoded token): on a CPU a pass over 17 tokens costs much more than one over 16. With idle,
-        the cloud waits for this chunk, and drafting on keeps it waiting: on the AVX2 CPU a pass
-        over 11 tokens costs what one over 16 does (V(11) 1.3 s for 11 committed, on HumanEval),
-        where 5 more draft steps, 0.25 s, would have filled it.
+        decoded token): on a CPU a pass over 17 tokens costs much more than one over 16.
 
         Tokens not drafted yet are planned as if confident: the edge asks again after each draft
         and ships the chunk once the answer is no more than it holds, the doubtful draft that
@@ -290,7 +285,7 @@ class Controller:
         """
         estimates = [self._model(looked_up, i).estimate(c) for i, c in enumerate(confidences)]
         costs = self._costs_drafting(looked_up, len(confidences)).after(float(pending))
-        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), costs, self.config.max_chunk, idle)
+        j, _ = best_chunk_len(estimates, self.acceptance.estimate(1.0), costs, self.config.max_chunk)
         return j
 
     def _costs_drafting(self, looked_up: Sequence[bool], n: int) -> Costs:

@@ -130,21 +130,16 @@ class ControlledLoop(EdgeLoop):
             return building > 0 or (not self._chunks_in_flight() and self._decode_room() > 0)
         if building == 0 or self._decoding():
             return False
-        # A busy cloud gets the chunk once it is as long as the cost model says pays, or once a
-        # doubtful draft ends it (the draft goes with it). An idle one gets it as soon as drafting
-        # on would cost more of the cloud's waiting than the longer pass earns (latency-aware
-        # truncation: on a CPU a pass over few tokens costs few steps, but one over 9-15 about
-        # what one over 16 does), and whenever the edge may draft no more.
+        # An idle cloud gets what is drafted at once (latency-aware truncation: on a CPU the cloud
+        # is the bottleneck, and a pass over few tokens costs few steps); a busy one gets the
+        # chunk once it is as long as the cost model says pays, or once a doubtful draft ends it
+        # (the draft goes with it).
         lookup_ended = self.controller.lookup_only and not self._lookup_run()  # nothing more will join this chunk
-        idle = in_flight == 0
-        if idle and not self._can_draft():
-            return True
-        return lookup_ended or self._chunk_target(idle) <= building
+        return in_flight == 0 or lookup_ended or self._chunk_target() <= building
 
-    def _chunk_target(self, idle: bool) -> int:
+    def _chunk_target(self) -> int:
         """How many of the drafted tokens the chunk should hold (more than drafted: draft on)."""
-        confidences, looked_up = self._building_confidences()
-        return self.controller.chunk_target(confidences, looked_up, pending=not self._builds_on_full_chunk(), idle=idle)
+        return self.controller.chunk_target(*self._building_confidences(), pending=not self._builds_on_full_chunk())
 
     def _decode_room(self) -> int:
         """How many more tokens to order from the cloud now: enough that the next order arrives
