@@ -38,8 +38,11 @@ def measure_cost_curve(
     runner.rollback(0)
     runner.prefill(context)
     measured: dict[int, float] = {}
-    # Twice each, keeping the faster: llama.cpp's first pass of a new size also builds its graph.
-    for m in (max(sizes), *sizes, *sizes):
+    # Once each, after one warm-up pass of the longest (it allocates llama.cpp's compute buffers):
+    # the faster of two passes per size differed from the first by 0-10% on the AVX2 VM, three
+    # calibrations a few seconds apart by 30-40% (docs/benchmarks.md, session 29), and the cloud
+    # refines the curve from every real pass (CostTracker).
+    for m in (max(sizes), *sizes):
         started = time.perf_counter()
         runner.extend([(11 * i + 5) % n_vocab for i in range(m)])
         measured[m] = min(measured.get(m, float("inf")), time.perf_counter() - started)
