@@ -4,15 +4,15 @@ temperature, beside the measured ratio. A cheap first look before measuring a ch
 the simulator reproduces the controller's switches but not the two sides slowing each other on
 one machine (docs/design.md, "The simulator runs the same decisions").
 
-    .venv/bin/python scripts/controller_sweep.py RESULTS.jsonl RESULTS.traces.jsonl
+    .venv/bin/python scripts/controller_sweep.py RESULTS.jsonl RESULTS.traces.jsonl [--variants "default,window 23"] [--seeds 5] [--per-prompt]
 
 The traces come from `picospec bench ideal RESULTS.jsonl` (written beside the results).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +31,8 @@ VARIANTS = {
     "default": ControllerConfig(),
     "follow 8": ControllerConfig(follow_batch=8),
     "window 8": ControllerConfig(window=8),
+    "window 23": ControllerConfig(window=23),
+    "window 30": ControllerConfig(window=30),
     "follow 8, window 8": ControllerConfig(follow_batch=8, window=8),
     "judge over 16": ControllerConfig(judge_window=16),
     "no hysteresis": ControllerConfig(margin=0.0),
@@ -44,7 +46,7 @@ VARIANTS = {
 }
 
 
-def main(results: str, traces: str) -> None:
+def main(results: str, traces: str, variants: dict[str, ControllerConfig], seeds: int, per_prompt: bool) -> None:
     records, forced = load_records(Path(results)), load_traces(Path(traces))
     windows, whole = window_costs(records), measure_costs(records)
     measured = {(r.workload, r.temperature, r.profile, r.variant): r for r in compare(records)}
@@ -56,19 +58,30 @@ def main(results: str, traces: str) -> None:
         group = (run.key.workload, run.key.temperature, run.key.profile, f"picospec/{run.key.verify.value}")
         costs = windows.get((run.key.profile, run.key.temperature), whole).with_link(LinkProfile(run.key.rtt_ms, run.key.bandwidth_mbps))
         ar = after_first_token_rate(simulate(costs, run_config(run, Method.AR, MODELESS_VERIFY)).to_record(run.key))
-        for name, controller in VARIANTS.items():
+        for name, controller in variants.items():
             config = replace(run_config(run, Method.PICOSPEC, run.key.verify), controller=controller)
-            result = simulate(costs, config, PositionOutcomes(trace, run.key.repeat))
-            simulated[group][name].append(after_first_token_rate(result.to_record(run.key)) / ar)
-    for group, variants in sorted(simulated.items()):
-        row = measured.get(group)
+            for seed in range(run.key.repeat * seeds, (run.key.repeat + 1) * seeds):
+                ratio = after_first_token_rate(simulate(costs, config, PositionOutcomes(trace, seed)).to_record(run.key)) / ar
+                simulated[group][name].append(ratio)
+                if per_prompt:
+                    simulated[(*group, run.key.prompt_id)][name].append(ratio)
+    for group, by_variant in sorted(simulated.items()):
+        row = measured.get(group) if len(group) == 4 else None
         shown = f"{row.after_first:.3f} ({row.pairs} pairs)" if row else "-"
         print(f"{' '.join(map(str, group))}: measured {shown}; simulated:")
-        for name, ratios in variants.items():
+        for name, ratios in by_variant.items():
             print(f"  {name:20s} {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results")
+    parser.add_argument("traces")
+    parser.add_argument("--variants", help=f"comma-separated, from: {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("--seeds", type=int, default=1, help="simulated runs per measured run (their outcomes drawn anew)")
+    parser.add_argument("--per-prompt", action="store_true", help="also a row per prompt")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.variants.split(",")] if args.variants else list(VARIANTS)
+    if unknown := [n for n in names if n not in VARIANTS]:
+        parser.error(f"unknown variants: {', '.join(unknown)}")
+    main(args.results, args.traces, {n: VARIANTS[n] for n in names}, args.seeds, args.per_prompt)

@@ -38,10 +38,10 @@ def measure_cost_curve(
     runner.rollback(0)
     runner.prefill(context)
     measured: dict[int, float] = {}
-    # Once each, after one warm-up pass of the longest (it allocates llama.cpp's compute buffers):
-    # the faster of two passes per size differed from the first by 0-10% on the AVX2 VM, three
-    # calibrations a few seconds apart by 30-40% (docs/benchmarks.md, session 29), and the cloud
-    # refines the curve from every real pass (CostTracker).
+    # Once each, after one warm-up pass of the longest (it allocates llama.cpp's compute buffers).
+    # The faster of two read the curve 5-10% low on the AVX2 VM (the planner wants a pass's mean
+    # cost), calibrations a minute apart differ more than that (docs/benchmarks.md, session 29),
+    # and the cloud refines the curve from every real pass (CostTracker).
     for m in (max(sizes), *sizes):
         started = time.perf_counter()
         runner.extend([(11 * i + 5) % n_vocab for i in range(m)])
