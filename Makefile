@@ -34,8 +34,9 @@ nginx:
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update && apt-get install -y --no-install-recommends nginx-light)
 
+# --durations: the slowest tests in every run's log, to see where the suite's time goes.
 test: models nginx
-	PICOSPEC_REQUIRE_NGINX=1 $(BIN)/python -m pytest -q
+	PICOSPEC_REQUIRE_NGINX=1 $(BIN)/python -m pytest -q --durations=25
 
 test-fast: setup nginx
 	PICOSPEC_REQUIRE_NGINX=1 $(BIN)/python -m pytest -q -m "not real"
