@@ -133,8 +133,13 @@ class Costs:
 
     @property
     def fallback_rate(self) -> float:
-        """Tokens per second of cloud-side decoding: a step each, in a pass shared with the others' tokens."""
-        return 1.0 / (self.curve.decode_s + self.curve.verify(1 + self.shared) - self.curve.verify(1))
+        """Tokens per second of cloud-side decoding: a step each, in a pass shared with the others' tokens.
+
+        The others' tokens never make the step cheaper: a curve refined from noisy passes can hold
+        V(1 + shared) < V(1) - decode_s, and a negative rate made the edge order no tokens at all
+        (sessions stalled until the cloud's idle limit, session 30)."""
+        sharing = max(0.0, self.curve.verify(1 + self.shared) - self.curve.verify(1))
+        return 1.0 / (self.curve.decode_s + sharing)
 
 
 def best_chunk_len(acceptance: Sequence[float], next_acceptance: float, costs: Costs, max_len: int) -> tuple[int, float]:

@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from picospec.costmodel import (
     MAX_PASS_TOKENS,
@@ -125,6 +127,21 @@ def test_a_pass_shared_with_other_sessions_costs_what_the_whole_pass_does():
     assert shared.fallback_rate == pytest.approx(1 / CPU.verify(13))  # here a decode step costs V(1)
     assert Costs(CPU, 0.0, 0.0, shared=2.5).pass_s(1) == pytest.approx((CPU.verify(3) + CPU.verify(4)) / 2)
     assert Costs(CPU, 0.0, 0.0).fallback_rate == pytest.approx(1 / CPU.decode_s)
+
+
+def test_a_noisy_curve_cheaper_with_other_sessions_tokens_never_makes_cloud_decoding_free_or_negative():
+    # A toy cloud's curve after many sessions' refinements (session 30): V(4) < V(1) - decode_s. A
+    # negative rate made the edge order no tokens and wait for them until the cloud's idle limit.
+    noisy = CostCurve((6.9e-5, 4.1e-5, 3.3e-5, 3.1e-5), decode_s=1.8e-5)
+    assert Costs(noisy, 0.0, 0.002, shared=3.0).fallback_rate == pytest.approx(1 / noisy.decode_s)
+
+
+@given(
+    st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=20), st.floats(1e-6, 1.0), st.floats(0.0, 30.0),
+)
+def test_cloud_decodings_rate_is_positive_and_at_most_one_token_per_step(verify_s, decode_s, shared):
+    rate = Costs(CostCurve(tuple(verify_s), decode_s), 0.0, 0.0, shared=shared).fallback_rate
+    assert 0 < rate <= 1 / decode_s
 
 
 def test_sharing_a_batching_clouds_passes_makes_speculation_pay_where_alone_it_does_not():

@@ -313,6 +313,9 @@ class SpeculativeEdge(ControlledLoop):
             self._catch_up()  # the edge would idle now
             self._apply_inbox(block=False)
             return
+        if not self._in_flight and self.inbox.empty():
+            # A bug, not the cloud's doing: fail loudly rather than leave the session to the cloud's idle limit.
+            raise RuntimeError(f"the edge would wait for a message that never comes: nothing in flight, {self._counts()}")
         self._apply_inbox(block=True)
 
     def _apply_inbox(self, block: bool) -> None:
