@@ -1,6 +1,8 @@
 """The edge and the cloud as separate gRPC peers on loopback, with toy models: every method x mode."""
 
+import asyncio
 import dataclasses
+import gc
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +104,20 @@ def test_switching_between_speculation_and_cloud_decoding_keeps_outputs_exact(cl
     assert report.token_ids == reference(params, verify, 40)
     assert report.mode_switches >= 4 and report.decoded > 0 and report.rounds > 0
     assert report.sources[0] == "cloud"  # the first token is the prompt pass's, as for ar
+
+
+def test_generations_share_one_event_loop_instead_of_leaving_one_behind_each(cloud):
+    # grpc.aio keeps every loop that made a call alive: a loop per generation leaked one each.
+    def loops() -> int:
+        gc.collect()
+        return sum(isinstance(o, asyncio.AbstractEventLoop) for o in gc.get_objects())
+
+    config = EdgeConfig(params=SamplingParams(temperature=0), max_new_tokens=4)
+    generate(address(cloud), toy_drafter(), PROMPT, config)  # the network loop exists from here on
+    before = loops()
+    for _ in range(10):
+        generate(address(cloud), toy_drafter(), PROMPT, config)
+    assert loops() == before
 
 
 def test_edge_method_runs_the_drafter_alone():

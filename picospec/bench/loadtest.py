@@ -21,7 +21,6 @@ import itertools
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -179,10 +178,8 @@ def run_load(
 
 
 async def _run_load(address, runner_for, prompts, edge_config, config, cloud_stats, security) -> dict:
-    # Every edge on this one event loop; each speculative session drafts on a thread of its own, and
-    # one more thread reads the cloud's counters at the window's end whatever the edges do.
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.edges + 1, thread_name_prefix="loadtest"))
+    # Every edge on this one event loop; each speculative session drafts on a thread of its own
+    # (edge/loop.py), and the cloud's counters are read on another whatever the edges do.
     samples: list[SessionSample] = []
     start = time.perf_counter() + config.warmup_s
     deadline = start + config.duration_s

@@ -1,5 +1,5 @@
-"""The edge's network side: a gRPC stream to the cloud, driven by an asyncio event loop, while
-the drafter runs in its own thread (SpeculativeEdge)."""
+"""The edge's network side: a gRPC stream to the cloud, driven by the process's network loop
+(edge/loop.py), while the drafter runs in its own thread (SpeculativeEdge)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from picospec.decoding import Drafter, generate_autoregressive
 from picospec.edge.config import CloudLoss, EdgeConfig, Method
+from picospec.edge.loop import on_own_thread, run_on_network_loop
 from picospec.edge.pipeline import EDGE_ONLY, CandidateReport, CloudLink, SpeculativeEdge, TokenSink
 from picospec.edge.report import EdgeReport, finish_reason
 from picospec.errors import PicoSpecError, ProtocolError
@@ -149,7 +150,7 @@ def generate(
         raise PicoSpecError(f"method {config.method.value} needs a cloud address")
     else:
         generation = CloudGeneration(cloud, security, runner, list(prompt), config, on_tokens, cancel)
-        report = asyncio.run(_run_cancellable(generation, cancel))
+        report = run_on_network_loop(_run_cancellable(generation, cancel), on_interrupt=cancel.cancel)
     report.finish_reason = finish_reason(report.token_ids, frozenset(runner.vocab_info().eos_ids))
     return report
 
@@ -168,9 +169,7 @@ async def _run_cancellable(generation: "CloudGeneration", cancel: Cancellation) 
 
 
 def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
-    # A cancel racing the generation's end may find the loop closed: nothing is left to stop then.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(task.cancel)
+    loop.call_soon_threadsafe(task.cancel)  # a no-op for a task that has ended meanwhile
 
 
 def _decode_on_edge(
@@ -254,7 +253,7 @@ class CloudGeneration:
                         gave_up = CloudError(f"{exc} (gave up after {recovery.retries} reconnection attempts)", exc.code)
                         gave_up.report = self.report
                         raise gave_up from None
-                    self._finish_locally(exc)
+                    await on_own_thread(self._finish_locally, exc)
                     break
                 delay = recovery.backoff(attempt)
                 logger.warning("cloud lost after %d tokens (%s); reconnecting in %.2f s (attempt %d of %d)",
@@ -336,15 +335,11 @@ class CloudGeneration:
             report=self.report,
         )
         reader = asyncio.create_task(_read_cloud(call, inbox, self.runner.n_vocab, self.report))
-        drafting = loop.run_in_executor(None, edge.run, self.prompt)
         try:
-            # Shielded so that a cancelled generation can still wait for its drafting thread: the
-            # runner must be idle before anyone else uses it (the next session's, or the caller's).
-            await asyncio.shield(drafting)
-        except asyncio.CancelledError:
-            inbox.put(GenerationCancelled())  # the drafting thread raises it at its next look at the inbox
-            await asyncio.gather(drafting, return_exceptions=True)
-            raise
+            # A cancelled generation still waits for its drafting thread, which raises the
+            # GenerationCancelled put in its inbox at its next look: the runner must be idle before
+            # anyone else uses it (the next session's, or the caller's).
+            await on_own_thread(edge.run, self.prompt, on_cancel=lambda: inbox.put(GenerationCancelled()))
         finally:
             reader.cancel()
 
