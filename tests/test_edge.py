@@ -4,6 +4,8 @@ import asyncio
 import dataclasses
 import gc
 import math
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -11,10 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from picospec.decoding import generate_autoregressive
+from picospec.decoding import Drafter, generate_autoregressive
 from picospec.edge.client import Cancellation, CloudError, GenerationCancelled, generate
 from picospec.edge.config import EdgeConfig, Method
 from picospec.edge.controller import ControllerConfig
+from picospec.edge.pipeline import SpeculativeEdge
 from picospec.errors import ProtocolError
 from picospec.runners.toy import ToyRunner
 from picospec.sampling import SamplingParams
@@ -118,6 +121,25 @@ def test_generations_share_one_event_loop_instead_of_leaving_one_behind_each(clo
     for _ in range(10):
         generate(address(cloud), toy_drafter(), PROMPT, config)
     assert loops() == before
+
+
+def test_an_edge_about_to_wait_with_nothing_in_flight_fails_at_once():
+    """Nothing will arrive: a bug (session 30's negative fallback rate) that used to leave the
+    session waiting until the cloud's idle limit now raises."""
+    drafter = Drafter(toy_drafter(), SamplingParams(temperature=0), VerifyConfig(), np.random.default_rng(0))
+    edge = SpeculativeEdge(drafter, EdgeConfig(max_new_tokens=5, controller=None), send=lambda message: None, inbox=queue.Queue())
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            edge._wait_for_verdict()
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and "never comes" in str(raised[0])
 
 
 def test_edge_method_runs_the_drafter_alone():
