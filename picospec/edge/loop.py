@@ -45,6 +45,7 @@ def run_on_network_loop(coroutine: Coroutine[Any, Any, T], on_interrupt: Callabl
     """
     loop = network_loop()
     if threading.current_thread() is _loop_thread:
+        coroutine.close()  # never to run: no "never awaited" warning
         raise PicoSpecError("a generation cannot be started from the network loop's own thread (e.g. an on_tokens callback)")
     future = asyncio.run_coroutine_threadsafe(coroutine, loop)
     try:
