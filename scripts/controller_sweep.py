@@ -33,7 +33,7 @@ VARIANTS = {
     "window 8": ControllerConfig(window=8),
     "window 23": ControllerConfig(window=23),
     "window 30": ControllerConfig(window=30),
-    "follow 8, window 8": ControllerConfig(follow_batch=8, window=8),
+    "follow 8 + window 8": ControllerConfig(follow_batch=8, window=8),
     "judge over 16": ControllerConfig(judge_window=16),
     "no hysteresis": ControllerConfig(margin=0.0),
     "switch margin 0.2": ControllerConfig(margin=0.2),
