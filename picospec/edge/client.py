@@ -160,16 +160,13 @@ async def _run_cancellable(generation: "CloudGeneration", cancel: Cancellation) 
     and the session then cancels its call, which ends it on the cloud."""
     task, loop = asyncio.current_task(), asyncio.get_running_loop()
     start = time.perf_counter()
-    with cancel.hook(functools.partial(_cancel_soon, loop, task)):
+    # A cancel after the task has ended cancels nothing: the network loop outlives every generation.
+    with cancel.hook(functools.partial(loop.call_soon_threadsafe, task.cancel)):
         try:
             return await generation.run()
         except asyncio.CancelledError:
             generation.report.wall_s = time.perf_counter() - start
             raise GenerationCancelled(generation.report) from None
-
-
-def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
-    loop.call_soon_threadsafe(task.cancel)  # a no-op for a task that has ended meanwhile
 
 
 def _decode_on_edge(
