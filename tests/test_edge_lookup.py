@@ -108,9 +108,10 @@ def test_greedy_output_with_speculation_on_lookups_tokens_alone_equals_target_on
 # drafter's; and the controller letting the cloud decode the first tokens, then speculating.
 POLICIES = {
     "fixed": None,
-    # Chunks of up to 4: a run of lookup's tokens then beats cloud decoding by ~20% on the flat
-    # cloud, not by the ~5% that a 2-token run's did, which the noise of the cloud's calibration
-    # and of the welcome's round trip (taken as the RTT) could erase.
+    # Chunks of up to 4: at a 10-ms pass and step and a 2-ms RTT, with lookup's prior acceptance of
+    # 1/2, a 4-token run earns 1.875 / (V + 0.94 RTT), ~160 tokens/s against cloud decoding's 100; a
+    # 2-token run's 1.5 / (V + 0.75 RTT), ~130, a pass calibrated at 12 ms and a 4-ms welcome (taken
+    # as the RTT) bring below the 105 a switch needs (in one test order lookup runs never started).
     "lookup-runs": ControllerConfig(window=2, judge_window=2, max_chunk=4, max_lookahead=4, follow_batch=1),
     "adaptive": ControllerConfig(fallback=False, max_chunk=3, max_lookahead=4),
     "switching": ControllerConfig(window=2, judge_window=2, probe_every=2, max_probe_every=2, max_chunk=2, max_lookahead=4, follow_batch=1),
