@@ -464,9 +464,9 @@ def test_the_simulated_controller_speculates_where_the_drafter_agrees():
     profile = cpu_like()
     ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=128)).report
     report = simulate(profile, controlled(128), PositionOutcomes(forced_trace(128, 0.99, 1.0))).report
-    # It left cloud decoding once the drafter had followed a window of the cloud's tokens (16: the
-    # prompt pass's token is not judged), 20 with a follow batch ordered ahead.
-    assert report.mode_switches == 1 and report.decoded == 20
+    # It left cloud decoding once the drafter had followed a window of the cloud's tokens (8 after
+    # 9: the prompt pass's token is not judged), 16 with the follow batches ordered ahead.
+    assert report.mode_switches == 1 and report.decoded == 16
     assert report.accepted_lengths == report.chunk_lengths  # every draft passed
     assert report.decoded + sum(report.accepted_lengths) == report.new_tokens == 128
     assert report.tokens_per_s > 1.2 * ar.tokens_per_s
@@ -483,18 +483,25 @@ def test_the_simulated_controller_lets_the_cloud_decode_where_drafts_would_fail(
     assert report.wall_s == pytest.approx(ar.wall_s, rel=0.01)  # ordered ahead, the cloud never waits
 
 
+def decoded_after_speculation(report) -> int:
+    """Tokens the cloud decoded after the last verdict on a chunk."""
+    last_verdict = max(e.start for e in report.timeline if e.kind == "verdict")
+    return sum(e.kind == "decoded" and e.start > last_verdict for e in report.timeline)
+
+
 def test_the_simulated_controller_ends_speculation_soon_where_a_known_run_gives_way_to_failing_drafts():
     """A 41-token answer (MT-bench 134 on the default pair): the drafter passes its first 20
     positions, then confident drafts pass a third of the time. Speculation starts after a window
     and, judged by its window alone, ran to the end of the answer at 0.70x of ar (26 positions
-    decoded of 41); behind cloud decoding by more than its start-up, with the cloud's verdicts
-    saying it loses, it ends within a few verdicts."""
+    decoded of 41, 20 before it started); behind cloud decoding by more than its start-up, with
+    the cloud's verdicts saying it loses, it ends within a few verdicts and the cloud decodes
+    most of the failing positions."""
     profile = cpu_like()
     trace = PositionTrace(np.full(41, 0.99), np.r_[np.ones(20), np.full(21, 0.35)])
     ar = simulate(profile, SimConfig(Method.AR, max_new_tokens=41)).report
     reports = [simulate(profile, controlled(41), PositionOutcomes(trace, seed=s)).report for s in range(20)]
     assert all(r.mode_switches == 2 for r in reports)  # speculation was tried, and ended
-    assert np.mean([r.decoded for r in reports]) > 32
+    assert np.mean([decoded_after_speculation(r) for r in reports]) > 10  # of 21; 6 judged by the window alone
     assert np.mean([r.tokens_per_s for r in reports]) > 0.78 * ar.tokens_per_s
 
 

@@ -248,7 +248,8 @@ def test_speculation_that_falls_behind_cloud_decoding_is_judged_before_its_windo
     # Cloud decoding earns 10 tokens/s; speculation commits 2 tokens per 0.5 s, every draft passing
     # (what the model does not see: the drafter slowing the cloud's passes on one machine). Judged
     # over 32 committed tokens it would run 8 s; it is judged at the first verdict after 3.2 s.
-    controller = make_controller(LINEAR, judge_window=32)
+    # (A replay trusted as it is: with the prior bias the early rule ends it sooner, the next test.)
+    controller = make_controller(LINEAR, judge_window=32, prior_bias=1.0)
     controller.mode = Mode.SPECULATE
     controller.mark(0.0, 100)
     for i in range(1, 7):
@@ -317,6 +318,25 @@ def test_each_window_of_the_shadow_is_judged_once():
         controller.observe_decoded(0.99 if passed else 0.3, passed)
         modes.append(controller.decide())
     assert modes == [Mode.FALLBACK] * 7 + [Mode.SPECULATE]
+
+
+def window_of_agreement(confidence: float, **config) -> Mode:
+    """The mode after 8 positions the drafter would all have passed, drafted with `confidence`."""
+    controller = make_controller(CPU, window=8, probe_every=1000, early_margin=100.0, **config)
+    for _ in range(8):
+        controller.observe_decoded(confidence, 1.0)
+    return controller.decide()
+
+
+def test_a_short_run_of_agreement_at_middling_confidence_does_not_start_speculation():
+    # Confident drafts (code) start speculation after a window of 8; drafts at 0.93 that all
+    # passed (a chance run in chat) do not: their outcomes are weighed against what that
+    # confidence usually earns, and the replay is taken as optimistic until measured. Either
+    # alone lets this window through (the replay says 1.2-1.35x of cloud decoding).
+    assert window_of_agreement(0.99) is Mode.SPECULATE
+    assert window_of_agreement(0.93) is Mode.FALLBACK
+    assert window_of_agreement(0.93, estimate_weight=0.0) is Mode.SPECULATE
+    assert window_of_agreement(0.93, prior_bias=1.0) is Mode.SPECULATE
 
 
 def test_without_fallback_the_controller_always_speculates():
@@ -421,7 +441,7 @@ def test_a_lookup_match_does_not_end_cloud_decoding_where_it_would_not_pay():
 
 @pytest.mark.parametrize(
     "settings",
-    [{"max_chunk": 0}, {"max_chunk": 8, "max_lookahead": 4}, {"chunks_ahead": 0}, {"follow_batch": 0}, {"window": 1}, {"margin": -0.1}],
+    [{"max_chunk": 0}, {"max_chunk": 8, "max_lookahead": 4}, {"chunks_ahead": 0}, {"follow_batch": 0}, {"window": 1}, {"margin": -0.1}, {"estimate_weight": -1.0}, {"prior_bias": 0.0}, {"prior_bias": 1.5}],
 )
 def test_a_controller_config_that_cannot_run_is_refused(settings):
     with pytest.raises(InvalidInputError, match="controller:"):

@@ -101,11 +101,22 @@ class ControllerConfig:
     # model's mean alone says it earns this much more than cloud decoding (a batching cloud, whose
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
-    # Shadowed positions before they are judged: 15 after 16 tokens (the first, from the prompt
-    # pass, casts no shadow). A window of 8 started speculation on HumanEval 4-12 tokens sooner
-    # (wan 1.19x vs 1.11x of ar) but on chance runs of agreement in short chat answers (MT-bench
-    # at cellular 0.87x vs 1.01x): docs/benchmarks.md, session 26.
-    window: int = 15
+    # Shadowed positions before they are judged (the first token, from the prompt pass, casts no
+    # shadow), and the replay looks at the last two windows. A window of 8 starts speculation on
+    # code 8-12 tokens sooner than one of 15, where a 16-token pass costs 5 decode steps about a
+    # third of HumanEval's time at wan; alone it also started on chance runs of agreement in chat
+    # (MT-bench at cellular 0.87x vs 1.01x, session 26), which estimate_weight and prior_bias
+    # damp (docs/benchmarks.md, session 31).
+    window: int = 8
+    # Positions' worth of weight the acceptance model's estimates get against the shadow's
+    # outcomes in its replay: 8 agreeing positions drafted with chat's middling confidence are
+    # scored as half agreement, half what that confidence usually earns; confident code's
+    # estimates are near 1 and lose nothing.
+    estimate_weight: float = 8.0
+    # The replay's optimism assumed until a fall-back measures it (Controller._bias): measured
+    # speculation ran at 0.69-0.73 of the ideal replay at wan in session 30, 0.64-0.92 of a
+    # window's replay earlier; below 1, chat's chance switches mostly do not pass.
+    prior_bias: float = 0.85
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
     # read as speculation not paying, even where it pays over the run. Judged sooner where
@@ -129,6 +140,8 @@ class ControllerConfig:
         windows = min(self.window, self.judge_window)
         if windows < 2 or self.probe_every < 1 or min(self.margin, self.early_margin) < 0 or self.follow_batch < 1:
             raise InvalidInputError("controller: windows >= 2, probe_every >= 1, follow_batch >= 1 and margins >= 0")
+        if self.estimate_weight < 0 or not 0 < self.prior_bias <= 1:
+            raise InvalidInputError("controller: estimate_weight >= 0 and 0 < prior_bias <= 1")
 
 
 @dataclass
@@ -152,9 +165,8 @@ class Controller:
     _verified: deque = field(init=False)
     # Measured / replayed speculation rate, as of the last fall-back: what the model does not see
     # (the edge applying verdicts between draft steps, the two sides competing for memory bandwidth
-    # on one machine). 1 until measured: a switch is charged the pipeline's start-up on its own
-    # (costmodel.speculation_pays), which the replay of a window once took in (0.64-0.92 then).
-    _bias: float = field(init=False, default=1.0)
+    # on one machine); ControllerConfig.prior_bias until measured.
+    _bias: float = field(init=False)
     _fallback_tokens: int = field(init=False, default=0)
     _judged: int = field(init=False, default=0)  # _fallback_tokens at the last judgement of the shadow
     _judged_early: int = field(init=False, default=0)  # _speculated_since_switch at the last early judgement
@@ -179,6 +191,7 @@ class Controller:
         self._shadow = deque(maxlen=self.config.window * 2)
         self._verified = deque(maxlen=self.config.window * 2)
         self._probe_every = self.config.probe_every
+        self._bias = self.config.prior_bias
 
     @staticmethod
     def for_cloud(config: ControllerConfig, curve: CostCurve, rtt_s: float) -> "Controller":
@@ -402,10 +415,17 @@ class Controller:
 
     def _pays(self, positions: Iterable[tuple[float, float]], remaining: int | None, margin: float) -> bool:
         """Would speculation on text like these positions beat cloud decoding by `margin` over the
-        remaining tokens? Its steady rate is scaled by the bias measured when speculation last
-        fell back."""
-        rate = self._bias * self._steady_rate(positions)
+        remaining tokens? Its steady rate, over the positions weighed against the model's estimates,
+        is scaled by the bias measured when speculation last fell back (the prior bias before)."""
+        rate = self._bias * self._steady_rate(self._weighed(positions))
         return speculation_pays(rate, self.costs, remaining, margin, self.config.max_chunk)
+
+    def _weighed(self, positions: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+        """The positions with each outcome blended with its estimate, the estimates weighing
+        ControllerConfig.estimate_weight positions against the window's."""
+        pairs = list(positions)
+        w = len(pairs) / (len(pairs) + self.config.estimate_weight) if pairs else 1.0
+        return [(e, w * o + (1 - w) * e) for e, o in pairs]
 
     def _steady_rate(self, positions: Iterable[tuple[float, float]]) -> float:
         """The steady rate of chunks cut by the estimates and scored by the outcomes of `positions`."""
