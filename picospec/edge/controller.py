@@ -102,11 +102,11 @@ class ControllerConfig:
     # shared passes make cloud decoding slow and drafts nearly free; a GPU).
     early_margin: float = 0.5
     # Shadowed positions before they are judged (the first token, from the prompt pass, casts no
-    # shadow), and the replay looks at the last two windows. A window of 8 starts speculation on
-    # code 8-12 tokens sooner than one of 15, where a 16-token pass costs 5 decode steps about a
-    # third of HumanEval's time at wan; alone it also started on chance runs of agreement in chat
-    # (MT-bench at cellular 0.87x vs 1.01x, session 26), which estimate_weight and prior_bias
-    # damp (docs/benchmarks.md, session 31).
+    # shadow), and the replay looks at the last two windows. With a window of 8, code whose first
+    # 8 positions pass speculates after 9 tokens instead of 16: where a 16-token pass costs 5
+    # decode steps, waiting for 15 took about a seventh of HumanEval's time at wan. Alone it also
+    # started on chance runs of agreement in chat (MT-bench at cellular 0.87x vs 1.01x, session
+    # 26), which estimate_weight and prior_bias damp (docs/benchmarks.md, session 31).
     window: int = 8
     # Positions' worth of weight the acceptance model's estimates get against the shadow's
     # outcomes in its replay: 8 agreeing positions drafted with chat's middling confidence are
@@ -114,8 +114,9 @@ class ControllerConfig:
     # estimates are near 1 and lose nothing.
     estimate_weight: float = 8.0
     # The replay's optimism assumed until a fall-back measures it (Controller._bias): measured
-    # speculation ran at 0.69-0.73 of the ideal replay at wan in session 30, 0.64-0.92 of a
-    # window's replay earlier; below 1, chat's chance switches mostly do not pass.
+    # speculation ran at 0.69-0.73 of the ideal at wan in session 30, at 0.64-0.92 of a window's
+    # replay earlier; below 1, chat's chance switches mostly do not pass (0.7 stopped code
+    # speculating where a 16-token pass costs 9-13 decode steps, in the simulator).
     prior_bias: float = 0.85
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
