@@ -102,15 +102,6 @@ class Drafter:
             self._next_logits = self.runner.extend([int(tokens[i])])[0]
         return DraftChunk(self.epoch, start, tokens, rows, confidences)
 
-    def probe_step(self) -> None:
-        """Do a draft step's work once and undo it (nothing drawn from the random stream), for the
-        caller to time before the first real draft: the distribution, the confidence of the most
-        likely token, and the pass over it."""
-        top = int(np.argmax(self._draft_distribution()))
-        confidence(self._next_logits, top)
-        self.runner.extend([top])
-        self.runner.rollback(self.drafted_until - 1)
-
     def absorb(self, tokens: Sequence[int], keep: Callable[[float, float, bool], bool]) -> DraftChunk | None:
         """Draft given tokens (prompt lookup's), evaluated in one pass; None when none is kept.
 

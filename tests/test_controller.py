@@ -220,16 +220,6 @@ def make_controller(curve: CostCurve, **config) -> Controller:
     return Controller(ControllerConfig(**config), CostTracker(curve), draft_s=0.01, rtt_s=0.0)
 
 
-def test_the_first_draft_step_measured_replaces_the_prior_and_later_ones_move_it():
-    controller = Controller.for_cloud(ControllerConfig(), FLAT, rtt_s=0.0)
-    assert controller.draft_s == pytest.approx(FLAT.decode_s / 2)  # the prior, before any drafting
-    controller.observe_draft_step(0.004)
-    assert controller.draft_s == pytest.approx(0.004)
-    controller.observe_draft_step(math.nan)
-    controller.observe_draft_step(0.014)
-    assert 0.004 < controller.draft_s < 0.014
-
-
 def test_speculation_that_earns_less_than_cloud_decoding_falls_back():
     controller = make_controller(LINEAR, window=4, judge_window=4)
     controller.mode = Mode.SPECULATE

@@ -123,20 +123,6 @@ def test_caches_end_on_the_committed_context():
     assert result.rounds == len(result.accepted_lengths) and result.target_passes == result.rounds + 1
 
 
-def test_a_probed_draft_step_changes_nothing_that_follows():
-    params, config = SamplingParams(temperature=1.0), VerifyConfig(mode="exact")
-    chunks = []
-    for probe in (False, True):
-        drafter = Drafter(TARGET.drafter(seed=5), params, config, np.random.default_rng(3))
-        drafter.begin([0, 1])
-        if probe:
-            drafter.probe_step()
-        assert drafter.drafted_until == 2
-        chunks.append(drafter.draft(6))
-    np.testing.assert_array_equal(chunks[0].tokens, chunks[1].tokens)
-    np.testing.assert_allclose(chunks[0].draft_probs, chunks[1].draft_probs)
-
-
 def test_generation_stops_after_a_stop_token():
     params, config = SamplingParams(temperature=0), VerifyConfig(mode="exact")
     reference = generate_autoregressive(TARGET, [0], params, config, np.random.default_rng(0), 20).token_ids

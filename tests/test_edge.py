@@ -418,21 +418,3 @@ def test_the_shadow_skips_the_token_of_the_clouds_prompt_pass(cloud, monkeypatch
     report = generate(address(cloud), toy_drafter(), PROMPT, config)
     assert report.decoded == 30 and len(followed) >= never.follow_batch
     assert followed == report.token_ids[: len(followed)] and len(observed) == len(followed) - 1
-
-
-def test_the_drafters_step_is_timed_after_its_prompt_pass_before_any_shadow_is_judged(cloud, monkeypatch):
-    """The controller's prior for the drafter's step (half the cloud's decode step) is replaced by
-    one step timed after the drafter's prompt pass, even in a session that never drafts."""
-    from picospec.edge.controller import Controller
-
-    calls = []
-    step, observe = Controller.observe_draft_step, Controller.observe_decoded
-    monkeypatch.setattr(Controller, "observe_draft_step", lambda self, s: calls.append(("step", s)) or step(self, s))
-    monkeypatch.setattr(Controller, "observe_decoded", lambda self, c, p: calls.append(("shadow", p)) or observe(self, c, p))
-    never = ControllerConfig(margin=100.0, early_margin=100.0, probe_every=10_000, max_probe_every=10_000)
-    config = EdgeConfig(params=SamplingParams(temperature=0.0), max_new_tokens=30, controller=never)
-    report = generate(address(cloud), toy_drafter(), PROMPT, config)
-    assert report.decoded == 30 and report.drafted == 0
-    kinds = [kind for kind, _ in calls]
-    assert kinds[0] == "step" and kinds.count("step") == 1 and "shadow" in kinds
-    assert 0 < calls[0][1] < 1.0

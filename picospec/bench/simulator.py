@@ -364,7 +364,6 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self.inbox: deque[tuple[float, _Verdict | _Decoded]] = deque()
         self.unfollowed = 0  # tokens the cloud decoded that the drafter has not evaluated
         self.drafter_ready_at: float | None = None  # the end of its prompt pass, once started
-        self.step_probed = False  # the controller has the drafter's step, timed after its prompt pass
         self.after_full_chunk = False  # as SpeculativeEdge._after_full_chunk
 
     def run(self) -> SimResult:
@@ -419,9 +418,6 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         if self.drafter_ready_at is None:
             self._start_prompt_pass()
         self.now = max(self.now, self.drafter_ready_at)
-        if not self.step_probed:  # as the real edge: its prompt pass ends with a timed draft step
-            self.controller.observe_draft_step(self.draft_s)
-            self.step_probed = True
         if not self.unfollowed:
             return
         first = self.report.new_tokens - self.unfollowed
@@ -431,7 +427,7 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self.drafted_until, self.unfollowed = self.report.new_tokens, 0
 
     def _start_prompt_pass(self) -> None:
-        self.drafter_ready_at = self.now + self.costs.edge_prefill(self.config.prompt) + self.draft_s
+        self.drafter_ready_at = self.now + self.costs.edge_prefill(self.config.prompt)
         self.result.events.append(SimEvent("edge", "prefill", self.now, self.drafter_ready_at))
         self.report.timeline.append(TimelineEvent("prompt", self.now, self.drafter_ready_at))
 

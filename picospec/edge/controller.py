@@ -174,7 +174,6 @@ class Controller:
     _probe_every: int = field(init=False)
     _speculated_since_switch: int = field(init=False, default=0)
     _rtt_measured: bool = field(init=False, default=False)
-    _draft_measured: bool = field(init=False, default=False)
     # Other sessions' tokens in each pass of a batching cloud (a moving mean of what replies report).
     _shared: float = field(init=False, default=0.0)
     _shared_measured: bool = field(init=False, default=False)
@@ -214,14 +213,8 @@ class Controller:
             self._progress.append((now_s, committed))
 
     def observe_draft_step(self, seconds: float) -> None:
-        """A draft step took `seconds`: the first replaces the prior (half the cloud's decode step,
-        0.5 where the default pair measures 0.41 on the AVX2 VM), later ones move the estimate."""
-        if not (math.isfinite(seconds) and seconds > 0):
-            return
-        if self._draft_measured:
+        if math.isfinite(seconds) and seconds > 0:
             self.draft_s += 0.2 * (seconds - self.draft_s)
-        else:
-            self.draft_s, self._draft_measured = seconds, True
 
     def observe_rtt(self, seconds: float) -> None:
         """A round trip's network time (arrival - ship - compute). The first measurement replaces

@@ -106,7 +106,7 @@ class SpeculativeEdge(ControlledLoop):
         self._prompt: list[int] = []
         self._resumed_after: list[int] = []
         self._begun = False  # the drafter has evaluated the prompt
-        self._prompt_pass: Future[float | None] | None = None  # the drafter's prompt pass (and its timed step) on its own thread, once started
+        self._prompt_pass: Future[None] | None = None  # the drafter's prompt pass on its own thread, once started
         self._unfollowed: list[int] = []  # decoded by the cloud, not yet evaluated by the drafter
         self._unfollowed_probs: list[float | None] = []  # their target probabilities (None: not sent)
         self.lookup: PromptLookup | None = None  # over the committed context, from run()
@@ -172,12 +172,10 @@ class SpeculativeEdge(ControlledLoop):
         """Bring the drafter to the verified context: the prompt, then the tokens the cloud decoded."""
         if not self._begun:
             if self._prompt_pass is None:
-                step_s = self._begin_drafter(self._prompt + self._resumed_after)
+                self._begin_drafter(self._prompt + self._resumed_after)
             else:
-                step_s = self._prompt_pass.result()  # raises what the pass raised
+                self._prompt_pass.result()  # raises what the pass raised
             self._begun = True
-            if step_s is not None:  # before any decision that weighs drafting
-                self.controller.observe_draft_step(step_s)
         if self._unfollowed:
             # The session's first token always comes from the cloud's prompt pass: the drafter never
             # drafts there, so its shadow says nothing of what speculation would earn (and it is
@@ -296,18 +294,12 @@ class SpeculativeEdge(ControlledLoop):
 
         threading.Thread(target=prompt_pass, name="drafter-prompt-pass", daemon=True).start()
 
-    def _begin_drafter(self, context: list[int]) -> float | None:
+    def _begin_drafter(self, context: list[int]) -> None:
         """The drafter's prompt pass, kept on the timeline as a "prompt" event (the benchmark's
-        measure of the edge's prefill); then, for the controller, one draft step's work timed and
-        undone: its seconds (None without a controller)."""
+        measure of the edge's prefill)."""
         start = self._now()
         self.drafter.begin(context)
         self.report.timeline.append(TimelineEvent("prompt", start, self._now()))
-        if self.controller is None:
-            return None
-        start = self._now()
-        self.drafter.probe_step()
-        return self._now() - start
 
     def _prompt_passing(self) -> bool:
         """Whether the drafter's prompt pass is still running on its thread."""
