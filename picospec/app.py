@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from rich.console import Console
 from rich.table import Table
 
-from picospec.edge.client import CloudError, generate
+from picospec.edge.client import CloudError, generate, warm_up
 from picospec.edge.config import CloudLoss, DrafterConfig, EdgeConfig, Method, Recovery
 from picospec.edge.controller import ControllerConfig
 from picospec.edge.lookup import LookupConfig
@@ -123,9 +123,14 @@ def channel_security(args: argparse.Namespace) -> ChannelSecurity:
     return ChannelSecurity.from_args(args) if args.cloud else ChannelSecurity()
 
 
+def prompt_tokens(args: argparse.Namespace, runner: ModelRunner) -> list[int]:
+    """The flags' prompt, tokenized (in the chat template unless --no-chat)."""
+    return runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
+
+
 def run_one(args, runner: ModelRunner, method: Method, address: str | None, on_tokens=None) -> EdgeReport:
     """One generation of `method` with the flags' settings."""
-    prompt = runner.chat_tokens(args.prompt) if args.chat else runner.tokenize(args.prompt)
+    prompt = prompt_tokens(args, runner)
     report = generate(address, runner, prompt, edge_config(args, method), on_tokens, security=channel_security(args))
     report.text = runner.detokenize(report.token_ids)
     return report
@@ -176,6 +181,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     with cloud_context(args) as local:
         runner = load_drafter(args)
         address = args.cloud or local.address
+        # Unrecorded: the cloud's first session is slower, and picospec's run comes first.
+        warm_up(address, runner, prompt_tokens(args, runner), edge_config(args, Method.SYNC), channel_security(args))
         for method in (Method.PICOSPEC, Method.AR):
             console.rule(f"{method.value}")
             reports.append(run_one(args, runner, method, address, TokenPrinter(console, runner)))

@@ -418,3 +418,15 @@ def test_the_shadow_skips_the_token_of_the_clouds_prompt_pass(cloud, monkeypatch
     report = generate(address(cloud), toy_drafter(), PROMPT, config)
     assert report.decoded == 30 and len(followed) >= never.follow_batch
     assert followed == report.token_ids[: len(followed)] and len(observed) == len(followed) - 1
+
+
+@pytest.mark.parametrize("cloud_address", [None, "localhost:1"], ids=["edge", "cloud"])
+def test_a_warm_up_is_a_short_stop_and_wait_generation_whatever_the_method(monkeypatch, cloud_address):
+    import picospec.edge.client as client
+
+    seen = []
+    monkeypatch.setattr(client, "generate", lambda cloud, runner, prompt, config, **kw: seen.append((cloud, config)))
+    client.warm_up(cloud_address, toy_drafter(), PROMPT, EdgeConfig(method=Method.PICOSPEC, max_new_tokens=128))
+    ((cloud, config),) = seen
+    assert cloud == cloud_address and config.max_new_tokens == client.WARMUP_TOKENS
+    assert config.method is (Method.EDGE if cloud_address is None else Method.SYNC)

@@ -26,7 +26,7 @@ from picospec.bench.costs import CostProfile
 from picospec.bench.profiles import NamedProfile, parse_profile
 from picospec.bench.results import MODELESS_VERIFY, NO_NETWORK, CellKey, RunRecord, append_records, load_records
 from picospec.bench.workloads import WORKLOADS, Prompt, select_prompts
-from picospec.edge.client import generate
+from picospec.edge.client import generate, warm_up
 from picospec.edge.config import DrafterConfig, EdgeConfig, Method
 from picospec.edge.controller import DEFAULT_POLICY, ControllerConfig
 from picospec.edge.lookup import LookupConfig
@@ -39,7 +39,6 @@ from picospec.sampling import SamplingParams
 from picospec.transport.netem import LinkProfile
 from picospec.verify import VerifyConfig, VerifyMode
 
-WARMUP_TOKENS = 8
 
 # The BenchConfig fields that picospec.options.add_edge_options sets (each flag's dest is the field's name).
 EDGE_OPTION_FIELDS = ("top_k", "top_p", "topk_entries", "candidates", "chunk_len", "lookahead", "policy",
@@ -321,11 +320,10 @@ def _execute(config: BenchConfig, todo: list[PlannedRun], drafter: ModelRunner, 
 
 
 def _warm_up(config: BenchConfig, drafter: ModelRunner, address: str | None, first: PlannedRun, prompt_tokens: dict) -> None:
-    """A short unrecorded generation: loads the cloud's runner and touches both models' pages."""
-    method = Method.EDGE if address is None else Method.SYNC
-    key = CellKey(first.key.workload, first.key.prompt_id, method, MODELESS_VERIFY,
+    """edge/client.py's warm_up on the group's first prompt, greedy."""
+    key = CellKey(first.key.workload, first.key.prompt_id, Method.SYNC, MODELESS_VERIFY,
                   first.key.profile, first.key.rtt_ms, first.key.bandwidth_mbps, 0.0, 0)  # fmt: skip
-    generate(address, drafter, prompt_tokens[first.prompt], edge_config(config, key, WARMUP_TOKENS))
+    warm_up(address, drafter, prompt_tokens[first.prompt], edge_config(config, key))
 
 
 def _describe(key: CellKey) -> str:
