@@ -162,8 +162,8 @@ def warm_up(cloud: str | None, runner: ModelRunner, prompt: Sequence[int], confi
             security: ChannelSecurity = ChannelSecurity()) -> None:  # fmt: skip
     """A short unrecorded generation before timed ones (stop-and-wait, or the drafter alone without
     a cloud): it touches both models' pages, and a cloud's first session is slower than the ones
-    after it (the demo's prompt pass 0.96-1.02 s against 0.69-0.81 s, whichever method came
-    first), a cost that would otherwise fall on the first timed run."""
+    after it (the demo's prompt pass 0.96-1.02 s against 0.69-0.82 s for most later ones, whichever
+    method came first), a cost that would otherwise fall on the first timed run."""
     method = Method.EDGE if cloud is None else Method.SYNC
     generate(cloud, runner, prompt, replace(config, method=method, max_new_tokens=WARMUP_TOKENS), security=security)
 
