@@ -43,6 +43,7 @@ HERE = Path(__file__).parent
 # Reconnect at once and often: the tests break links on purpose.
 RECOVERY = Recovery(retries=20, backoff_s=0.02, max_backoff_s=0.5, liveness=FAST_LIVENESS)
 LINK = LinkProfile(rtt_ms=2, bandwidth_mbps=1000)
+SLOW_TARGET = functools.partial(SlowToy.create, V, seed=TARGET_SEED)  # the toy target, its passes slowed by slow_passes
 
 
 @contextmanager
@@ -88,7 +89,9 @@ def test_a_generation_resumed_after_resets_equals_the_uninterrupted_one(method, 
     if controller is not None and method is not Method.PICOSPEC:
         pytest.skip("only the pipeline runs a controller")
     config = config_for(method, mode, temperature, 30, controller)
-    with cloud_behind_link() as (cloud, link):
+    # 5 ms a pass: without it the toy cloud can stream an `ar` session's remaining tokens before the
+    # second reset reaches them, and the generation ends with one resume (CI, session 32).
+    with cloud_behind_link(SLOW_TARGET) as (cloud, link), slow_passes(0.005):
         first = FaultAfter(5, link.reset)
         second = FaultAfter(17, link.reset)
         report = generate(f"127.0.0.1:{link.port}", toy_drafter(noise=1.5), PROMPT, config,
@@ -256,8 +259,7 @@ def partition_mid_generation(method: Method, liveness: Liveness, partition_s: fl
     config = config_for(method, VerifyMode.GUMBEL, 1.0, n_tokens, ControllerConfig() if method.pipelined else None, recovery=recovery)
     times: dict[str, float] = {}
     # A pass takes 20 ms, so the session is still running when the partition starts.
-    slow_target = functools.partial(SlowToy.create, V, seed=TARGET_SEED)
-    with cloud_behind_link(slow_target, liveness) as (cloud, link), loss_log() as losses, slow_passes(0.02):
+    with cloud_behind_link(SLOW_TARGET, liveness) as (cloud, link), loss_log() as losses, slow_passes(0.02):
 
         def partition() -> None:
             times["partition"] = time.monotonic()
