@@ -24,7 +24,7 @@ from picospec.bench.costs import CostProfile, VerifyCost
 from picospec.bench.forced import ForcedTrace
 from picospec.bench.measure import evaluated_tokens, measure_costs, run_costs, window_costs
 from picospec.bench.results import CellKey, RunRecord
-from picospec.bench.predict import predict_cells, run_config
+from picospec.bench.predict import predict_cells
 from picospec.bench.simulator import PositionOutcomes, SimConfig, simulate
 from picospec.bench.traces import AgreementTrace, TraceSource, observed_agreement, pooled_agreement
 from picospec.cli import main
@@ -557,16 +557,6 @@ def test_predictions_of_simulated_controller_runs_have_no_error():
     without = predict_cells(records)  # no forced traces: the controller's runs cannot be replayed
     assert {p.method for p in without if p.measured is not None} == {Method.AR}
     assert Method.PICOSPEC not in {p.method for p in without}
-
-
-def test_a_sampled_run_is_replayed_by_a_sampling_controller():
-    """The controller starts from a different prior bias when sampling: the replay of a run made
-    at T > 0 must run it so (and a greedy run's, greedy)."""
-    greedy = RunRecord(key(Method.PICOSPEC), {"new_tokens": 128}, settings=ADAPTIVE)
-    sampled = replace(greedy, key=replace(greedy.key, temperature=1.0))
-    assert run_config(greedy, Method.PICOSPEC, VerifyMode.EXACT).greedy
-    config = run_config(sampled, Method.PICOSPEC, VerifyMode.EXACT)
-    assert not config.greedy and config.controller is not None
 
 
 def test_costs_measured_from_controller_runs():

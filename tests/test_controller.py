@@ -216,8 +216,8 @@ def test_acceptance_model_learns_per_confidence_bin():
     assert AcceptanceModel(by_confidence=False).estimate(0.2) == AcceptanceModel(by_confidence=False).mean
 
 
-def make_controller(curve: CostCurve, greedy: bool = True, **config) -> Controller:
-    return Controller(ControllerConfig(**config), CostTracker(curve), draft_s=0.01, rtt_s=0.0, greedy=greedy)
+def make_controller(curve: CostCurve, **config) -> Controller:
+    return Controller(ControllerConfig(**config), CostTracker(curve), draft_s=0.01, rtt_s=0.0)
 
 
 def test_speculation_that_earns_less_than_cloud_decoding_falls_back():
@@ -320,9 +320,9 @@ def test_each_window_of_the_shadow_is_judged_once():
     assert modes == [Mode.FALLBACK] * 7 + [Mode.SPECULATE]
 
 
-def window_of_agreement(confidence: float, greedy: bool = True, **config) -> Mode:
+def window_of_agreement(confidence: float, **config) -> Mode:
     """The mode after 8 positions the drafter would all have passed, drafted with `confidence`."""
-    controller = make_controller(CPU, greedy, window=8, probe_every=1000, early_margin=100.0, **config)
+    controller = make_controller(CPU, window=8, probe_every=1000, early_margin=100.0, **config)
     for _ in range(8):
         controller.observe_decoded(confidence, 1.0)
     return controller.decide()
@@ -337,14 +337,6 @@ def test_a_short_run_of_agreement_at_middling_confidence_does_not_start_speculat
     assert window_of_agreement(0.93) is Mode.FALLBACK
     assert window_of_agreement(0.93, estimate_weight=0.0) is Mode.SPECULATE
     assert window_of_agreement(0.93, prior_bias=1.0) is Mode.SPECULATE
-
-
-def test_a_sampling_session_takes_its_replay_at_its_word_until_measured():
-    # Sampled, the shadow's outcomes are the chances drafts pass, not 0/1 draws: the same window
-    # starts speculation, under sampled_prior_bias (1), not greedy's prior_bias (0.85).
-    assert window_of_agreement(0.93, greedy=False) is Mode.SPECULATE
-    assert window_of_agreement(0.93, greedy=False, sampled_prior_bias=0.85) is Mode.FALLBACK
-    assert window_of_agreement(0.93, greedy=True, sampled_prior_bias=1.0) is Mode.FALLBACK
 
 
 def test_without_fallback_the_controller_always_speculates():
@@ -449,7 +441,7 @@ def test_a_lookup_match_does_not_end_cloud_decoding_where_it_would_not_pay():
 
 @pytest.mark.parametrize(
     "settings",
-    [{"max_chunk": 0}, {"max_chunk": 8, "max_lookahead": 4}, {"chunks_ahead": 0}, {"follow_batch": 0}, {"window": 1}, {"margin": -0.1}, {"estimate_weight": -1.0}, {"prior_bias": 0.0}, {"prior_bias": 1.5}, {"sampled_prior_bias": 0.0}, {"sampled_prior_bias": 1.2}],
+    [{"max_chunk": 0}, {"max_chunk": 8, "max_lookahead": 4}, {"chunks_ahead": 0}, {"follow_batch": 0}, {"window": 1}, {"margin": -0.1}, {"estimate_weight": -1.0}, {"prior_bias": 0.0}, {"prior_bias": 1.5}],
 )
 def test_a_controller_config_that_cannot_run_is_refused(settings):
     with pytest.raises(InvalidInputError, match="controller:"):

@@ -226,24 +226,6 @@ def test_a_chunk_leaves_with_the_doubtful_draft_that_ended_it(cloud, monkeypatch
     assert any(len(confidences) > 1 and confidences[-1] < 0.5 for confidences in shipped)
 
 
-def test_the_controller_starts_from_the_prior_bias_of_how_the_session_decodes(cloud, monkeypatch):
-    """Greedy sessions start from ControllerConfig.prior_bias, sampling ones from sampled_prior_bias."""
-    from picospec.edge.controller import Controller
-
-    biases, for_cloud = [], Controller.for_cloud
-
-    def spy(*args):
-        controller = for_cloud(*args)
-        biases.append(controller._bias)
-        return controller
-
-    monkeypatch.setattr(Controller, "for_cloud", staticmethod(spy))
-    controller = ControllerConfig(prior_bias=0.6, sampled_prior_bias=0.9)
-    for temperature in (0.0, 1.0):
-        generate(address(cloud), toy_drafter(), PROMPT, EdgeConfig(params=SamplingParams(temperature=temperature), max_new_tokens=4, controller=controller))
-    assert biases == [0.6, 0.9]
-
-
 def test_each_pass_is_timed_as_the_pass_the_cloud_ran(cloud, monkeypatch):
     """The edge times each verdict's pass as a pass over the chunk and, where the cloud had not
     evaluated it, the correction or decoded token before it (what refines V(m)): checked against

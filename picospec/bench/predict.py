@@ -196,9 +196,8 @@ def simulable(record: RunRecord, method: Method, forced: dict[TraceKey, Position
 
 def run_config(record: RunRecord, method: Method, mode: VerifyMode) -> SimConfig:
     """What the simulator replays of a run as `method` in `mode`: its policy (the controller it ran
-    with, for picospec), length, prompt and whether it decoded greedily."""
+    with, for picospec), length and prompt."""
     policy, max_new_tokens = run_policy(record)
     return SimConfig(
-        method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt, _controller(record, method),
-        greedy=record.key.temperature == 0,
+        method, mode, policy, max_new_tokens, record.summary["new_tokens"], record.key.prompt, _controller(record, method)
     )

@@ -92,7 +92,6 @@ class SimConfig:
     stop_after: int | None = None  # an end-of-sequence token after this many tokens
     prompt: str | None = None  # "workload:prompt_id", for per-prompt prefill times
     controller: ControllerConfig | None = None  # picospec's controller (None: the fixed policy)
-    greedy: bool = True  # the run decoded greedily (else it sampled: the controller's prior bias differs)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", Method(self.method))
@@ -353,9 +352,7 @@ class _ControlledEdge(_SimulatedEdge, ControlledLoop):
         self.costs, self.config, self.outcomes = costs, config, outcomes
         self.policy = ChunkPolicy(True, config.policy.chunk_len, config.policy.max_lookahead, config.max_new_tokens)
         self.max_chunk = config.controller.max_chunk
-        self.controller = Controller.for_cloud(
-            config.controller, _cost_curve(costs, self.max_chunk), costs.link.rtt_ms / 1000, config.greedy
-        )
+        self.controller = Controller.for_cloud(config.controller, _cost_curve(costs, self.max_chunk), costs.link.rtt_ms / 1000)
         self.draft_s = costs.draft(config.method)
         self.result = SimResult(EdgeReport(method=config.method.value, verify=config.mode.value))
         self.report = self.result.report

@@ -118,11 +118,6 @@ class ControllerConfig:
     # replay earlier; below 1, chat's chance switches mostly do not pass (0.7 stopped code
     # speculating where a 16-token pass costs 9-13 decode steps, in the simulator).
     prior_bias: float = 0.85
-    # The same when sampling (T > 0). There the shadow scores each position by the chance its draft
-    # passes, not by a 0/1 draw, so a window holds no chance runs of agreement for the bias to damp;
-    # at 0.85 HumanEval at T = 1 was left to cloud decoding on 64% of its tokens (1.03x of ar), at
-    # 1 on 39% (1.08x), MT-bench unchanged (0.97x, never speculating): docs/benchmarks.md, session 33.
-    sampled_prior_bias: float = 1.0
     # Committed tokens over which speculation's measured rate is judged: a rejection costs a restart
     # of the pipeline (a chunk's round trip, ~10 decode steps on a CPU), which a window of 16 would
     # read as speculation not paying, even where it pays over the run. Judged sooner where
@@ -146,8 +141,8 @@ class ControllerConfig:
         windows = min(self.window, self.judge_window)
         if windows < 2 or self.probe_every < 1 or min(self.margin, self.early_margin) < 0 or self.follow_batch < 1:
             raise InvalidInputError("controller: windows >= 2, probe_every >= 1, follow_batch >= 1 and margins >= 0")
-        if self.estimate_weight < 0 or not (0 < self.prior_bias <= 1 and 0 < self.sampled_prior_bias <= 1):
-            raise InvalidInputError("controller: estimate_weight >= 0 and 0 < prior_bias, sampled_prior_bias <= 1")
+        if self.estimate_weight < 0 or not 0 < self.prior_bias <= 1:
+            raise InvalidInputError("controller: estimate_weight >= 0 and 0 < prior_bias <= 1")
 
 
 @dataclass
@@ -159,7 +154,6 @@ class Controller:
     tracker: CostTracker
     draft_s: float
     rtt_s: float
-    greedy: bool = True  # the session decodes greedily (else it samples: ControllerConfig.sampled_prior_bias)
     # State, not settings: set here and in __post_init__, changed only by the observations below.
     acceptance: AcceptanceModel = field(init=False)
     lookup: AcceptanceModel = field(init=False)  # prompt lookup's tokens (its own estimate)
@@ -172,7 +166,7 @@ class Controller:
     _verified: deque = field(init=False)
     # Measured / replayed speculation rate, as of the last fall-back: what the model does not see
     # (the edge applying verdicts between draft steps, the two sides competing for memory bandwidth
-    # on one machine); ControllerConfig.prior_bias (sampled_prior_bias) until measured.
+    # on one machine); ControllerConfig.prior_bias until measured.
     _bias: float = field(init=False)
     _fallback_tokens: int = field(init=False, default=0)
     _judged: int = field(init=False, default=0)  # _fallback_tokens at the last judgement of the shadow
@@ -198,15 +192,14 @@ class Controller:
         self._shadow = deque(maxlen=self.config.window * 2)
         self._verified = deque(maxlen=self.config.window * 2)
         self._probe_every = self.config.probe_every
-        self._bias = self.config.prior_bias if self.greedy else self.config.sampled_prior_bias
+        self._bias = self.config.prior_bias
 
     @staticmethod
-    def for_cloud(config: ControllerConfig, curve: CostCurve, rtt_s: float, greedy: bool = True) -> "Controller":
+    def for_cloud(config: ControllerConfig, curve: CostCurve, rtt_s: float) -> "Controller":
         """A session's controller from what the cloud's welcome says (its cost curve) and the
-        welcome's wait (rtt_s), for a session that decodes greedily or samples; the drafter's step,
-        unknown until it drafts, is taken as half the cloud's decode step (a drafter a third of the
-        target's size)."""
-        return Controller(config, CostTracker(curve), curve.decode_s / 2, rtt_s, greedy)
+        welcome's wait (rtt_s); the drafter's step, unknown until it drafts, is taken as half the
+        cloud's decode step (a drafter a third of the target's size)."""
+        return Controller(config, CostTracker(curve), curve.decode_s / 2, rtt_s)
 
     @property
     def costs(self) -> Costs:

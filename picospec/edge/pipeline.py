@@ -114,7 +114,7 @@ class SpeculativeEdge(ControlledLoop):
         if config.adaptive is not None:
             if cloud is None:
                 raise ProtocolError("the controller needs the cloud's costs and limits from its welcome")
-            self.controller = Controller.for_cloud(config.adaptive, cloud.costs, cloud.rtt_s, config.params.greedy)
+            self.controller = Controller.for_cloud(config.adaptive, cloud.costs, cloud.rtt_s)
             self.max_chunk = min(config.adaptive.max_chunk, cloud.max_chunk_tokens)
 
     # -- the loop ---------------------------------------------------------------------------
