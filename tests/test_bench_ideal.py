@@ -136,6 +136,22 @@ def test_the_table_compares_each_run_with_the_ideal_at_its_cells_costs():
     assert "| never |" in render(rows)
 
 
+def test_the_table_says_how_much_of_cloud_decodings_ideal_ar_itself_reaches():
+    profile = costs()
+    records = simulated_records(profile, links=(LinkProfile(20.0, 100.0),), n=12)
+    never = {(r.key.prompt, 0.0, "ar"): trace([0.9] * 12, [0.0] * 12) for r in records}
+    (exact,) = ideal_rows(records, never)
+    assert exact.ar_efficiency == pytest.approx(1.0, rel=0.05)  # the simulated cloud has no overhead
+    # ar's runs 25% slower after the first token than their decode steps say: 0.8 of its ideal.
+    slow = [replace(r, summary={**r.summary, "wall_s": r.summary["ttft_s"] + 1.25 * (r.summary["wall_s"] - r.summary["ttft_s"])})
+            if r.key.method is Method.AR else r for r in records]  # fmt: skip
+    (row,) = ideal_rows(slow, never)
+    assert row.ar_efficiency == pytest.approx(0.8 * exact.ar_efficiency, rel=0.01)
+    assert "| ar / its ideal |" in render([row]) and render([row]).endswith(f"| {row.ar_efficiency:.2f} |")
+    (alone,) = ideal_rows([r for r in records if r.key.method is not Method.AR], never)
+    assert np.isnan(alone.ar_efficiency)
+
+
 def test_the_ideal_command_reads_kept_traces_without_loading_a_model(tmp_path, capsys):
     records = simulated_records(costs(), links=(LinkProfile(20.0, 100.0),), n=12)
     results, traces = tmp_path / "bench.jsonl", tmp_path / "bench.traces.jsonl"

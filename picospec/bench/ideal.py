@@ -37,6 +37,10 @@ class IdealRow:
     threshold: float  # the best cut-off (inf: cloud decoding throughout)
     chunk_len: float
     speculated: float  # share of positions at or above the cut-off
+    # ar's own runs in the cell over cloud decoding's ideal at the same costs (NaN: none): the
+    # share of the ideal that the cloud alone reaches; the ideal leaves out the per-token work
+    # outside the model's pass (sampling, streaming) that both methods pay.
+    ar_efficiency: float = float("nan")
 
 
 def ideal_rows(
@@ -44,6 +48,7 @@ def ideal_rows(
 ) -> list[IdealRow]:
     """A row per cell of picospec runs whose (prompt, temperature) has a trace."""
     costs = _window_costs(records)
+    ar_efficiency = _ar_efficiency(records, costs)
     cells: dict[tuple, list[tuple[float, ...]]] = {}
     for r in records:
         trace = trace_of(traces, r)
@@ -59,9 +64,21 @@ def ideal_rows(
             float((trace.confidence[1:] >= policy.threshold).mean()),
         ))  # fmt: skip
     return [
-        IdealRow(*cell, len(values), *(statistics.median(column) for column in zip(*values)))
+        IdealRow(*cell, len(values), *(statistics.median(column) for column in zip(*values)),
+                 ar_efficiency=ar_efficiency.get(cell[:3], float("nan")))
         for cell, values in sorted(cells.items())
-    ]
+    ]  # fmt: skip
+
+
+def _ar_efficiency(records: Sequence[RunRecord], costs: Mapping[tuple[str, float], CostProfile]) -> dict[tuple, float]:
+    """Per (workload, profile, temperature): the median of ar's tokens/s after the first token over
+    cloud decoding's ideal rate (bound.ar_rate) at the cell's costs."""
+    ratios: dict[tuple, list[float]] = {}
+    for r in records:
+        if r.key.method is Method.AR and (r.key.profile, r.key.temperature) in costs:
+            ideal = ar_rate(costs[r.key.profile, r.key.temperature])
+            ratios.setdefault((r.key.workload, r.key.profile, r.key.temperature), []).append(after_first_token_rate(r) / ideal)
+    return {cell: statistics.median(values) for cell, values in ratios.items()}
 
 
 def _window_costs(records: Sequence[RunRecord]) -> dict[tuple[str, float], CostProfile]:
@@ -88,12 +105,12 @@ def render(rows: Sequence[IdealRow]) -> str:
     """A markdown table of the rows."""
     lines = [
         "| workload | profile | T | variant | runs | measured tok/s | ideal tok/s | measured / ideal | ideal / cloud decoding | "
-        "cut-off | chunk | speculated |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "cut-off | chunk | speculated | ar / its ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cut = "never" if r.threshold == float("inf") else f"{r.threshold:.2f}"
         lines.append(f"| {r.workload} | {r.profile} | {r.temperature:g} | {r.variant} | {r.runs} | {r.measured:.2f} | "
                      f"{r.ideal:.2f} | {r.efficiency:.2f} | {r.ideal_vs_ar:.2f}x | {cut} | {r.chunk_len:g} | "
-                     f"{r.speculated:.0%} |")  # fmt: skip
+                     f"{r.speculated:.0%} | {r.ar_efficiency:.2f} |")  # fmt: skip
     return "\n".join(lines)
