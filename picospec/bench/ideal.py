@@ -1,7 +1,9 @@
 """Measured against the ideal of the adaptive policy: per cell, picospec's tokens/s after the first
 token beside what the best confidence cut-off with fallback to cloud decoding would reach on the
 same prompts (bound.best_cut_policy on the teacher-forced traces of forced.py), with the costs the
-benchmark measured in that cell's window (measure.window_costs). `render` makes the markdown.
+benchmark measured in that cell's window (measure.window_costs). Beside it, how much of cloud
+decoding's ideal `ar`'s own runs reach there: the bound's costs are the model's passes alone.
+`render` makes the markdown.
 """
 
 from __future__ import annotations
