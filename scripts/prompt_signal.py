@@ -16,18 +16,14 @@ import json
 
 import numpy as np
 
+from picospec.bench.forced import position_trace
 from picospec.bench.workloads import load_workload
 from picospec.models.registry import DEFAULT_DRAFT, model_path
 from picospec.runners.load import load_runner
-from picospec.sampling import SamplingParams, logits_to_probs
+from picospec.sampling import SamplingParams
 
 TEMPLATE_TAIL = 5  # Qwen's "<|im_end|>\n<|im_start|>assistant\n" after the user's message
-
-
-def agreement(probs: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per position: did the row's top token equal the next token, and the row's top probability.
-    probs: (n, V), row i predicting tokens[i]."""
-    return (probs.argmax(axis=1) == tokens).astype(float), probs.max(axis=1)
+GREEDY = SamplingParams(temperature=0.0)  # acceptance: does the drafter's argmax equal the next token
 
 
 def main() -> None:
@@ -50,12 +46,13 @@ def main() -> None:
                 answer.append(int(np.argmax(row)))
                 row = target.extend([answer[-1]])[-1]
             draft.rollback(0)
-            seq = np.array(tokens + answer)
-            # (n, V): row i predicts seq[i + 1]; at temperature 1, the drafter's confidence
-            probs = logits_to_probs(draft.extend(seq.tolist()), SamplingParams(temperature=1.0))
+            seq = tokens + answer
+            logits = draft.extend(seq)  # (n, V): row i the logits for seq[i + 1]
             lo = max(end - min(message_len, args.tail), 1)
-            prompt_agree, prompt_conf = agreement(probs[lo - 1 : end - 1], seq[lo:end])
-            answer_agree, _ = agreement(probs[len(tokens) : -1], seq[len(tokens) + 1 :])  # from the answer's 2nd token
+            judged = position_trace(logits[lo - 1 : end - 1], seq[lo:end], GREEDY)
+            prompt_agree, prompt_conf = judged.acceptance, judged.confidence
+            # from the answer's 2nd token: the first comes from the cloud's prompt pass, never drafted
+            answer_agree = position_trace(logits[len(tokens) : -1], seq[len(tokens) + 1 :], GREEDY).acceptance
             print(json.dumps({
                 "workload": workload, "id": prompt.prompt_id, "msg_len": message_len,
                 "prompt_agree": float(prompt_agree.mean()), "prompt_conf": float(prompt_conf.mean()),
