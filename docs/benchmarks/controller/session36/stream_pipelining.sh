@@ -1,5 +1,7 @@
 #!/bin/bash
-# ar's per-token wall time against its compute, the cloud on core 1 and the edge on core 0, two code trees alternating.
+# ar's per-token wall time against its compute, the cloud on core 1 and the edge on core 0, two code trees alternating:
+# /work/main (session 35's code) and /work/wt-pipe (a throw-away patch that started the next decode step
+# while gRPC sent the last token; not kept). The runs are stream_pipelining.jsonl.
 PY=/work/main/.venv/bin/python
 out=/work/runs/s36/ab_ar.jsonl
 for i in 1 2 3 4; do
