@@ -8,8 +8,8 @@ step; the runs themselves never passed more than 17 tokens).
 
 --judge-16 keeps the start decision (the shadow's replay and the start-up charge) at chunks of 16,
 so that only the chunks cut while speculating grow: with the cap itself, the start-up charge
-(a pass over max_chunk + 1) grows and code switches later. A throw-away patch of
-Controller._pays / _steady_rate / _loses_early, not in the package.
+(a pass over max_chunk + 1) grows and code switches later. A throw-away patch of the cost-model
+functions the controller calls, not in the package.
 """
 
 from __future__ import annotations
@@ -56,30 +56,14 @@ def extended(costs):
 
 
 def judge_at_16() -> None:
-    """Patch the controller's start decision to replay chunks of at most JUDGED tokens."""
-    C = controller_module.Controller
-
-    def judged(self):
-        return min(self.config.max_chunk, JUDGED)
-
-    def _steady_rate(self, positions):
-        pairs = list(positions)
-        return steady_rate([e for e, _ in pairs], self.costs, judged(self), [o for _, o in pairs])
-
-    def _pays(self, positions, remaining, margin):
-        rate = self._bias * self._steady_rate(self._weighed(positions))
-        return speculation_pays(rate, self.costs, remaining, margin, judged(self))
-
-    def _loses_early(self):
-        if len(self._progress) < 2 or self._judged_early == self._speculated_since_switch:
-            return False
-        self._judged_early = self._speculated_since_switch
-        costs = self.costs
-        (t0, n0), (t1, n1) = self._progress[0], self._progress[-1]
-        behind = (t1 - t0 - start_up_s(costs, judged(self))) * costs.fallback_rate > n1 - n0
-        return behind and self._bias * self._steady_rate(self._verified) < costs.fallback_rate * (1 - self.config.margin)
-
-    C._steady_rate, C._pays, C._loses_early = _steady_rate, _pays, _loses_early
+    """Patch the controller's start decision (the shadow's replay, the start-up charge, the early
+    judgement) to chunks of at most JUDGED tokens: the names controller.py imports from costmodel."""
+    m = controller_module
+    m.steady_rate = lambda acceptance, costs, max_len, outcomes=None: steady_rate(acceptance, costs, min(max_len, JUDGED), outcomes)
+    m.start_up_s = lambda costs, max_len: start_up_s(costs, min(max_len, JUDGED))
+    m.speculation_pays = lambda rate, costs, remaining, margin, max_len: speculation_pays(
+        rate, costs, remaining, margin, min(max_len, JUDGED)
+    )
 
 
 def main(seeds: int) -> None:
