@@ -2,7 +2,8 @@
 10.9 for 16 (pass_costs.txt), 0.54 of a step per token against 0.68. The simulator replays session
 36's base runs (slow VM, wan and cellular, T = 0) with the controller's chunk cap at 16, 24 and 32,
 the welcome's cost curve extended beyond 17 tokens by pass_costs.txt (scaled by each window's decode
-step; the runs themselves never passed more than 17 tokens).
+step; the runs themselves never passed more than 17 tokens): scripts/controller_sweep.py's replay,
+its costs extended.
 
     .venv/bin/python docs/benchmarks/controller/session38/long_chunks.py [--judge-16] [--seeds 2]
 
@@ -15,24 +16,19 @@ functions the controller calls, not in the package.
 from __future__ import annotations
 
 import argparse
-import statistics
-from collections import defaultdict
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 import picospec.edge.controller as controller_module
-from picospec.bench.compare import after_first_token_rate
-from picospec.bench.forced import load_traces, trace_of
 from picospec.bench.measure import measure_costs, window_costs
-from picospec.bench.predict import run_config
-from picospec.bench.results import MODELESS_VERIFY, load_records
-from picospec.bench.simulator import PositionOutcomes, simulate
 from picospec.costmodel import speculation_pays, start_up_s, steady_rate
-from picospec.edge.config import Method
 from picospec.edge.controller import ControllerConfig
-from picospec.transport.netem import LinkProfile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "scripts"))
+import controller_sweep  # noqa: E402  (scripts/ is not a package)
 
 HERE = Path(__file__).parent
 RUNS = HERE.parent / "session36" / "ab_base.jsonl"
@@ -67,23 +63,10 @@ def judge_at_16() -> None:
 
 
 def main(seeds: int) -> None:
-    records, forced = load_records(RUNS), load_traces(TRACES)
-    windows, whole = window_costs(records), measure_costs(records)
-    simulated: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in records:
-        trace = trace_of(forced, run)
-        if run.key.method is not Method.PICOSPEC or trace is None:
-            continue
-        link = LinkProfile(run.key.rtt_ms, run.key.bandwidth_mbps)
-        costs = extended(windows.get((run.key.profile, run.key.temperature), whole).with_link(link))
-        ar = after_first_token_rate(simulate(costs, run_config(run, Method.AR, MODELESS_VERIFY)).to_record(run.key))
-        for name, controller in VARIANTS.items():
-            config = replace(run_config(run, Method.PICOSPEC, run.key.verify), controller=controller)
-            for seed in range(run.key.repeat * seeds, (run.key.repeat + 1) * seeds):
-                record = simulate(costs, config, PositionOutcomes(trace, seed)).to_record(run.key)
-                simulated[(run.key.workload, run.key.profile)][name].append(after_first_token_rate(record) / ar)
-    for group, by_variant in sorted(simulated.items()):
-        print(" ".join(group), "; ".join(f"{name} {statistics.median(r):.3f}x" for name, r in by_variant.items()))
+    """controller_sweep's replay, its measured costs extended beyond 17 tokens."""
+    controller_sweep.window_costs = lambda records: {k: extended(c) for k, c in window_costs(records).items()}
+    controller_sweep.measure_costs = lambda records: extended(measure_costs(records))
+    controller_sweep.main(str(RUNS), str(TRACES), VARIANTS, seeds, per_prompt=False)
 
 
 if __name__ == "__main__":

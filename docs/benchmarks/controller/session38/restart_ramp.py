@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from picospec.costmodel import CostCurve, Costs
+from picospec.costmodel import CostCurve, Costs, best_chunk_len
 
 STEP_S = 0.0487
 STEPS = {1: 0.90, 2: 2.07, 4: 3.69, 8: 9.08, 12: 11.03, 16: 10.85, 17: 12.76}  # pass_costs.txt (V(1): the calibration's)
@@ -42,17 +42,6 @@ class RampCosts(Costs):
         return max(self.pass_s(j), j * self.draft_s) + (1.0 - survival) * ramp_restart_s(self, j)
 
 
-def best(costs: Costs, acceptance: float) -> tuple[int, float]:
-    rates = []
-    survival, expected = 1.0, 0.0
-    for j in range(1, 17):
-        expected += survival
-        survival *= acceptance
-        rates.append((expected / costs.chunk_cost(j, survival), j))
-    rate, j = max(rates)
-    return j, rate * STEP_S
-
-
 def main() -> None:
     known = sorted(STEPS)
     curve = CostCurve(tuple(float(np.interp(m, known, [STEPS[k] for k in known])) * STEP_S for m in range(1, 18)), STEP_S)
@@ -63,8 +52,8 @@ def main() -> None:
         print(f"  j = {j:2d}: {(model.rtt_s + j * model.draft_s) / STEP_S:5.2f}  {ramp_restart_s(ramp, j) / STEP_S:5.2f}")
     print("best chunk and its rate (tokens per decode step) for a uniform chance a draft passes")
     for a in (0.9, 0.95, 0.97, 0.99):
-        (jm, rm), (jr, rr) = best(model, a), best(ramp, a)
-        print(f"  a = {a}: model j = {jm} ({rm:.2f}), ramp j = {jr} ({rr:.2f})")
+        (jm, rm), (jr, rr) = (best_chunk_len([a] * 16, a, costs, 16) for costs in (model, ramp))
+        print(f"  a = {a}: model j = {jm} ({rm * STEP_S:.2f}), ramp j = {jr} ({rr * STEP_S:.2f})")
 
 
 if __name__ == "__main__":
